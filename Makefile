@@ -1,0 +1,24 @@
+# Two entry points, each doing all set-up on a fresh Debian machine (ffmpeg, venv, pip) before it runs:
+#   make demo   - the main job on the shipped keyword clips
+#   make test   - the test suite (what .ci/run calls)
+VENV ?= .venv
+PYTHON ?= python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+RUN := HF_HUB_OFFLINE=1 $(VENV)/bin/python
+
+.PHONY: demo test setup
+setup: $(VENV)/.installed
+
+# torch==2.13.0 (CPU) first: pip finds it on local disk, and the package's torch<2.14 pin then installs nothing more.
+$(VENV)/.installed: pyproject.toml
+	command -v ffmpeg >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends ffmpeg)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q torch==2.13.0
+	$(VENV)/bin/pip install -q -e ".[dev]"
+	touch $@
+
+demo: setup
+	$(RUN) recipes/inference_demo.py
+
+test: setup
+	HF_HOME=$$(mktemp -d) $(RUN) -m pytest -q

@@ -1,0 +1,148 @@
+"""TopK token pruning: the one novel piece that both pruned models call.
+
+A pruning layer scores the patch tokens, keeps the ``ceil(n * keep_rate)`` best ones and drops the rest before its
+MLP. Extra tokens (CLS, distillation) sit at the front of the sequence and are never pruned. Everything here works on
+plain tensors so it can be copied next to a saved model as remote code: it imports nothing but ``torch``.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+TOKEN_SCORES = ("attention", "intensity", "variation", "random")
+
+# Absorbs float error in n * keep_rate (100 * 0.7 == 70.00000000000001) so the ceil rule gives the exact answer.
+_CEIL_TOLERANCE = 1e-6
+
+
+def validate_pruning_config(keep_rate, pruning_layers, token_score, num_hidden_layers):
+    """Raise ``ValueError`` naming the bad value and the allowed range; shared by every pruned config."""
+    if isinstance(keep_rate, bool) or not isinstance(keep_rate, (int, float)) or not 0.0 < keep_rate <= 1.0:
+        raise ValueError(
+            f"keep_rate={keep_rate!r} is invalid: it must be a number in (0, 1], the fraction of patch tokens each "
+            "pruning layer keeps (1.0 disables pruning)."
+        )
+    if not isinstance(pruning_layers, (list, tuple)) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in pruning_layers
+    ):
+        raise ValueError(
+            f"pruning_layers={pruning_layers!r} is invalid: it must be a list of 0-based layer indices, e.g. [3, 6, 9]."
+        )
+    out_of_range = [i for i in pruning_layers if not 0 <= i < num_hidden_layers]
+    if out_of_range:
+        raise ValueError(
+            f"pruning_layers={list(pruning_layers)!r} contains {out_of_range}, outside the model's layers: indices "
+            f"must lie in [0, {num_hidden_layers - 1}] (num_hidden_layers={num_hidden_layers})."
+        )
+    if list(pruning_layers) != sorted(set(pruning_layers)):
+        raise ValueError(
+            f"pruning_layers={list(pruning_layers)!r} is invalid: indices must be sorted and unique, e.g. "
+            f"{sorted(set(pruning_layers))}."
+        )
+    if token_score not in TOKEN_SCORES:
+        raise ValueError(f"token_score={token_score!r} is invalid: choose one of {', '.join(TOKEN_SCORES)}.")
+
+
+def num_kept_tokens(num_tokens: int, keep_rate: float) -> int:
+    """``ceil(num_tokens * keep_rate)``, at least one token."""
+    return max(1, math.ceil(num_tokens * keep_rate - _CEIL_TOLERANCE))
+
+
+def kept_token_counts(num_patches: int, keep_rate: float, num_pruning_layers: int) -> list[int]:
+    """Patch tokens left after each pruning layer; the same keep rate compounds (512 at 0.7 -> 359, 252, 177)."""
+    counts = []
+    for _ in range(num_pruning_layers):
+        num_patches = num_kept_tokens(num_patches, keep_rate)
+        counts.append(num_patches)
+    return counts
+
+
+def patch_statistics(spectrogram: torch.Tensor, patch_size: int, stride: tuple[int, int]):
+    """Mean ("intensity") and unbiased std ("variation") of every patch the patch embedding sees.
+
+    ``spectrogram`` is laid out as the model's convolution reads it, ``(batch, 1, height, width)``; ``unfold`` walks
+    the patches in the same row-major order as the convolution's flattened output, so statistic ``i`` belongs to
+    patch token ``i`` (overlapping strides included).
+    """
+    patches = F.unfold(spectrogram.float(), kernel_size=patch_size, stride=stride)
+    return patches.mean(dim=1), patches.std(dim=1)
+
+
+def cls_attention_score(query: torch.Tensor, key: torch.Tensor, scaling: float, num_extra_tokens: int):
+    """Head-mean attention of the CLS query over the patch keys (paper eq. 2b), from ``(batch, heads, seq, dim)``.
+
+    Only the CLS row of ``softmax(QK^T)`` is formed, so this costs O(n*d) and never needs the eager attention matrix.
+    """
+    cls_logits = torch.matmul(query[:, :, :1], key.transpose(-1, -2)) * scaling
+    cls_attention = cls_logits.float().softmax(dim=-1)[:, :, 0, num_extra_tokens:]
+    return cls_attention.mean(dim=1)
+
+
+def cls_attention_score_from_weights(attention_weights: torch.Tensor, num_extra_tokens: int):
+    """The same score read from a full ``(batch, heads, seq, seq)`` attention matrix (eager attention)."""
+    return attention_weights[:, :, 0, num_extra_tokens:].float().mean(dim=1)
+
+
+def received_attention_score(
+    query: torch.Tensor, key: torch.Tensor, scaling: float, num_extra_tokens: int, chunk_size: int = 128
+):
+    """Attention each patch receives, averaged over heads and patch queries (paper eq. 2a).
+
+    The softmax runs over all keys; patch queries are processed ``chunk_size`` at a time so memory stays
+    O(n * chunk_size) per head instead of the O(n^2) attention matrix that SDPA avoids.
+    """
+    patch_queries = query[:, :, num_extra_tokens:]
+    received = query.new_zeros(query.shape[0], query.shape[1], key.shape[2], dtype=torch.float32)
+    for start in range(0, patch_queries.shape[2], chunk_size):
+        logits = torch.matmul(patch_queries[:, :, start : start + chunk_size], key.transpose(-1, -2)) * scaling
+        received += logits.float().softmax(dim=-1).sum(dim=2)
+    return received[:, :, num_extra_tokens:].mean(dim=1) / patch_queries.shape[2]
+
+
+def received_attention_score_from_weights(attention_weights: torch.Tensor, num_extra_tokens: int):
+    """The same score read from a full ``(batch, heads, seq, seq)`` attention matrix (eager attention)."""
+    return attention_weights[:, :, num_extra_tokens:, num_extra_tokens:].float().mean(dim=(1, 2))
+
+
+def select_tokens(hidden_states: torch.Tensor, scores: torch.Tensor, keep_rate: float, num_extra_tokens: int):
+    """Keep the extra tokens and the top ``ceil(n * keep_rate)`` patch tokens of each sample.
+
+    Returns the pruned ``hidden_states`` and ``kept_token_indices`` ``(batch, k)``: positions among the current
+    patch tokens, in descending score order, which the caller composes to map survivors back to input patches.
+    """
+    num_kept = num_kept_tokens(scores.shape[1], keep_rate)
+    kept_token_indices = scores.topk(num_kept, dim=1).indices
+    gather_index = (kept_token_indices + num_extra_tokens).unsqueeze(-1).expand(-1, -1, hidden_states.shape[-1])
+    kept_patch_tokens = hidden_states.gather(1, gather_index)
+    return torch.cat([hidden_states[:, :num_extra_tokens], kept_patch_tokens], dim=1), kept_token_indices
+
+
+class PatchTracker:
+    """Per-forward bookkeeping: which input patch each surviving token came from, and its static score.
+
+    Intensity and variation are computed once from the model input; after every pruning layer they must be gathered
+    with the same indices as the hidden states, or later layers would rank tokens by another patch's statistic.
+    """
+
+    def __init__(self, batch_size: int, num_patches: int, device, static_scores: torch.Tensor | None = None):
+        self.patch_indices = torch.arange(num_patches, device=device).expand(batch_size, -1)
+        self.static_scores = static_scores
+        self.kept_patches = ()
+
+    def scores_for_next_layer(self, token_score: str) -> torch.Tensor | None:
+        """Scores of the current patch tokens, or ``None`` when the layer must score them by its own attention."""
+        if token_score == "attention":
+            return None
+        if token_score == "random":
+            return torch.rand(self.patch_indices.shape, device=self.patch_indices.device)
+        return self.static_scores
+
+    def update(self, kept_token_indices: torch.Tensor | None):
+        """Record one pruning layer; ``None`` means the layer kept every token (keep rate too high to drop one)."""
+        if kept_token_indices is not None:
+            self.patch_indices = self.patch_indices.gather(1, kept_token_indices)
+            if self.static_scores is not None:
+                self.static_scores = self.static_scores.gather(1, kept_token_indices)
+        self.kept_patches += (self.patch_indices,)

@@ -1,0 +1,143 @@
+"""Token pruning at inference on one clip: kept tokens, latency and predictions per keep rate, plus a picture.
+
+    python recipes/inference_demo.py                       # ViT-B AST, random weights, on a shipped keyword clip
+    python recipes/inference_demo.py --model_name_or_path MIT/ast-finetuned-audioset-16-16-0.442 --audio my.wav
+
+Without --model_name_or_path the model is a ViT-B AST laid out for 1.28 s keyword clips (128 frames x 128 mel bins,
+16x16 patches: 64 patch tokens, the paper's Speech Commands setting) with random weights: the latency and the kept
+counts are real, the predictions are not (fine-tuning comes with recipes/finetune.py).
+"""
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+from transformers import ASTFeatureExtractor
+
+from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
+from hf_token_prune.visualization import kept_patch_mask, plot_pruning_stages
+
+
+REPO = Path(__file__).resolve().parent.parent
+KEYWORD_TEST_DIR = REPO / "data" / "keywords" / "test"
+WORDS = ["down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes"]
+SPEECH_COMMANDS_NORM = (-6.845978, 5.5654526)  # mean / std of Speech Commands V2 fbanks (paper recipe)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_name_or_path", help="pruned or stock AST checkpoint (folder or Hub id); "
+                        "default: a random-weight ViT-B AST for 128-frame clips")
+    parser.add_argument("--audio", type=Path, help="audio file (any rate soundfile reads; resampled to 16 kHz). "
+                        "Default: the first 'yes' clip of the shipped keyword test split")
+    parser.add_argument("--keep_rates", default="1.0,0.9,0.8,0.7,0.6,0.5,0.4",
+                        help="comma-separated keep rates in (0, 1] (default: %(default)s)")
+    parser.add_argument("--token_score", default="attention", choices=["attention", "intensity", "variation", "random"])
+    parser.add_argument("--plot_keep_rate", type=float, default=0.5, help="keep rate drawn in the PNG")
+    parser.add_argument("--repeats", type=int, default=10, help="timed forwards per keep rate (median reported)")
+    parser.add_argument("--num_threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--output_dir", type=Path, default=Path("outputs/inference_demo"))
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args()
+
+
+def parse_keep_rates(text):
+    try:
+        rates = [float(value) for value in text.split(",")]
+    except ValueError:
+        raise SystemExit(f"--keep_rates={text!r}: give comma-separated numbers in (0, 1], e.g. 1.0,0.7,0.5")
+    bad = [rate for rate in rates if not 0.0 < rate <= 1.0]
+    if bad:
+        raise SystemExit(f"--keep_rates contains {bad}: every keep rate must lie in (0, 1].")
+    return rates
+
+
+def load_audio(path, sampling_rate):
+    if not path.is_file():
+        raise SystemExit(f"--audio {path}: no such file.")
+    wave, file_rate = soundfile.read(path, dtype="float32", always_2d=True)
+    wave = wave.mean(axis=1)
+    if wave.size == 0 or not np.isfinite(wave).all():
+        raise SystemExit(f"--audio {path}: the clip is empty or contains NaN/inf samples.")
+    if file_rate != sampling_rate:
+        from scipy.signal import resample_poly
+
+        wave = resample_poly(wave, sampling_rate, file_rate).astype(np.float32)
+    return wave
+
+
+def build_model(args):
+    if args.model_name_or_path:
+        model = PrunedASTForAudioClassification.from_pretrained(args.model_name_or_path, token_score=args.token_score)
+        return model, ASTFeatureExtractor.from_pretrained(args.model_name_or_path)
+    torch.manual_seed(args.seed)
+    config = PrunedASTConfig(
+        max_length=128, frequency_stride=16, time_stride=16, token_score=args.token_score,
+        id2label=dict(enumerate(WORDS)), label2id={word: i for i, word in enumerate(WORDS)},
+    )
+    mean, std = SPEECH_COMMANDS_NORM
+    extractor = ASTFeatureExtractor(max_length=128, num_mel_bins=128, mean=mean, std=std)
+    return PrunedASTForAudioClassification(config), extractor
+
+
+def main():
+    args = parse_args()
+    keep_rates = parse_keep_rates(args.keep_rates)
+    torch.set_num_threads(args.num_threads)
+    model, extractor = build_model(args)
+    model.eval()
+    args.audio = args.audio or sorted((KEYWORD_TEST_DIR / "yes").glob("*.flac"))[0]
+    wave = load_audio(args.audio, extractor.sampling_rate)
+    inputs = extractor(wave, sampling_rate=extractor.sampling_rate, return_tensors="pt")
+    config = model.config
+    num_patches = model.audio_spectrogram_transformer.embeddings.position_embeddings.shape[1] - 2
+    print(f"model: {args.model_name_or_path or 'random-weight ViT-B AST'} | {num_patches} patch tokens | "
+          f"pruning layers {config.pruning_layers} | token score {config.token_score} | {args.num_threads} threads")
+    print(f"audio: {args.audio} ({len(wave) / extractor.sampling_rate:.2f} s)\n")
+    print(f"{'keep rate':>9} | {'kept tokens per pruning layer':<30} | {'latency ms (median ± IQR/2)':>28} | top-3")
+
+    baseline_ms = None
+    plotted = None
+    with torch.inference_mode():
+        for keep_rate in keep_rates:
+            model.set_keep_rate(keep_rate)
+            output = model(**inputs, output_kept_patches=True)  # warm-up
+            times = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                model(**inputs)
+                times.append((time.perf_counter() - start) * 1000)
+            quartiles = statistics.quantiles(times, n=4)
+            median = statistics.median(times)
+            baseline_ms = baseline_ms or median
+            kept = [patches.shape[1] for patches in output.kept_patches]
+            top = output.logits[0].softmax(-1).topk(min(3, config.num_labels))
+            labels = ", ".join(f"{config.id2label[i.item()]} {p:.2f}" for p, i in zip(top.values, top.indices))
+            print(f"{keep_rate:>9.2f} | {str(kept):<30} | {median:>8.1f} ± {(quartiles[2] - quartiles[0]) / 2:<5.1f} "
+                  f"({baseline_ms / median:.2f}x) | {labels}")
+            if abs(keep_rate - args.plot_keep_rate) < 1e-9:
+                plotted = output.kept_patches
+
+    if plotted is None:
+        model.set_keep_rate(args.plot_keep_rate)
+        with torch.inference_mode():
+            plotted = model(**inputs, output_kept_patches=True).kept_patches
+    spectrogram = inputs["input_values"][0].T  # (mel bins, frames): the orientation AST's patch embedding reads
+    stride = (config.frequency_stride, config.time_stride)
+    masks = [torch.ones_like(spectrogram, dtype=torch.bool)]
+    masks += [kept_patch_mask(patches[0], spectrogram.shape, config.patch_size, stride) for patches in plotted]
+    titles = ["input"] + [f"after layer {layer} ({patches.shape[1]} of {num_patches} patches kept)"
+                          for layer, patches in zip(config.pruning_layers, plotted)]
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    png = args.output_dir / "kept_patches.png"
+    plot_pruning_stages(spectrogram, masks, titles, png,
+                        suptitle=f"{args.audio.name}: keep rate {args.plot_keep_rate}, score {config.token_score}")
+    print(f"\nwrote {png}")
+
+
+if __name__ == "__main__":
+    main()

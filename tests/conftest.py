@@ -1,0 +1,43 @@
+import os
+import tempfile
+from pathlib import Path
+
+# Before anything imports huggingface_hub: never reach for the Hub, and never touch the user's cache.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="hf_home_"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+REPO = Path(__file__).resolve().parent.parent
+KEYWORDS = REPO / "data" / "keywords"
+
+
+def tiny_ast_kwargs(**overrides):
+    """A 12-layer AST small enough for unit tests: 64 mel bins x 128 frames in a 4 x 8 grid of 16x16 patches."""
+    kwargs = dict(
+        hidden_size=64,
+        num_hidden_layers=12,
+        num_attention_heads=4,
+        intermediate_size=128,
+        num_mel_bins=64,
+        max_length=128,
+        patch_size=16,
+        frequency_stride=16,
+        time_stride=16,
+        num_labels=5,
+    )
+    kwargs.update(overrides)
+    return kwargs
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def keyword_clip():
+    return sorted((KEYWORDS / "test" / "yes").glob("*.flac"))[0]
