@@ -28,11 +28,11 @@ from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_pruned_ast import PrunedASTConfig
 from .pruning import (
+    PatchLayout,
     PatchTracker,
     cls_attention_score,
     cls_attention_score_from_weights,
     num_kept_tokens,
-    patch_statistics,
     select_tokens,
 )
 
@@ -187,6 +187,19 @@ class PrunedASTPreTrainedModel(ASTPreTrainedModel):
         """Change the keep rate of every pruning layer in place (validated); used by the keep-rate schedule."""
         self.config.keep_rate = keep_rate
 
+    @property
+    def patch_layout(self) -> PatchLayout:
+        """How patch tokens map onto the input spectrogram (frequency-major for AST)."""
+        frequency_patches, time_patches = ASTEmbeddings.get_shape(None, self.config)
+        return PatchLayout(
+            patch_size=self.config.patch_size,
+            frequency_stride=self.config.frequency_stride,
+            time_stride=self.config.time_stride,
+            num_frequency_patches=frequency_patches,
+            num_time_patches=time_patches,
+            time_major=False,
+        )
+
 
 class PrunedASTModel(PrunedASTPreTrainedModel, ASTModel):
     # Loading a classification checkpoint into the bare encoder leaves its head behind, as intended.
@@ -235,10 +248,7 @@ class PrunedASTModel(PrunedASTPreTrainedModel, ASTModel):
 
         static_scores = None
         if config.token_score in ("intensity", "variation"):
-            # The patch embedding reads the spectrogram transposed to (frequency, time): walk its patches the same way.
-            spectrogram = input_values.unsqueeze(1).transpose(2, 3)
-            stride = (config.frequency_stride, config.time_stride)
-            intensity, variation = patch_statistics(spectrogram, config.patch_size, stride)
+            intensity, variation = self.patch_layout.patch_statistics(input_values)
             static_scores = intensity if config.token_score == "intensity" else variation
         tracker = PatchTracker(
             hidden_states.shape[0], hidden_states.shape[1] - NUM_EXTRA_TOKENS, hidden_states.device, static_scores

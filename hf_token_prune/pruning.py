@@ -6,6 +6,7 @@ plain tensors so it can be copied next to a saved model as remote code: it impor
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -59,15 +60,44 @@ def kept_token_counts(num_patches: int, keep_rate: float, num_pruning_layers: in
     return counts
 
 
-def patch_statistics(spectrogram: torch.Tensor, patch_size: int, stride: tuple[int, int]):
-    """Mean ("intensity") and unbiased std ("variation") of every patch the patch embedding sees.
+@dataclass(frozen=True)
+class PatchLayout:
+    """Where each patch token of a model comes from on the spectrogram.
 
-    ``spectrogram`` is laid out as the model's convolution reads it, ``(batch, 1, height, width)``; ``unfold`` walks
-    the patches in the same row-major order as the convolution's flattened output, so statistic ``i`` belongs to
-    patch token ``i`` (overlapping strides included).
+    Both models take ``input_values`` of shape ``(batch, frames, mel_bins)`` but patchify them in different
+    orientations: AST transposes to (frequency, time), so its tokens are frequency-major (``f * time_patches + t``);
+    AudioMAE keeps (time, frequency), so its tokens are time-major (``t * frequency_patches + f``).
     """
-    patches = F.unfold(spectrogram.float(), kernel_size=patch_size, stride=stride)
-    return patches.mean(dim=1), patches.std(dim=1)
+
+    patch_size: int
+    frequency_stride: int
+    time_stride: int
+    num_frequency_patches: int
+    num_time_patches: int
+    time_major: bool
+
+    @property
+    def num_patches(self) -> int:
+        return self.num_frequency_patches * self.num_time_patches
+
+    def patch_statistics(self, input_values: torch.Tensor):
+        """Mean ("intensity") and unbiased std ("variation") of every patch, in token order: ``(batch, patches)``.
+
+        ``unfold`` walks the windows in the row-major order of the patch embedding's flattened output, so statistic
+        ``i`` belongs to patch token ``i``, overlapping strides included.
+        """
+        image, stride = input_values.unsqueeze(1).float(), (self.time_stride, self.frequency_stride)
+        if not self.time_major:
+            image, stride = image.transpose(2, 3), stride[::-1]
+        patches = F.unfold(image, kernel_size=self.patch_size, stride=stride)
+        return patches.mean(dim=1), patches.std(dim=1)
+
+    def frequency_major_index(self, patch_indices: torch.Tensor) -> torch.Tensor:
+        """Token indices re-expressed on the (frequency, time) grid, the orientation spectrograms are drawn in."""
+        if not self.time_major:
+            return patch_indices
+        time, frequency = patch_indices // self.num_frequency_patches, patch_indices % self.num_frequency_patches
+        return frequency * self.num_time_patches + time
 
 
 def cls_attention_score(query: torch.Tensor, key: torch.Tensor, scaling: float, num_extra_tokens: int):

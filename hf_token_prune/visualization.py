@@ -3,24 +3,30 @@
 import torch
 import torch.nn.functional as F
 
+from .pruning import PatchLayout
 
-def kept_patch_mask(kept_patches: torch.Tensor, image_shape, patch_size: int, stride) -> torch.Tensor:
-    """Boolean ``image_shape`` mask of the pixels covered by at least one kept patch.
 
-    ``image_shape`` and ``stride`` are in the orientation the patch embedding reads (AST: frequency x time), and
-    ``kept_patches`` holds row-major indices into that patch grid, as the models' ``kept_patches`` output does.
-    ``fold`` is the inverse of the patch embedding's windowing, so overlapping strides are drawn correctly.
+def kept_patch_mask(kept_patches: torch.Tensor, layout: PatchLayout) -> torch.Tensor:
+    """Boolean (frequency, time) mask of the spectrogram pixels covered by at least one of ``kept_patches``.
+
+    ``kept_patches`` are token indices as the models' ``kept_patches`` output gives them; ``fold`` is the inverse of
+    the patch embedding's windowing, so overlapping strides are drawn correctly.
     """
-    grid = [(size - patch_size) // step + 1 for size, step in zip(image_shape, stride)]
-    selected = torch.zeros(grid[0] * grid[1])
-    selected[kept_patches.flatten().cpu()] = 1.0
-    columns = selected.expand(patch_size * patch_size, -1).unsqueeze(0)
-    coverage = F.fold(columns, output_size=tuple(image_shape), kernel_size=patch_size, stride=stride)
+    selected = torch.zeros(layout.num_patches)
+    selected[layout.frequency_major_index(kept_patches.flatten().cpu())] = 1.0
+    columns = selected.expand(layout.patch_size * layout.patch_size, -1).unsqueeze(0)
+    stride = (layout.frequency_stride, layout.time_stride)
+    height = (layout.num_frequency_patches - 1) * stride[0] + layout.patch_size
+    width = (layout.num_time_patches - 1) * stride[1] + layout.patch_size
+    coverage = F.fold(columns, output_size=(height, width), kernel_size=layout.patch_size, stride=stride)
     return coverage[0, 0] > 0
 
 
 def plot_pruning_stages(spectrogram, masks, titles, path, suptitle=None):
-    """Save one panel per stage: the spectrogram (frequency up, time right) with pruned pixels blanked."""
+    """Save one panel per stage: the (frequency, time) spectrogram, frequency up, with pruned pixels blanked.
+
+    A mask may be smaller than the spectrogram when the patch grid does not reach its edge; the rest counts as pruned.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,7 +36,9 @@ def plot_pruning_stages(spectrogram, masks, titles, path, suptitle=None):
     fig, axes = plt.subplots(len(masks), 1, figsize=(8, 1.6 * len(masks) + 0.6), squeeze=False, sharex=True)
     vmin, vmax = spectrogram.min().item(), spectrogram.max().item()
     for axis, mask, title in zip(axes[:, 0], masks, titles):
-        shown = spectrogram.masked_fill(~mask.cpu(), float("nan"))
+        full_mask = torch.zeros(spectrogram.shape, dtype=torch.bool)
+        full_mask[: mask.shape[0], : mask.shape[1]] = mask.cpu()
+        shown = spectrogram.masked_fill(~full_mask, float("nan"))
         axis.imshow(shown, origin="lower", aspect="auto", cmap="magma", vmin=vmin, vmax=vmax, interpolation="nearest")
         axis.set_facecolor("white")
         axis.set_title(title, fontsize=9)

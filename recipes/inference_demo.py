@@ -94,7 +94,7 @@ def main():
     wave = load_audio(args.audio, extractor.sampling_rate)
     inputs = extractor(wave, sampling_rate=extractor.sampling_rate, return_tensors="pt")
     config = model.config
-    num_patches = model.audio_spectrogram_transformer.embeddings.position_embeddings.shape[1] - 2
+    num_patches = model.patch_layout.num_patches
     print(f"model: {args.model_name_or_path or 'random-weight ViT-B AST'} | {num_patches} patch tokens | "
           f"pruning layers {config.pruning_layers} | token score {config.token_score} | {args.num_threads} threads")
     print(f"audio: {args.audio} ({len(wave) / extractor.sampling_rate:.2f} s)\n")
@@ -126,10 +126,9 @@ def main():
         model.set_keep_rate(args.plot_keep_rate)
         with torch.inference_mode():
             plotted = model(**inputs, output_kept_patches=True).kept_patches
-    spectrogram = inputs["input_values"][0].T  # (mel bins, frames): the orientation AST's patch embedding reads
-    stride = (config.frequency_stride, config.time_stride)
+    spectrogram = inputs["input_values"][0].T  # (mel bins, frames)
     masks = [torch.ones_like(spectrogram, dtype=torch.bool)]
-    masks += [kept_patch_mask(patches[0], spectrogram.shape, config.patch_size, stride) for patches in plotted]
+    masks += [kept_patch_mask(patches[0], model.patch_layout) for patches in plotted]
     titles = ["input"] + [f"after layer {layer} ({patches.shape[1]} of {num_patches} patches kept)"
                           for layer, patches in zip(config.pruning_layers, plotted)]
     args.output_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,8 @@ from transformers.utils import logging
 from conftest import tiny_ast_kwargs
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification, PrunedASTModel, kept_token_counts
 from hf_token_prune.modeling_pruned_ast import PrunedASTAttention
-from hf_token_prune.pruning import num_kept_tokens, patch_statistics
+from hf_token_prune.pruning import PatchLayout, num_kept_tokens
+from hf_token_prune.visualization import kept_patch_mask
 
 
 def stock_and_pruned(attn_implementation="sdpa", **overrides):
@@ -208,18 +209,22 @@ def test_patch_statistics_follow_survivors_through_every_pruning_layer(token_sco
         assert patches[0].tolist() == ranking[:count].tolist()
 
 
-def test_patch_statistics_match_the_patch_embedding_windows_with_overlap():
-    config = PrunedASTConfig(**tiny_ast_kwargs(frequency_stride=10, time_stride=6))
-    spectrogram = torch.randn(2, 1, config.num_mel_bins, config.max_length)
-    means, stds = patch_statistics(spectrogram, 16, (10, 6))
-    time_patches = (config.max_length - 16) // 6 + 1
-    frequency_patches = (config.num_mel_bins - 16) // 10 + 1
+@pytest.mark.parametrize("time_major", [False, True])
+def test_patch_statistics_and_masks_match_the_patch_embedding_windows_with_overlap(time_major):
+    frequency_patches, time_patches = (64 - 16) // 10 + 1, (128 - 16) // 6 + 1
+    layout = PatchLayout(16, 10, 6, frequency_patches, time_patches, time_major=time_major)
+    input_values = torch.randn(2, 128, 64)  # (batch, frames, mel bins)
+    means, stds = layout.patch_statistics(input_values)
     assert means.shape == (2, frequency_patches * time_patches)
-    for patch in [0, 1, time_patches, frequency_patches * time_patches - 1, 37]:
-        f, t = divmod(patch, time_patches)
-        window = spectrogram[:, 0, f * 10 : f * 10 + 16, t * 6 : t * 6 + 16].reshape(2, -1)
-        assert torch.allclose(means[:, patch], window.mean(1), atol=1e-6)
-        assert torch.allclose(stds[:, patch], window.std(1, unbiased=True), atol=1e-6)
+    for f, t in [(0, 0), (0, 1), (1, 0), (frequency_patches - 1, time_patches - 1), (2, 9)]:
+        token = t * frequency_patches + f if time_major else f * time_patches + t
+        window = input_values[:, t * 6 : t * 6 + 16, f * 10 : f * 10 + 16].reshape(2, -1)
+        assert torch.allclose(means[:, token], window.mean(1), atol=1e-6)
+        assert torch.allclose(stds[:, token], window.std(1, unbiased=True), atol=1e-6)
+        mask = kept_patch_mask(torch.tensor([token]), layout)
+        expected = torch.zeros(mask.shape, dtype=torch.bool)
+        expected[f * 10 : f * 10 + 16, t * 6 : t * 6 + 16] = True
+        assert torch.equal(mask, expected)
 
 
 def test_loud_patches_are_kept_through_kept_patches():
