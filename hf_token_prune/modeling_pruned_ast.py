@@ -187,6 +187,14 @@ class PrunedASTPreTrainedModel(ASTPreTrainedModel):
         """Change the keep rate of every pruning layer in place (validated); used by the keep-rate schedule."""
         self.config.keep_rate = keep_rate
 
+    num_extra_tokens = NUM_EXTRA_TOKENS
+
+    @staticmethod
+    def attention_token_scores(attention_weights: torch.Tensor) -> torch.Tensor:
+        """The `"attention"` score of every patch token from a layer's `(batch, heads, seq, seq)` attention weights,
+        e.g. from `output_attentions=True` under eager attention; for analysing layers that do not prune."""
+        return cls_attention_score_from_weights(attention_weights, NUM_EXTRA_TOKENS)
+
     @property
     def patch_layout(self) -> PatchLayout:
         """How patch tokens map onto the input spectrogram (frequency-major for AST)."""
