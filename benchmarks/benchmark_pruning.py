@@ -194,6 +194,7 @@ PRUNING_FUNCTIONS = {
     "select_tokens": "selection",
 }
 OVERHEAD_PARTS = ("scoring", "selection", "bookkeeping")
+PROFILED_KEEP_RATES = {False: (1.0, 0.7, 0.5), True: (1.0, 0.5)}  # by --quick
 
 
 @contextlib.contextmanager
@@ -230,10 +231,21 @@ def replay_seconds(function, args, kwargs):
     return timer.blocked_autorange(min_run_time=0.1).median
 
 
-def pruning_overhead(model, modules, inputs, keep_rate, forward_seconds, repeats=3):
-    """Share of the forward spent in scoring, selection (top-k, gather, cat) and bookkeeping, measured two ways:
-    ``profile_*`` from profiler ranges inside ``repeats`` forwards; ``replay_*`` from each pruning call of one
-    forward replayed alone, summed, over the forward's median latency ``forward_seconds`` from the timed rounds."""
+def operator_group(key):
+    if key == "aten::addmm":
+        return "linear"
+    if "scaled_dot_product" in key or key in ("aten::bmm", "aten::_softmax"):
+        return "attention"
+    return "other"
+
+
+def profile_pruned_forward(model, modules, inputs, keep_rate, forward_seconds, repeats=3):
+    """Profile ``repeats`` forwards at ``keep_rate``: self time per operator group, and the pruning overhead.
+
+    The overhead (scoring, selection = top-k + gather + cat, bookkeeping) is measured two ways: ``profile_*`` from
+    profiler ranges inside the forwards; ``replay_*`` from each pruning call of one forward replayed alone, summed,
+    over the forward's median latency ``forward_seconds`` from the timed rounds.
+    """
     model.eval()
     model.set_keep_rate(keep_rate)
     calls = []
@@ -247,13 +259,19 @@ def pruning_overhead(model, modules, inputs, keep_rate, forward_seconds, repeats
         replayed = dict.fromkeys(OVERHEAD_PARTS, 0.0)
         for part, function, args, kwargs in calls:
             replayed[part] += replay_seconds(function, args, kwargs)
-    totals = {event.key: event.cpu_time_total for event in prof.key_averages()}
+    events = prof.key_averages()
+    totals = {event.key: event.cpu_time_total for event in events}
     shares = {f"profile_{part}": totals.get(part, 0.0) / totals["forward"] for part in OVERHEAD_PARTS}
     shares["profile_total"] = sum(shares.values())
     shares.update({f"replay_{part}": replayed[part] / forward_seconds for part in OVERHEAD_PARTS})
     shares["replay_total"] = sum(replayed.values()) / forward_seconds
     shares["profiled_forward_ms"] = totals["forward"] / repeats / 1e3
     shares["forward_ms"] = forward_seconds * 1e3
+    groups = dict.fromkeys(("linear", "attention", "other"), 0.0)
+    for event in events:
+        if event.key not in ("forward", *OVERHEAD_PARTS):  # ranges, not operators: their time is in the operators
+            groups[operator_group(event.key)] += event.self_cpu_time_total / repeats / 1e3
+    shares["operator_ms"] = groups
     return shares
 
 
@@ -307,29 +325,74 @@ def markdown_table(rows):
     return "\n".join(lines)
 
 
-def target_checks(results, overheads):
+def target_checks(results, profiles):
     """The issue's targets, each with the measured value and whether it holds."""
     checks = []
     for entry in results:
         scenario, rows = entry["scenario"], entry["rows"]
-        by_rate = {row["keep_rate"]: row for row in rows if row["model"] == "PrunedAST"}
-        stock = next(row for row in rows if row["model"] == "AST (transformers, sdpa)")
         if scenario["mode"] == "inference":
+            stock = next(row for row in rows if row["model"] == "AST (transformers, sdpa)")
             ratio = 1 / stock["speedup"]  # PrunedAST kr 1.0 latency / stock latency, paired per round
-            checks.append((f"PrunedAST kr 1.0 / stock SDPA latency, {entry['title']}", ratio,
-                           f"<= {TARGETS['kr1_vs_stock']}", ratio <= TARGETS["kr1_vs_stock"]))
+            checks.append(
+                (
+                    f"PrunedAST kr 1.0 / stock SDPA latency, {entry['title']}",
+                    ratio,
+                    f"<= {TARGETS['kr1_vs_stock']}",
+                    ratio <= TARGETS["kr1_vs_stock"],
+                )
+            )
         target = TARGETS["inference_efficiency" if scenario["mode"] == "inference" else "training_efficiency"]
-        for rate in (0.7, 0.5):
-            if rate in by_rate:
-                row = by_rate[rate]
-                checks.append((f"speedup / MAC reduction at kr {rate}, {entry['title']} "
-                               f"({row['speedup']:.2f}x of {row['mac_reduction']:.2f}x)",
-                               row["efficiency"], f">= {target}", row["efficiency"] >= target))
-    for entry in overheads:
-        checks.append((f"pruning overhead share of the forward (profile), {entry['title']}, kr {entry['keep_rate']} "
-                       f"(replayed alone: {entry['replay_total']:.2%})", entry["profile_total"],
-                       f"<= {TARGETS['overhead_share']}", entry["profile_total"] <= TARGETS["overhead_share"]))
+        for row in rows:
+            if row["pruned"] and row["keep_rate"] in (0.7, 0.5):
+                checks.append(
+                    (
+                        f"{row['model']} speedup / MAC reduction at kr {row['keep_rate']}, {entry['title']} "
+                        f"({row['speedup']:.2f}x of {row['mac_reduction']:.2f}x)",
+                        row["efficiency"],
+                        f">= {target}",
+                        row["efficiency"] >= target,
+                    )
+                )
+    for entry in profiles:
+        if entry["keep_rate"] < 1.0:
+            checks.append(
+                (
+                    f"pruning overhead share of the forward (profile), {entry['title']}, kr {entry['keep_rate']} "
+                    f"(replayed alone: {entry['replay_total']:.2%})",
+                    entry["profile_total"],
+                    f"<= {TARGETS['overhead_share']}",
+                    entry["profile_total"] <= TARGETS["overhead_share"],
+                )
+            )
     return checks
+
+
+def operator_table(profiles):
+    """Per operator group: share of the unpruned forward, and speedup against the MAC reduction of that group."""
+    lines = [
+        "| scenario | keep rate | operator-time speedup (MAC reduction) | linear layers (addmm): share at kr 1.0, "
+        "speedup (MAC reduction) | attention (SDPA): share, speedup (MAC reduction) | everything else: share, "
+        "speedup |",
+        "|---|---|---|---|---|---|",
+    ]
+    references = {entry["title"]: entry for entry in profiles if entry["keep_rate"] == 1.0}
+    for entry in profiles:
+        reference = references[entry["title"]]
+        if entry is reference:
+            continue
+        ops, base = entry["operator_ms"], reference["operator_ms"]
+        total = sum(base.values())
+
+        def cell(group, macs_key=None):
+            text = f"{base[group] / total:.0%}, {base[group] / ops[group]:.2f}x"
+            return text + (f" ({reference[macs_key] / entry[macs_key]:.2f}x)" if macs_key else "")
+
+        lines.append(
+            f"| {entry['title']} | {entry['keep_rate']} | {total / sum(ops.values()):.2f}x "
+            f"({reference['gmacs'] / entry['gmacs']:.2f}x) | {cell('linear', 'linear_gmacs')} "
+            f"| {cell('attention', 'attention_gmacs')} | {cell('other')} |"
+        )
+    return "\n".join(lines)
 
 
 def plot(results, path):
@@ -365,9 +428,19 @@ def machine_description(num_threads):
             cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return (f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} "
-            f"({torch.__config__.parallel_info().splitlines()[0]}), {num_threads} threads, "
-            f"Python {platform.python_version()}")
+    backend = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in torch.__config__.parallel_info().splitlines()
+            if line.startswith("ATen parallel backend")
+        ),
+        "unknown",
+    )
+    return (
+        f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} ({backend} parallel backend, "
+        f"BLAS: {'MKL' if torch.backends.mkl.is_available() else 'not MKL'}), "
+        f"torch.set_num_threads({num_threads}), Python {platform.python_version()}"
+    )
 
 
 def load_average():
@@ -377,13 +450,14 @@ def load_average():
 
 def git_commit():
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
-def write_report(path, args, results, overheads, checks, header):
+def write_report(path, args, results, profiles, checks, header):
     lines = [
         "# Token pruning benchmark",
         "",
@@ -407,37 +481,66 @@ def write_report(path, args, results, overheads, checks, header):
     for entry in results:
         lines += ["", f"## {entry['title']}", "", markdown_table(entry["rows"])]
     lines += [
-        "", "## Pruning overhead", "",
+        "",
+        "## Pruning overhead",
+        "",
         "Share of the forward spent in scoring / selection (top-k, gather, cat) / bookkeeping. *Profile*: "
         "`record_function` ranges inside 3 profiled forwards. *Replayed*: each pruning call of one forward timed "
-        "alone (`torch.utils.benchmark`, median), summed, over the median forward latency of the timed rounds.", "",
+        "alone (`torch.utils.benchmark`, median), summed, over the median forward latency of the timed rounds.",
+        "",
         "| scenario | keep rate | forward ms | profile: scoring | selection | bookkeeping | **total** "
         "| replayed: scoring | selection | bookkeeping | **total** |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for entry in overheads:
-        cells = [f"{entry[f'{way}_{part}']:.2%}" for way in ("profile", "replay") for part in (*OVERHEAD_PARTS, "total")]
-        lines.append(f"| {entry['title']} | {entry['keep_rate']} | {entry['forward_ms']:.1f} | " + " | ".join(cells) + " |")
+    for entry in profiles:
+        if entry["keep_rate"] < 1.0:
+            cells = [
+                f"{entry[f'{way}_{part}']:.2%}" for way in ("profile", "replay") for part in (*OVERHEAD_PARTS, "total")
+            ]
+            lines.append(
+                f"| {entry['title']} | {entry['keep_rate']} | {entry['forward_ms']:.1f} | " + " | ".join(cells) + " |"
+            )
+    lines += [
+        "",
+        "## Where the time goes",
+        "",
+        "Self CPU time by operator group in the same profiles (3 forwards each, against keep rate 1.0). A group whose "
+        "speedup falls short of its MAC reduction runs less efficiently on fewer tokens.",
+        "",
+        operator_table(profiles),
+    ]
     lines += ["", "![speedup vs MAC reduction](speedup_vs_macs.png)", ""]
     path.write_text("\n".join(lines))
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test: tiny model, keep rates 1.0 and 0.5, 2 rounds, 2 small scenarios (seconds); "
-                        "writes to outputs/benchmark_quick unless --output_dir is given")
-    parser.add_argument("--output_dir", type=Path, default=None,
-                        help="where benchmark.md, benchmark.json and speedup_vs_macs.png go "
-                        "(default: benchmarks/results, or outputs/benchmark_quick with --quick)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed rounds per scenario (default: 5; 2 with --quick)")
-    parser.add_argument("--num_threads", type=int, default=2,
-                        help="torch.set_num_threads for the whole run (default: %(default)s, this machine's cores)")
-    parser.add_argument("--no_audiomae", action="store_true",
-                        help="skip PrunedAudioMAE even when it is installed")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: tiny model, keep rates 1.0 and 0.5, 2 rounds, 2 small scenarios (seconds); "
+        "writes to outputs/benchmark_quick unless --output_dir is given",
+    )
+    parser.add_argument(
+        "--output_dir",
+        type=Path,
+        default=None,
+        help="where benchmark.md, benchmark.json and speedup_vs_macs.png go "
+        "(default: benchmarks/results, or outputs/benchmark_quick with --quick)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed rounds per scenario (default: 7; 2 with --quick)"
+    )
+    parser.add_argument(
+        "--num_threads",
+        type=int,
+        default=2,
+        help="torch.set_num_threads for the whole run (default: %(default)s, this machine's cores)",
+    )
+    parser.add_argument("--no_audiomae", action="store_true", help="skip PrunedAudioMAE even when it is installed")
     args = parser.parse_args(argv)
     if args.repeats is None:
-        args.repeats = 2 if args.quick else 5
+        args.repeats = 2 if args.quick else 7
     if args.repeats < 1 or args.num_threads < 1:
         parser.error("--repeats and --num_threads must be at least 1")
     if args.output_dir is None:
@@ -459,8 +562,11 @@ def main(argv=None):
     if with_audiomae:
         models += f", PrunedAudioMAEForAudioClassification (sdpa, keep rates {audiomae_rates}, batch-1 inference)"
     else:
-        print("PrunedAudioMAE rows skipped: hf_token_prune.PrunedAudioMAEForAudioClassification is not installed"
-              + (" (--no_audiomae)" if audiomae_available() else ""), file=sys.stderr)
+        print(
+            "PrunedAudioMAE rows skipped: hf_token_prune.PrunedAudioMAEForAudioClassification is not installed"
+            + (" (--no_audiomae)" if audiomae_available() else ""),
+            file=sys.stderr,
+        )
         models += " (PrunedAudioMAE: not installed, rows skipped)"
 
     plans = []
@@ -468,7 +574,7 @@ def main(argv=None):
         rates = audiomae_rates if with_audiomae and scenario.mode == "inference" and scenario.batch_size == 1 else ()
         count = len(keep_rates) + (2 if scenario.mode == "inference" else 1) + len(rates)
         plans.append((scenario, rates, count))
-    results, overheads = [], []
+    results, profiles = [], []
     total = sum(count * (args.repeats + 1) for _, _, count in plans)
     with tqdm(total=total, desc="timed calls", unit="call") as progress:
         for scenario, rates, _ in plans:
@@ -480,16 +586,22 @@ def main(argv=None):
                 modules = [sys.modules[type(v.model).__module__] for v in variants if v.pruned]
                 inputs = torch.randn(scenario.batch_size, scenario.max_length, 128)
                 for family in dict.fromkeys(v.family for v in variants if v.pruned):
-                    model = next(v.model for v in variants if v.pruned and v.family == family)
-                    for rate in (0.7, 0.5) if not args.quick else (0.5,):
-                        timed = next(v for v in variants if v.model is model and v.keep_rate == rate)
-                        forward_seconds = statistics.median(timed.times)
-                        shares = pruning_overhead(model, set(modules), inputs, rate, forward_seconds)
+                    for rate in PROFILED_KEEP_RATES[args.quick]:
+                        timed = next(v for v in variants if v.pruned and v.family == family and v.keep_rate == rate)
+                        shares = profile_pruned_forward(
+                            timed.model, set(modules), inputs, rate, statistics.median(timed.times)
+                        )
+                        macs = count_macs(timed.config, rate)
+                        shares.update(
+                            linear_gmacs=(macs.attention_projections + macs.mlp + macs.classifier) / 1e9,
+                            attention_gmacs=(macs.attention_matmuls + macs.token_scoring) / 1e9,
+                            gmacs=macs.total / 1e9,
+                        )
                         title = scenario.title + ("" if family == "ast" else ", AudioMAE")
-                        overheads.append(dict(title=title, keep_rate=rate, **shares))
+                        profiles.append(dict(title=title, keep_rate=rate, **shares))
             del variants
 
-    checks = target_checks(results, overheads)
+    checks = target_checks(results, profiles)
     header = dict(
         command="python benchmarks/benchmark_pruning.py " + " ".join(sys.argv[1:] if argv is None else argv),
         machine=machine_description(args.num_threads),
@@ -500,10 +612,17 @@ def main(argv=None):
         models=models,
     )
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    write_report(args.output_dir / "benchmark.md", args, results, overheads, checks, header)
+    write_report(args.output_dir / "benchmark.md", args, results, profiles, checks, header)
     (args.output_dir / "benchmark.json").write_text(
-        json.dumps(dict(header=header, results=results, pruning_overhead=overheads,
-                        targets=[dict(target=n, measured=v, goal=g, holds=ok) for n, v, g, ok in checks]), indent=1)
+        json.dumps(
+            dict(
+                header=header,
+                results=results,
+                profiles=profiles,
+                targets=[dict(target=n, measured=v, goal=g, holds=ok) for n, v, g, ok in checks],
+            ),
+            indent=1,
+        )
     )
     plot(results, args.output_dir / "speedup_vs_macs.png")
     print((args.output_dir / "benchmark.md").read_text())

@@ -228,8 +228,14 @@ def preset_config(name: str, max_length: int = 1024, **overrides):
         return SimpleNamespace(
             **{
                 **dict(
-                    model_type=AUDIOMAE_MODEL_TYPE, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                    patch_size=16, num_mel_bins=128, keep_rate=1.0, pruning_layers=[3, 6, 9],
+                    model_type=AUDIOMAE_MODEL_TYPE,
+                    hidden_size=768,
+                    intermediate_size=3072,
+                    num_hidden_layers=12,
+                    patch_size=16,
+                    num_mel_bins=128,
+                    keep_rate=1.0,
+                    pruning_layers=[3, 6, 9],
                     token_score="attention",
                 ),
                 **kwargs,
@@ -315,8 +321,7 @@ def _load_config(model):
         raise SystemExit(
             f"--model {model!r} is neither a preset ({', '.join(PRESETS)}) nor a folder with a config.json."
         )
-    import hf_token_prune  # noqa: F401  registers the pruned model types with AutoConfig
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # the package's import registered the pruned model types with it
 
     return AutoConfig.from_pretrained(model)
 
@@ -346,24 +351,41 @@ def main(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--model", default="vit-b",
+        "--model",
+        default="vit-b",
         help="a preset (" + "; ".join(f"{name}: {text}" for name, text in PRESETS.items()) + ") or a folder "
         "holding a config.json of an AST / PrunedAST / PrunedAudioMAE checkpoint (default: %(default)s)",
     )
-    parser.add_argument("--keep_rates", default="1.0,0.9,0.8,0.7,0.6,0.5,0.4",
-                        help="comma-separated keep rates in (0, 1] (default: %(default)s)")
-    parser.add_argument("--max_length", default=None,
-                        help="comma-separated input lengths in frames (default: the config's; 128, 512, 1024 "
-                        "frames give the paper's 64, 256, 512 patches)")
+    parser.add_argument(
+        "--keep_rates",
+        default="1.0,0.9,0.8,0.7,0.6,0.5,0.4",
+        help="comma-separated keep rates in (0, 1] (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max_length",
+        default=None,
+        help="comma-separated input lengths in frames (default: the config's; 128, 512, 1024 "
+        "frames give the paper's 64, 256, 512 patches)",
+    )
     parser.add_argument("--batch_size", type=int, default=1)
-    parser.add_argument("--attn_implementation", choices=["sdpa", "eager"], default="sdpa",
-                        help="with sdpa, pruning layers recompute the attention scores they rank by (counted as "
-                        "'scoring'); with eager they read them from the weights (default: %(default)s)")
-    parser.add_argument("--verify", action="store_true",
-                        help="also run each forward (random weights) under torch's FlopCounterMode and print its count")
-    parser.add_argument("--table2", action="store_true",
-                        help="print the paper's Table II beside ours with the difference, then exit (status 1 if a "
-                        f"cell differs by more than {TABLE_II_TOLERANCE} G)")
+    parser.add_argument(
+        "--attn_implementation",
+        choices=["sdpa", "eager"],
+        default="sdpa",
+        help="with sdpa, pruning layers recompute the attention scores they rank by (counted as "
+        "'scoring'); with eager they read them from the weights (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="also run each forward (random weights) under torch's FlopCounterMode and print its count",
+    )
+    parser.add_argument(
+        "--table2",
+        action="store_true",
+        help="print the paper's Table II beside ours with the difference, then exit (status 1 if a "
+        f"cell differs by more than {TABLE_II_TOLERANCE} G)",
+    )
     args = parser.parse_args(argv)
 
     if args.table2:
@@ -376,8 +398,10 @@ def main(argv=None):
         raise SystemExit(f"--batch_size={args.batch_size}: must be at least 1.")
 
     print(f"GMACs per forward, batch {args.batch_size}, {args.attn_implementation} attention, model {args.model}")
-    columns = "frames | patches | keep rate | kept patches per pruning layer | total  | x fewer | embed  | attn proj " \
-              "| attn QK,AV | MLP    | scoring | head"
+    columns = (
+        "frames | patches | keep rate | kept patches per pruning layer | total  | x fewer | embed  | attn proj "
+        "| attn QK,AV | MLP    | scoring | head"
+    )
     if args.verify:
         columns += " | FlopCounterMode | diff"
     print(columns)

@@ -10,7 +10,10 @@ def test_quick_benchmark_runs_and_writes_its_report(tmp_path):
     # One thread: a smoke test must not depend on how busy the machine's other cores are.
     result = subprocess.run(
         [sys.executable, "benchmarks/benchmark_pruning.py", "--quick", "--num_threads", "1", "--output_dir", tmp_path],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -28,9 +31,13 @@ def test_quick_benchmark_runs_and_writes_its_report(tmp_path):
             assert row["peak_memory_mb"] > 0
         pruned = {row["keep_rate"]: row for row in entry["rows"] if row["model"] == "PrunedAST"}
         assert pruned[1.0]["speedup"] == 1.0 and pruned[0.5]["mac_reduction"] > 1.5
-    assert report["pruning_overhead"] and 0 < report["pruning_overhead"][0]["total"] < 1
+    profiled = {entry["keep_rate"]: entry for entry in report["profiles"]}
+    assert set(profiled) == {1.0, 0.5}
+    assert 0 < profiled[0.5]["profile_total"] < 1 and 0 < profiled[0.5]["replay_total"] < 1
+    assert all(ms > 0 for ms in profiled[0.5]["operator_ms"].values())
     assert report["targets"]
 
     markdown = (tmp_path / "benchmark.md").read_text()
-    assert "| PrunedAST | 0.5 | 32, 16, 8 |" in markdown and "## Pruning overhead" in markdown
+    assert "| PrunedAST | 0.5 | 32, 16, 8 |" in markdown
+    assert "## Pruning overhead" in markdown and "## Where the time goes" in markdown
     assert (tmp_path / "speedup_vs_macs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

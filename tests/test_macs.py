@@ -19,7 +19,9 @@ from hf_token_prune.macs import (
 
 # 1. The paper's Table II ----------------------------------------------------------------------------------------
 
-TABLE_II_CELLS = [(patches, rate, paper) for patches, row in TABLE_II.items() for rate, paper in zip(TABLE_II_KEEP_RATES, row)]
+TABLE_II_CELLS = [
+    (patches, rate, paper) for patches, row in TABLE_II.items() for rate, paper in zip(TABLE_II_KEEP_RATES, row)
+]
 
 
 def test_table_ii_has_21_cells():
@@ -103,8 +105,14 @@ def test_analytic_count_matches_flop_counter_tiny_audiomae(attn_implementation, 
     from hf_token_prune import PrunedAudioMAEConfig, PrunedAudioMAEForAudioClassification
 
     config = PrunedAudioMAEConfig(
-        hidden_size=64, num_hidden_layers=12, num_attention_heads=4, intermediate_size=128, num_mel_bins=64,
-        max_length=128, num_labels=5, keep_rate=keep_rate,
+        hidden_size=64,
+        num_hidden_layers=12,
+        num_attention_heads=4,
+        intermediate_size=128,
+        num_mel_bins=64,
+        max_length=128,
+        num_labels=5,
+        keep_rate=keep_rate,
     )
     model = PrunedAudioMAEForAudioClassification(config).eval()
     model.set_attn_implementation(attn_implementation)
@@ -114,6 +122,7 @@ def test_analytic_count_matches_flop_counter_tiny_audiomae(attn_implementation, 
 
 
 # 3. Inputs that cannot be counted ------------------------------------------------------------------------------
+
 
 def test_unknown_model_type_is_refused():
     with pytest.raises(ValueError, match="model_type='bert'"):
