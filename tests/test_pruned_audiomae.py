@@ -389,3 +389,28 @@ def test_converter_command_line(tmp_path):
     failed = subprocess.run(command + ["--output_dir", str(tmp_path / "bad")], capture_output=True, text=True)
     assert failed.returncode != 0 and "Could not read" in failed.stderr
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(keep_rate=0.0), r"keep_rate=0.0 .*\(0, 1\]"),
+        (dict(pruning_layers=[3, 12]), r"\[0, 11\]"),
+        (dict(token_score="cls"), "attention, intensity, variation, random"),
+        (dict(max_length=100), "max_length=100 must be a multiple of patch_size=16"),
+        (dict(hidden_size=66), "hidden_size=66 must be divisible"),
+    ],
+)
+def test_invalid_config_values_raise_value_error(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**overrides)
+
+
+def test_wrong_input_shape_and_non_finite_input_raise():
+    model = PrunedAudioMAEForAudioClassification(tiny_config(keep_rate=0.5)).eval()
+    with pytest.raises(ValueError, match=r"max_length=128, num_mel_bins=64"):
+        model(torch.randn(1, 64, 128))
+    inputs = spectrogram(1)
+    inputs[0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        model(inputs)
