@@ -2,7 +2,6 @@ import json
 import math
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -10,8 +9,9 @@ import soundfile
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, pipeline
+from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
+from conftest import run_with_package_blocked
 from hf_token_prune import (
     AudioMAEFeatureExtractor,
     PrunedAudioMAEConfig,
@@ -300,14 +300,8 @@ def test_saved_folder_loads_with_auto_classes_and_pipeline(tmp_path, keyword_cli
     with torch.no_grad():
         expected = model(**features).logits
     torch.save({"features": features["input_values"], "logits": expected}, tmp_path / "expected.pt")
-    script = textwrap.dedent(
+    result = run_with_package_blocked(
         f"""
-        import importlib.abc, sys
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name == "hf_token_prune" or name.startswith("hf_token_prune."):
-                    raise ImportError("hf_token_prune is blocked for this test")
-        sys.meta_path.insert(0, Block())
         import torch
         from transformers import AutoModel, AutoModelForAudioClassification, pipeline
         folder = {str(folder)!r}
@@ -321,9 +315,9 @@ def test_saved_folder_loads_with_auto_classes_and_pipeline(tmp_path, keyword_cli
         classifier = pipeline("audio-classification", model=folder, trust_remote_code=True)
         assert type(classifier.feature_extractor).__name__ == "AudioMAEFeatureExtractor"
         print("RESULT", classifier({str(keyword_clip)!r}, top_k=1))
-        """
+        """,
+        cwd=tmp_path,
     )
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     top = expected[0].softmax(-1).topk(1)
     assert f"'label': '{'abcde'[top.indices[0]]}'" in result.stdout
