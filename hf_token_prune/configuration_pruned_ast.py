@@ -4,13 +4,10 @@ from dataclasses import field
 
 from transformers import ASTConfig
 
-from .pruning import validate_pruning_config
+from .pruning import PruningConfigMixin
 
 
-_PRUNING_FIELDS = ("keep_rate", "pruning_layers", "token_score", "num_hidden_layers")
-
-
-class PrunedASTConfig(ASTConfig):
+class PrunedASTConfig(PruningConfigMixin, ASTConfig):
     r"""
     [`ASTConfig`] plus the three fields of TopK token pruning. Any AST checkpoint's config loads into it; the pruning
     fields then take their defaults or the values passed to `from_pretrained`.
@@ -48,27 +45,6 @@ class PrunedASTConfig(ASTConfig):
         if config_dict.get("model_type") == ASTConfig.model_type:
             config_dict = {**config_dict, "model_type": cls.model_type}
         return config_dict, kwargs
-
-    def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)
-        self.pruning_layers = list(self.pruning_layers)
-        self._validate_pruning()
-
-    def __setattr__(self, name, value):
-        # `from_pretrained(..., keep_rate=x)` and `set_keep_rate` assign fields after __init__: validate those too,
-        # and leave the config unchanged when the new value is refused.
-        if name not in _PRUNING_FIELDS or not getattr(self, "_post_init_done", False):
-            return super().__setattr__(name, value)
-        previous = getattr(self, name)
-        super().__setattr__(name, value)
-        try:
-            self._validate_pruning()
-        except ValueError:
-            super().__setattr__(name, previous)
-            raise
-
-    def _validate_pruning(self):
-        validate_pruning_config(self.keep_rate, self.pruning_layers, self.token_score, self.num_hidden_layers)
 
 
 __all__ = ["PrunedASTConfig"]

@@ -29,7 +29,7 @@ from transformers.utils.output_capturing import capture_outputs
 from .configuration_pruned_ast import PrunedASTConfig
 from .pruning import (
     PatchLayout,
-    PatchTracker,
+    PrunedModelMixin,
     cls_attention_score,
     cls_attention_score_from_weights,
     num_kept_tokens,
@@ -167,26 +167,16 @@ class PrunedASTLayer(ASTLayer):
         return hidden_states, kept_token_indices
 
 
-class PrunedASTPreTrainedModel(ASTPreTrainedModel):
+class PrunedASTPreTrainedModel(PrunedModelMixin, ASTPreTrainedModel):
     config_class = PrunedASTConfig
     config: PrunedASTConfig
     _no_split_modules = ["ASTEmbeddings", "PrunedASTLayer"]
     _can_record_outputs = {"hidden_states": PrunedASTLayer, "attentions": PrunedASTAttention}
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        # transformers writes only the saved class's own Auto entry; name all three so that AutoConfig, AutoModel
-        # and AutoModelForAudioClassification all load the folder with trust_remote_code.
-        self.config.auto_map = {
-            "AutoConfig": "configuration_pruned_ast.PrunedASTConfig",
-            "AutoModel": "modeling_pruned_ast.PrunedASTModel",
-            "AutoModelForAudioClassification": "modeling_pruned_ast.PrunedASTForAudioClassification",
-        }
-        return super().save_pretrained(save_directory, *args, **kwargs)
-
-    def set_keep_rate(self, keep_rate: float):
-        """Change the keep rate of every pruning layer in place (validated); used by the keep-rate schedule."""
-        self.config.keep_rate = keep_rate
-
+    remote_code_auto_map = {
+        "AutoConfig": "configuration_pruned_ast.PrunedASTConfig",
+        "AutoModel": "modeling_pruned_ast.PrunedASTModel",
+        "AutoModelForAudioClassification": "modeling_pruned_ast.PrunedASTForAudioClassification",
+    }
     num_extra_tokens = NUM_EXTRA_TOKENS
 
     @staticmethod
@@ -220,21 +210,6 @@ class PrunedASTModel(PrunedASTPreTrainedModel, ASTModel):
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 
-    def _check_input_values(self, input_values):
-        expected = (self.config.max_length, self.config.num_mel_bins)
-        if input_values is None or input_values.dim() != 3 or tuple(input_values.shape[1:]) != expected:
-            shape = None if input_values is None else tuple(input_values.shape)
-            raise ValueError(
-                f"input_values has shape {shape}, but this model expects (batch_size, max_length={expected[0]}, "
-                f"num_mel_bins={expected[1]}): make features with the model's feature extractor, whose max_length and "
-                "num_mel_bins must match the config."
-            )
-        if not torch.isfinite(input_values).all():
-            raise ValueError(
-                "input_values contains NaN or infinite values: check the audio (empty, NaN or clipped samples) and the "
-                "feature extractor's normalisation before calling the model."
-            )
-
     @merge_with_config_defaults
     @capture_outputs(tie_last_hidden_states=False)
     def forward(self, input_values=None, attention_mask=None, output_kept_patches=None, **kwargs):
@@ -244,42 +219,15 @@ class PrunedASTModel(PrunedASTPreTrainedModel, ASTModel):
         output_kept_patches (`bool`, *optional*):
             Return `kept_patches`: for each pruning layer, which input patches its surviving tokens come from.
         """
-        self._check_input_values(input_values)
-        config = self.config
-        pruning = config.keep_rate < 1.0
-        if pruning and attention_mask is not None:
-            raise ValueError(
-                "attention_mask is not supported while pruning (keep_rate < 1): AST inputs are fixed-length "
-                "spectrograms, so call the model without it."
-            )
+        self.check_input_values(input_values)
         hidden_states = self.embeddings(input_values)
-
-        static_scores = None
-        if config.token_score in ("intensity", "variation"):
-            intensity, variation = self.patch_layout.patch_statistics(input_values)
-            static_scores = intensity if config.token_score == "intensity" else variation
-        tracker = PatchTracker(
-            hidden_states.shape[0], hidden_states.shape[1] - NUM_EXTRA_TOKENS, hidden_states.device, static_scores
-        )
-
-        for index, layer in enumerate(self.layers):
-            if pruning and index in config.pruning_layers:
-                token_scores = tracker.scores_for_next_layer(config.token_score)
-                hidden_states, kept_token_indices = layer(
-                    hidden_states, attention_mask, keep_rate=config.keep_rate, token_scores=token_scores, **kwargs
-                )
-                tracker.update(kept_token_indices)
-            else:
-                hidden_states, _ = layer(hidden_states, attention_mask, **kwargs)
-                if index in config.pruning_layers:
-                    tracker.update(None)
-
+        hidden_states, kept_patches = self.run_layers(hidden_states, input_values, attention_mask, **kwargs)
         sequence_output = self.layernorm(hidden_states)
         pooled_output = (sequence_output[:, 0] + sequence_output[:, 1]) / 2
         return PrunedASTModelOutput(
             last_hidden_state=sequence_output,
             pooler_output=pooled_output,
-            kept_patches=tracker.kept_patches if output_kept_patches else None,
+            kept_patches=kept_patches if output_kept_patches else None,
         )
 
 

@@ -1,8 +1,9 @@
 """TopK token pruning: the one novel piece that both pruned models call.
 
 A pruning layer scores the patch tokens, keeps the ``ceil(n * keep_rate)`` best ones and drops the rest before its
-MLP. Extra tokens (CLS, distillation) sit at the front of the sequence and are never pruned. Everything here works on
-plain tensors so it can be copied next to a saved model as remote code: it imports nothing but ``torch``.
+MLP. Extra tokens (CLS, distillation) sit at the front of the sequence and are never pruned. This file is copied next
+to every saved model as remote code, so it imports nothing but ``torch``; the two mixins at the end hold what the
+pruned configs and models share.
 """
 
 import math
@@ -176,3 +177,97 @@ class PatchTracker:
             if self.static_scores is not None:
                 self.static_scores = self.static_scores.gather(1, kept_token_indices)
         self.kept_patches += (self.patch_indices,)
+
+
+_PRUNING_FIELDS = ("keep_rate", "pruning_layers", "token_score", "num_hidden_layers")
+
+
+class PruningConfigMixin:
+    """Validation of ``keep_rate``, ``pruning_layers`` and ``token_score`` for a transformers config class.
+
+    Fields are validated at construction and on every later assignment (``from_pretrained(..., keep_rate=x)`` and
+    ``set_keep_rate`` assign after ``__init__``); a refused value leaves the config unchanged.
+    """
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.pruning_layers = list(self.pruning_layers)
+        self._validate_pruning()
+
+    def __setattr__(self, name, value):
+        if name not in _PRUNING_FIELDS or not getattr(self, "_post_init_done", False):
+            return super().__setattr__(name, value)
+        previous = getattr(self, name)
+        super().__setattr__(name, value)
+        try:
+            self._validate_pruning()
+        except ValueError:
+            super().__setattr__(name, previous)
+            raise
+
+    def _validate_pruning(self):
+        validate_pruning_config(self.keep_rate, self.pruning_layers, self.token_score, self.num_hidden_layers)
+
+
+class PrunedModelMixin:
+    """What both pruned model families share: run-time keep rate, input checks, the pruning loop, saving.
+
+    A model using it defines ``num_extra_tokens``, ``patch_layout``, ``layers`` (on the base model) and
+    ``remote_code_auto_map``.
+    """
+
+    remote_code_auto_map: dict
+
+    def set_keep_rate(self, keep_rate: float):
+        """Change the keep rate of every pruning layer in place (validated); used by the keep-rate schedule."""
+        self.config.keep_rate = keep_rate
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # transformers writes only the saved class's own Auto entry; name them all so that AutoConfig, AutoModel and
+        # AutoModelForAudioClassification all load the folder with trust_remote_code.
+        self.config.auto_map = dict(self.remote_code_auto_map)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def check_input_values(self, input_values):
+        expected = (self.config.max_length, self.config.num_mel_bins)
+        if input_values is None or input_values.dim() != 3 or tuple(input_values.shape[1:]) != expected:
+            shape = None if input_values is None else tuple(input_values.shape)
+            raise ValueError(
+                f"input_values has shape {shape}, but this model expects (batch_size, max_length={expected[0]}, "
+                f"num_mel_bins={expected[1]}): make features with the model's feature extractor, whose max_length and "
+                "num_mel_bins must match the config."
+            )
+        if not torch.isfinite(input_values).all():
+            raise ValueError(
+                "input_values contains NaN or infinite values: check the audio (empty, NaN or clipped samples) and the "
+                "feature extractor's normalisation before calling the model."
+            )
+
+    def run_layers(self, hidden_states, input_values, attention_mask=None, **kwargs):
+        """Run every layer, pruning in ``config.pruning_layers``; returns the hidden states and ``kept_patches``."""
+        config = self.config
+        pruning = config.keep_rate < 1.0
+        if pruning and attention_mask is not None:
+            raise ValueError(
+                "attention_mask is not supported while pruning (keep_rate < 1): the inputs are fixed-length "
+                "spectrograms, so call the model without it."
+            )
+        static_scores = None
+        if config.token_score in ("intensity", "variation"):
+            intensity, variation = self.patch_layout.patch_statistics(input_values)
+            static_scores = intensity if config.token_score == "intensity" else variation
+        num_patches = hidden_states.shape[1] - self.num_extra_tokens
+        tracker = PatchTracker(hidden_states.shape[0], num_patches, hidden_states.device, static_scores)
+
+        for index, layer in enumerate(self.layers):
+            if pruning and index in config.pruning_layers:
+                token_scores = tracker.scores_for_next_layer(config.token_score)
+                hidden_states, kept_token_indices = layer(
+                    hidden_states, attention_mask, keep_rate=config.keep_rate, token_scores=token_scores, **kwargs
+                )
+                tracker.update(kept_token_indices)
+            else:
+                hidden_states, _ = layer(hidden_states, attention_mask, **kwargs)
+                if index in config.pruning_layers:
+                    tracker.update(None)
+        return hidden_states, tracker.kept_patches
