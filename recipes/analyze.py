@@ -44,7 +44,6 @@ from hf_token_prune.analysis import (
     pruning_patterns,
     retained_patch_histograms,
     variation_clusters,
-    write_clusters,
 )
 from hf_token_prune.analysis.report import write_index
 from hf_token_prune.pruning import TOKEN_SCORES
@@ -126,7 +125,7 @@ def run(args, argv):
         elif analysis == "patterns":
             result = pruning_patterns(model, data, args.num_examples, keep_rate)
         elif analysis == "clusters":
-            sections.append(write_clusters(clusters, statistics, output_dir))
+            sections.append(clusters.write(output_dir, statistics))
             continue
         elif analysis == "kendall":
             variation = variation_clusters(statistics, args.num_clusters, args.seed, args.exclude_padding)

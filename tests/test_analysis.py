@@ -15,10 +15,17 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import kendalltau
+from sklearn.metrics import average_precision_score
 from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 
 from conftest import KEYWORDS, REPO, tiny_ast_kwargs
-from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
+from hf_token_prune import (
+    AudioMAEFeatureExtractor,
+    PrunedASTConfig,
+    PrunedASTForAudioClassification,
+    PrunedAudioMAEConfig,
+    PrunedAudioMAEForAudioClassification,
+)
 from hf_token_prune.analysis import (
     ANALYSES,
     check_pruned_model,
@@ -33,6 +40,7 @@ from hf_token_prune.analysis import (
     kendall_tau_ties_concordant,
     load_audio_dataset,
     load_pruned_model,
+    padding_kind,
     parse_analyses,
     patch_statistics,
     prepare_analysis_data,
@@ -65,17 +73,13 @@ def tiny_ast(**overrides):
 
 
 def tiny_audiomae():
-    import hf_token_prune
-
-    if not hasattr(hf_token_prune, "PrunedAudioMAEForAudioClassification"):
-        pytest.skip("PrunedAudioMAE is not on this branch yet")
     torch.manual_seed(0)
-    config = hf_token_prune.PrunedAudioMAEConfig(
+    config = PrunedAudioMAEConfig(
         hidden_size=64, num_hidden_layers=12, num_attention_heads=4, intermediate_size=128, patch_size=16,
         num_mel_bins=64, max_length=128, num_labels=10, keep_rate=0.5,
     )
-    model = hf_token_prune.PrunedAudioMAEForAudioClassification(config).eval()
-    return model, hf_token_prune.AudioMAEFeatureExtractor(num_mel_bins=64, max_length=128, **SPEECH_COMMANDS_NORM)
+    model = PrunedAudioMAEForAudioClassification(config).eval()
+    return model, AudioMAEFeatureExtractor(num_mel_bins=64, max_length=128, **SPEECH_COMMANDS_NORM)
 
 
 def keyword_subset():
@@ -84,30 +88,47 @@ def keyword_subset():
     return dataset.select(range(0, len(dataset), len(dataset) // NUM_CLIPS))
 
 
+def analysis_setup(model, extractor, **references):
+    data = prepare_analysis_data(keyword_subset(), extractor, model, batch_size=4)
+    statistics = patch_statistics(model, data)
+    return SimpleNamespace(
+        model=model, extractor=extractor, data=data, statistics=statistics,
+        intensity=intensity_clusters(statistics), variation=variation_clusters(statistics), **references,
+    )
+
+
+def ast_logits_by_hand(model, hidden):
+    sequence = model.audio_spectrogram_transformer.layernorm(hidden)
+    return model.classifier((sequence[:, 0] + sequence[:, 1]) / 2)
+
+
+def audiomae_logits_by_hand(model, hidden):
+    return model.classifier(model.audiomae.fc_norm(hidden[:, 1:].mean(dim=1)))
+
+
 @pytest.fixture(scope="module")
 def ast_setup():
-    model = tiny_ast()
     extractor = ASTFeatureExtractor(num_mel_bins=64, max_length=128, **SPEECH_COMMANDS_NORM)
-    data = prepare_analysis_data(keyword_subset(), extractor, model, batch_size=4)
-    statistics = patch_statistics(model, data)
-    return SimpleNamespace(
-        model=model, extractor=extractor, data=data, statistics=statistics,
-        intensity=intensity_clusters(statistics), variation=variation_clusters(statistics),
+    return analysis_setup(
+        tiny_ast(), extractor,
+        score_by_hand=lambda weights: weights[:, :, 0, 2:].mean(1),  # CLS row over patch keys (paper eq. 2b)
+        logits_by_hand=ast_logits_by_hand,
     )
 
 
-@pytest.fixture(scope="module", params=["ast", "audiomae"])
-def any_setup(request, ast_setup):
-    """Each supported model type; only the interface shared by PrunedAST and PrunedAudioMAE is used."""
-    if request.param == "ast":
-        return ast_setup
-    model, extractor = tiny_audiomae()
-    data = prepare_analysis_data(keyword_subset(), extractor, model, batch_size=4)
-    statistics = patch_statistics(model, data)
-    return SimpleNamespace(
-        model=model, extractor=extractor, data=data, statistics=statistics,
-        intensity=intensity_clusters(statistics), variation=variation_clusters(statistics),
+@pytest.fixture(scope="module")
+def audiomae_setup():
+    return analysis_setup(
+        *tiny_audiomae(),
+        score_by_hand=lambda weights: weights[:, :, 1:, 1:].mean((1, 2)),  # received attention (paper eq. 2a)
+        logits_by_hand=audiomae_logits_by_hand,
     )
+
+
+@pytest.fixture(params=["ast", "audiomae"])
+def any_setup(request):
+    """Each supported model type; the analyses use only the interface PrunedAST and PrunedAudioMAE share."""
+    return request.getfixturevalue(f"{request.param}_setup")
 
 
 def features_and_labels(setup):
@@ -153,15 +174,15 @@ def test_tau_equals_scipy_on_tie_free_data():
         assert kendall_tau_ties_concordant(x, y) == pytest.approx(kendalltau(x, y).statistic, abs=1e-12)
 
 
-def test_kendall_per_block_matches_a_pairwise_count_over_the_survivors(ast_setup):
-    model, data = ast_setup.model, ast_setup.data
-    result = kendall_tau_per_block(model, data, ast_setup.intensity, ast_setup.variation, keep_rate=0.5)
+def test_kendall_per_block_matches_a_pairwise_count_over_the_survivors(any_setup):
+    model, data = any_setup.model, any_setup.data
+    result = kendall_tau_per_block(model, data, any_setup.intensity, any_setup.variation, keep_rate=0.5)
     table = result.table
     assert list(table["block"]) == list(range(12)) and result.num_samples == NUM_CLIPS
     assert table["tau intensity"].between(-1, 1).all() and table["tau variation"].between(-1, 1).all()
 
-    # Reference: transformers-free bookkeeping of one pruned forward, CLS attention read off the eager weights.
-    features, _, waves = features_and_labels(ast_setup)
+    # Reference: the bookkeeping of one pruned forward done by hand, the score read off the eager weights.
+    features, _, waves = features_and_labels(any_setup)
     model.set_attn_implementation("eager")
     model.set_keep_rate(0.5)
     with torch.no_grad():
@@ -173,17 +194,17 @@ def test_kendall_per_block_matches_a_pairwise_count_over_the_survivors(ast_setup
         for layer, kept in zip(model.config.pruning_layers, outputs.kept_patches):
             if layer < block:
                 survivors = kept
-        cls_scores = outputs.attentions[block][:, :, 0, 2:].mean(1)
-        for statistic, values, clusters in (("intensity", intensity, ast_setup.intensity),
-                                            ("variation", variation, ast_setup.variation)):
+        scores = any_setup.score_by_hand(outputs.attentions[block])
+        for statistic, values, clusters in (("intensity", intensity, any_setup.intensity),
+                                            ("variation", variation, any_setup.variation)):
             concordant = discordant = 0
             tau_b = []
             for sample in range(len(waves)):
                 patches = survivors[sample].tolist()
                 ranks = clusters.assign(values[sample, patches].numpy())
-                c, d = direct_pair_count(cls_scores[sample].tolist(), ranks.tolist(), [True] * len(patches))
+                c, d = direct_pair_count(scores[sample].tolist(), ranks.tolist(), [True] * len(patches))
                 concordant, discordant = concordant + c, discordant + d
-                tau_b.append(kendalltau(cls_scores[sample].numpy(), ranks).statistic)
+                tau_b.append(kendalltau(scores[sample].numpy(), ranks).statistic)
             row = table.iloc[block]
             assert row["tokens per sample"] == len(survivors[0])
             assert row[f"tau {statistic}"] == pytest.approx((concordant - discordant) / (concordant + discordant))
@@ -232,22 +253,52 @@ def test_dataset_clusters_cover_every_patch_or_only_unpadded_ones(ast_setup):
     assert unpadded.exclude_padding and not ast_setup.intensity.exclude_padding
 
 
-def test_padding_fraction_follows_the_clip_length(ast_setup):
-    model, extractor = ast_setup.model, ast_setup.extractor
-    features, _, waves = features_and_labels(ast_setup)
+def test_padding_fraction_follows_the_clip_length(any_setup):
+    model, extractor = any_setup.model, any_setup.extractor
+    features, _, waves = features_and_labels(any_setup)
     num_frames = torch.tensor([num_fbank_frames(len(wave), 16000) for wave in waves])
-    # The frame count is where the extractor's zero padding starts.
-    padding_value = (0 - extractor.mean) / (2 * extractor.std)
+    # The frame count is where the extractor's padding starts: AST pads with 0, AudioMAE with the clip's minimum.
     for sample, frames in enumerate(num_frames.tolist()):
-        assert torch.all(features[sample, frames:] == torch.tensor(padding_value, dtype=features.dtype))
-        assert not torch.all(features[sample, frames - 1] == torch.tensor(padding_value, dtype=features.dtype))
+        real, padded = features[sample, :frames], features[sample, frames:]
+        fill = real.min() if padding_kind(extractor) == "minimum" else (0 - extractor.mean) / (2 * extractor.std)
+        assert torch.all(padded == torch.as_tensor(fill, dtype=features.dtype))
+        assert not torch.all(real[-1] == padded[0])
     _, _, fraction = batch_patch_statistics(model, features, num_frames)
-    layout = model.patch_layout  # AST: frequency-major, token f * time_patches + t
+    layout = model.patch_layout  # AST frequency-major (token f * time_patches + t), AudioMAE time-major (t * F + f)
     for sample, frames in enumerate(num_frames.tolist()):
         for token in range(layout.num_patches):
-            start = (token % layout.num_time_patches) * layout.time_stride
+            time = token // layout.num_frequency_patches if layout.time_major else token % layout.num_time_patches
+            start = time * layout.time_stride
             expected = min(max(start + layout.patch_size - frames, 0), layout.patch_size) / layout.patch_size
             assert fraction[sample, token].item() == pytest.approx(expected)
+
+
+def test_labels_are_matched_to_the_model_by_name(ast_setup):
+    words = ast_setup.data.dataset.features["label"].names
+    reversed_words = words[::-1]
+    config = PrunedASTConfig(**tiny_ast_kwargs(num_labels=10, id2label=dict(enumerate(reversed_words))))
+    data = prepare_analysis_data(ast_setup.data.dataset, ast_setup.extractor, SimpleNamespace(config=config))
+    dataset_ids = ast_setup.data.dataset["label"]
+    assert data.labels() == [reversed_words.index(words[i]) for i in dataset_ids]
+    assert [data.label_names[i] for i in data.labels()] == [words[i] for i in dataset_ids]
+
+
+def test_multi_label_data_are_scored_with_map(ast_setup):
+    names = ast_setup.data.dataset.features["label"].names
+    features = ast_setup.data.dataset.features.copy()
+    features["tags"] = datasets.List(datasets.ClassLabel(names=names))
+    dataset = ast_setup.data.dataset.map(lambda row: {"tags": [row["label"], (row["label"] + 1) % 10]},
+                                         features=features)
+    data = prepare_analysis_data(dataset, ast_setup.extractor, ast_setup.model, label_column="tags")
+    assert data.multi_label and data.metric_name == "mAP"
+    value = evaluate_model(ast_setup.model, data, keep_rate=0.5)
+    features, _, _ = features_and_labels(ast_setup)
+    targets = np.zeros((NUM_CLIPS, 10), dtype=bool)
+    for row, label in enumerate(dataset["label"]):
+        targets[row, [label, (label + 1) % 10]] = True
+    with torch.no_grad():
+        logits = ast_setup.model(features).logits.numpy()
+    assert value == pytest.approx(average_precision_score(targets, logits, average="macro"))
 
 
 # 3. sweep and MACs ----------------------------------------------------------------------------------------------------
@@ -317,24 +368,23 @@ def test_cluster_drop_counts_samples_left_without_tokens(ast_setup):
         assert row["patch tokens kept (mean)"] == pytest.approx((~dropped).sum(axis=1).mean())
 
 
-def test_dropping_tokens_after_a_block_matches_a_forward_written_by_hand(ast_setup):
-    model = ast_setup.model
+def test_dropping_tokens_after_a_block_matches_a_forward_written_by_hand(any_setup):
+    model = any_setup.model
     model.set_keep_rate(1.0)
     inputs = torch.randn(1, 128, 64)
     keep = torch.tensor([0, 5, 6, 17, 31])
+    extra = 2 if isinstance(model, PrunedASTForAudioClassification) else 1  # CLS (+ distillation for AST)
     with torch.no_grad():
         with dropping_tokens_after(model, 3) as state:
             state["keep"] = keep
             logits = model(inputs).logits
-        ast = model.audio_spectrogram_transformer
-        hidden = ast.embeddings(inputs)
-        for index, layer in enumerate(ast.layers):
+        hidden = model.base_model.embeddings(inputs)
+        for index, layer in enumerate(model.base_model.layers):
             hidden = hidden + layer.attention(layer.layernorm_before(hidden))[0]
             hidden = hidden + layer.mlp(layer.layernorm_after(hidden))
             if index == 3:
-                hidden = torch.cat([hidden[:, :2], hidden[:, 2 + keep]], dim=1)
-        sequence = ast.layernorm(hidden)
-        expected = model.classifier((sequence[:, 0] + sequence[:, 1]) / 2)
+                hidden = torch.cat([hidden[:, :extra], hidden[:, extra + keep]], dim=1)
+        expected = any_setup.logits_by_hand(model, hidden)
         assert (logits - expected).abs().max() < 1e-5
         assert not torch.allclose(logits, model(inputs).logits)  # and the hook is gone afterwards
     model.set_keep_rate(0.5)
@@ -419,6 +469,21 @@ def test_recipe_writes_every_analysis_and_an_index_linking_them(tmp_path):
     assert "pads short clips with log-mel 0" in index and "excluded from the statistics" in index
     sweep = (output_dir / "sweep.csv").read_text()
     assert "model" in sweep  # the fine-tuned folder's own row, named after it
+
+
+def test_recipe_reads_an_audiomae_folder_and_notes_its_minimum_padding(tmp_path):
+    model, extractor = tiny_audiomae()
+    model.save_pretrained(tmp_path / "model")
+    extractor.save_pretrained(tmp_path / "model")
+    load_recipe().main([
+        "--model_name_or_path", str(tmp_path / "model"), "--dataset_name", "audiofolder", "--data_dir", str(KEYWORDS),
+        "--max_samples", "6", "--analyses", "clusters,patterns", "--num_examples", "1",
+        "--output_dir", str(tmp_path / "analysis"),
+    ])
+    index = (tmp_path / "analysis" / "index.md").read_text()
+    assert "PrunedAudioMAEForAudioClassification" in index and "pads short clips with the clip's minimum" in index
+    assert "Fully padded patches fall in: C1 100%" in index  # minimum padding is the quietest thing in a clip
+    assert (tmp_path / "analysis" / "patterns_1.png").is_file()
 
 
 def test_not_a_pruned_model_is_refused(tmp_path):

@@ -27,7 +27,6 @@ from .clusters import (
     intensity_clusters,
     patch_statistics,
     variation_clusters,
-    write_clusters,
 )
 from .evaluation import classification_metric, evaluate_model, predict
 from .histograms import HistogramResult, retained_patch_histograms
@@ -97,5 +96,4 @@ __all__ = [
     "pruning_patterns",
     "retained_patch_histograms",
     "variation_clusters",
-    "write_clusters",
 ]

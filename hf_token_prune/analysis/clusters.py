@@ -108,6 +108,36 @@ class ValueClusters:
         axis.legend(fontsize=8, ncol=len(self.centers), loc="upper center", bbox_to_anchor=(0.5, 1.25), frameon=False)
         return save_figure(fig, path)
 
+    def padding_shares(self, statistics):
+        """Share (%) of the fully padded patches of ``statistics`` in each cluster: where the padding lands."""
+        padded = statistics.padding_fraction == 1
+        if not padded.any():
+            return None
+        counts = np.bincount(self.assign(getattr(statistics, self.statistic)[padded]), minlength=len(self.centers))
+        return dict(zip(self.names, 100.0 * counts / counts.sum()))
+
+    def write(self, output_dir, statistics=None, name="clusters"):
+        """The table (CSV + markdown) and the figure (PNG); returns the ``index.md`` section. With the dataset's
+        ``statistics``, the text also says how much is padding and where it lands."""
+        markdown = write_table(self.table(), output_dir, name, digits=3)
+        self.plot(f"{output_dir}/{name}.png")
+        text = (
+            f"1-D k-means (k={len(self.centers)}, fixed seed) over {self.sizes.sum()} patch {self.statistic} values, "
+            "clusters numbered by ascending centre."
+        )
+        if statistics is not None:
+            touched = (statistics.padding_fraction > 0).float().mean().item() * 100
+            text += (f" Patches touching padded frames: {touched:.1f}% "
+                     f"({'excluded from' if self.exclude_padding else 'included in'} the clustering).")
+            shares = self.padding_shares(statistics)
+            if shares is not None:
+                text += " Fully padded patches fall in: " + ", ".join(f"{k} {v:.0f}%" for k, v in shares.items() if v)
+                text += "."
+        title = f"{self.statistic.capitalize()} clusters"
+        if self.statistic == "intensity":
+            title += " (Table III, Fig. 5)"
+        return section(title, text, [(name, markdown)], [f"{name}.png"])
+
 
 def fit_value_clusters(values, statistic, num_clusters=5, seed=0, exclude_padding=False):
     """``KMeans(num_clusters)`` on 1-D ``values`` (fixed seed), renumbered so cluster 0 has the lowest centre."""
@@ -154,33 +184,3 @@ def variation_clusters(statistics, num_clusters=5, seed=0, exclude_padding=False
     return fit_value_clusters(
         statistics.values("variation", exclude_padding), "variation", num_clusters, seed, exclude_padding
     )
-
-
-def padding_clusters(statistics, clusters):
-    """Share (%) of the fully padded patches in each cluster: where the extractor's padding lands."""
-    padded = statistics.padding_fraction == 1
-    if not padded.any():
-        return None
-    ranks = clusters.assign(getattr(statistics, clusters.statistic)[padded])
-    counts = np.bincount(ranks, minlength=len(clusters.centers))
-    return dict(zip(clusters.names, 100.0 * counts / counts.sum()))
-
-
-def write_clusters(clusters, statistics, output_dir, name="clusters"):
-    """Table III (CSV + markdown) and Fig. 5 (PNG); returns the ``index.md`` section."""
-    markdown = write_table(clusters.table(), output_dir, name, digits=3)
-    clusters.plot(f"{output_dir}/{name}.png")
-    touched = (statistics.padding_fraction > 0).float().mean().item() * 100
-    text = (
-        f"1-D k-means (k={len(clusters.centers)}, fixed seed) over "
-        f"{clusters.sizes.sum()} patch {clusters.statistic} values, clusters numbered by ascending centre. "
-        f"Patches touching padded frames: {touched:.1f}% "
-        f"({'excluded from' if clusters.exclude_padding else 'included in'} the clustering)."
-    )
-    padded = padding_clusters(statistics, clusters)
-    if padded is not None:
-        text += " Fully padded patches fall in: " + ", ".join(f"{k} {v:.0f}%" for k, v in padded.items() if v) + "."
-    title = f"{clusters.statistic.capitalize()} clusters"
-    if clusters.statistic == "intensity":
-        title += " (Table III, Fig. 5)"
-    return section(title, text, [(name, markdown)], [f"{name}.png"])

@@ -167,12 +167,13 @@ def _label_mapping(feature, config):
             "(multi-label)."
         )
     names = class_label.names
-    if all(name in config.label2id for name in names):
-        return np.array([config.label2id[name] for name in names]), multi_label, names
+    label2id = config.label2id or {name: int(i) for i, name in config.id2label.items()}
+    if all(name in label2id for name in names):
+        return np.array([label2id[name] for name in names]), multi_label, names
     if len(names) > config.num_labels:
         raise ValueError(
             f"the dataset has {len(names)} classes but the model only {config.num_labels}, and the names do not "
-            f"match the model's labels ({list(config.label2id)[:5]}...): this model was not trained on this dataset."
+            f"match the model's labels ({list(label2id)[:5]}...): this model was not trained on this dataset."
         )
     if not _generic_labels(config):
         logger.warning("dataset class names do not match the model's labels: matching them by index instead.")
@@ -189,7 +190,7 @@ def padding_kind(feature_extractor):
     """``"zero"`` or ``"minimum"``: what short clips are padded with in the fbank, before normalisation."""
     from transformers import ASTFeatureExtractor
 
-    declared = getattr(feature_extractor, "padding_value", None)
+    declared = getattr(feature_extractor, "fbank_padding", None)  # AudioMAEFeatureExtractor's choice
     if declared in ("zero", "minimum"):
         return declared
     if isinstance(feature_extractor, ASTFeatureExtractor):
