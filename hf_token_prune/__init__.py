@@ -2,10 +2,23 @@
 
 import warnings
 
-from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification
+from transformers import (
+    ASTFeatureExtractor,
+    AutoConfig,
+    AutoFeatureExtractor,
+    AutoModel,
+    AutoModelForAudioClassification,
+)
 
 from .configuration_pruned_ast import PrunedASTConfig
+from .configuration_pruned_audiomae import PrunedAudioMAEConfig
+from .feature_extraction_audiomae import AudioMAEFeatureExtractor
 from .modeling_pruned_ast import PrunedASTForAudioClassification, PrunedASTModel, PrunedASTPreTrainedModel
+from .modeling_pruned_audiomae import (
+    PrunedAudioMAEForAudioClassification,
+    PrunedAudioMAEModel,
+    PrunedAudioMAEPreTrainedModel,
+)
 from .pruning import kept_token_counts, num_kept_tokens
 
 
@@ -19,12 +32,22 @@ warnings.filterwarnings("ignore", message="At least one mel filter has all zero 
 AutoConfig.register(PrunedASTConfig.model_type, PrunedASTConfig)
 AutoModel.register(PrunedASTConfig, PrunedASTModel)
 AutoModelForAudioClassification.register(PrunedASTConfig, PrunedASTForAudioClassification)
+AutoFeatureExtractor.register(PrunedASTConfig, ASTFeatureExtractor)
+AutoConfig.register(PrunedAudioMAEConfig.model_type, PrunedAudioMAEConfig)
+AutoModel.register(PrunedAudioMAEConfig, PrunedAudioMAEModel)
+AutoModelForAudioClassification.register(PrunedAudioMAEConfig, PrunedAudioMAEForAudioClassification)
+AutoFeatureExtractor.register(PrunedAudioMAEConfig, AudioMAEFeatureExtractor)
 
 __all__ = [
+    "AudioMAEFeatureExtractor",
     "PrunedASTConfig",
     "PrunedASTForAudioClassification",
     "PrunedASTModel",
     "PrunedASTPreTrainedModel",
+    "PrunedAudioMAEConfig",
+    "PrunedAudioMAEForAudioClassification",
+    "PrunedAudioMAEModel",
+    "PrunedAudioMAEPreTrainedModel",
     "kept_token_counts",
     "num_kept_tokens",
 ]

@@ -39,7 +39,7 @@ def plot_pruning_stages(spectrogram, masks, titles, path, suptitle=None):
         full_mask = torch.zeros(spectrogram.shape, dtype=torch.bool)
         full_mask[: mask.shape[0], : mask.shape[1]] = mask.cpu()
         shown = spectrogram.masked_fill(~full_mask, float("nan"))
-        axis.imshow(shown, origin="lower", aspect="auto", cmap="magma", vmin=vmin, vmax=vmax, interpolation="nearest")
+        axis.imshow(shown.numpy(), origin="lower", aspect="auto", cmap="magma", vmin=vmin, vmax=vmax, interpolation="nearest")
         axis.set_facecolor("white")
         axis.set_title(title, fontsize=9)
         axis.set_ylabel("mel bin")

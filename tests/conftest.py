@@ -1,5 +1,8 @@
 import os
+import subprocess
+import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
 # Before anything imports huggingface_hub: never reach for the Hub, and never touch the user's cache.
@@ -41,3 +44,24 @@ def _seed():
 @pytest.fixture
 def keyword_clip():
     return sorted((KEYWORDS / "test" / "yes").glob("*.flac"))[0]
+
+
+_BLOCK_PACKAGE = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "hf_token_prune" or name.startswith("hf_token_prune."):
+            raise ImportError("hf_token_prune is blocked for this test")
+sys.meta_path.insert(0, Block())
+try:
+    import hf_token_prune
+    raise SystemExit("hf_token_prune was importable")
+except ImportError:
+    pass
+"""
+
+
+def run_with_package_blocked(code: str, cwd) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh, offline Python where ``hf_token_prune`` cannot be imported, as for a Hub user."""
+    script = _BLOCK_PACKAGE + textwrap.dedent(code)
+    return subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True, timeout=300)

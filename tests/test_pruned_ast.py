@@ -1,8 +1,5 @@
 import json
 import math
-import subprocess
-import sys
-import textwrap
 import warnings
 
 import numpy as np
@@ -15,7 +12,7 @@ from transformers import pipeline
 from transformers.testing_utils import CaptureLogger
 from transformers.utils import logging
 
-from conftest import tiny_ast_kwargs
+from conftest import run_with_package_blocked, tiny_ast_kwargs
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification, PrunedASTModel, kept_token_counts
 from hf_token_prune.modeling_pruned_ast import PrunedASTAttention
 from hf_token_prune.pruning import PatchLayout, num_kept_tokens
@@ -405,19 +402,8 @@ def test_remote_code_with_package_blocked_and_pipeline_on_fixture(tmp_path, keyw
         expected = model(**features).logits
     torch.save({"features": features["input_values"], "logits": expected}, tmp_path / "expected.pt")
 
-    script = textwrap.dedent(
+    result = run_with_package_blocked(
         f"""
-        import importlib.abc, sys
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name == "hf_token_prune" or name.startswith("hf_token_prune."):
-                    raise ImportError("hf_token_prune is blocked for this test")
-        sys.meta_path.insert(0, Block())
-        try:
-            import hf_token_prune
-            raise SystemExit("package was importable")
-        except ImportError:
-            pass
         import torch
         from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification, pipeline
         folder = {str(tmp_path / "model")!r}
@@ -433,9 +419,9 @@ def test_remote_code_with_package_blocked_and_pipeline_on_fixture(tmp_path, keyw
         assert type(base).__name__ == "PrunedASTModel"
         classifier = pipeline("audio-classification", model=folder, trust_remote_code=True)
         print("RESULT", classifier({str(keyword_clip)!r}, top_k=2))
-        """
+        """,
+        cwd=tmp_path,
     )
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     top = expected[0].softmax(-1).topk(2)
     printed = result.stdout.split("RESULT", 1)[1]
