@@ -5,13 +5,18 @@
 
 Times, in one process and with one fixed thread count, transformers' stock `ASTForAudioClassification` (SDPA and
 eager attention) and `PrunedASTForAudioClassification` (SDPA) at keep rates 1.0 ... 0.4 -- plus
-`PrunedAudioMAEForAudioClassification` when this installation has it -- all ViT-B with the same random weights.
+`PrunedAudioMAEForAudioClassification` (SDPA) at keep rates 1.0, 0.7, 0.5 in the batch-1 inference scenarios when this
+installation has it -- all ViT-B with random weights (the same weights for every AST).
+
+On a machine shared with other CPU-heavy jobs use ``--num_threads 1``: with 2 threads on 2 busy cores every OpenMP
+parallel region waits for whichever thread was descheduled (a 64-patch ViT-B forward took 1.7 s instead of 0.2 s).
 
 Method:
 * Scenarios: inference at 64 / 256 / 512 patches with batch 1 and at 64 patches with batch 8; a training step
-  (forward + cross-entropy + backward) at 64 patches with batch 4. On 2 cores a ViT-B forward at batch 8 costs
-  ~4 s at 256 and ~10 s at 512 patches, and a batch-8 training step ~3 s at 64 patches: with >= 5 rounds of 9
-  models these do not fit the 10-minute budget.
+  (forward + cross-entropy + backward) at 64 patches with batch 4. Measured on one thread, a batch-1 ViT-B
+  forward takes ~0.2 / 0.6 / 1.4 s at 64 / 256 / 512 patches, batch 8 about 8x that, and a batch-4 training step
+  ~1.9 s: batch 8 at 256 or 512 patches (5-11 s per forward) or in training, for >= 5 rounds of 9 models, does
+  not fit the 10-minute budget.
 * In each scenario every model runs once untimed (warm-up, and the memory measurement below), then ``--repeats``
   timed rounds; each round runs every model once, in an order rotated by one per round, so machine noise (other
   jobs on a shared machine) hits every model alike. Latency: median and interquartile range over rounds.
@@ -403,17 +408,18 @@ def plot(results, path):
 
     figure, axis = plt.subplots(figsize=(7, 5.5))
     largest = 1.0
-    for entry in results:
+    for index, entry in enumerate(results):
+        color = f"C{index}"  # one colour per scenario, one line style per model family
         for family, style in (("PrunedAST", "-o"), ("PrunedAudioMAE", "--s")):
             rows = sorted((row for row in entry["rows"] if row["model"] == family), key=lambda row: -row["keep_rate"])
             if rows:
                 x, y = [row["mac_reduction"] for row in rows], [row["speedup"] for row in rows]
-                axis.plot(x, y, style, label=f"{family}, {entry['title']}", markersize=4)
+                axis.plot(x, y, style, color=color, label=f"{family}, {entry['title']}", markersize=4)
                 largest = max(largest, *x, *y)
     axis.plot([1, largest], [1, largest], "k:", label="ideal: speedup = MAC reduction")
     axis.set_xlabel("MAC reduction (MACs at keep rate 1.0 / MACs at keep rate)")
     axis.set_ylabel("measured speedup vs keep rate 1.0")
-    axis.set_title("Token pruning: measured speedup vs MAC reduction (keep rates 1.0 ... 0.4)")
+    axis.set_title("Measured speedup vs MAC reduction, keep rates 1.0 ... 0.4")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
     figure.tight_layout()
