@@ -1,0 +1,639 @@
+"""Speed and memory of token pruning, side by side with transformers' own AST.
+
+    python benchmarks/benchmark_pruning.py            # full run (< 10 min on 2 cores): benchmarks/results/
+    python benchmarks/benchmark_pruning.py --quick    # seconds, tiny model: a smoke test of the whole pipeline
+
+Times, in one process and with one fixed thread count, transformers' stock `ASTForAudioClassification` (SDPA and
+eager attention) and `PrunedASTForAudioClassification` (SDPA) at keep rates 1.0 ... 0.4 -- plus
+`PrunedAudioMAEForAudioClassification` (SDPA) at keep rates 1.0, 0.7, 0.5 in the batch-1 inference scenarios when this
+installation has it -- all ViT-B with random weights (the same weights for every AST).
+
+On a machine shared with other CPU-heavy jobs use ``--num_threads 1``: with 2 threads on 2 busy cores every OpenMP
+parallel region waits for whichever thread was descheduled (a 64-patch ViT-B forward took 1.7 s instead of 0.2 s).
+
+Method:
+* Scenarios: inference at 64 / 256 / 512 patches with batch 1 and at 64 patches with batch 8; a training step
+  (forward + cross-entropy + backward) at 64 patches with batch 4. Measured on one thread, a batch-1 ViT-B
+  forward takes ~0.2 / 0.6 / 1.4 s at 64 / 256 / 512 patches, batch 8 about 8x that, and a batch-4 training step
+  ~1.9 s: batch 8 at 256 or 512 patches (5-11 s per forward) or in training, for >= 5 rounds of 9 models, does
+  not fit the 10-minute budget.
+* In each scenario every model runs once untimed (warm-up, and the memory measurement below), then ``--repeats``
+  timed rounds; each round runs every model once, in an order rotated by one per round, so machine noise (other
+  jobs on a shared machine) hits every model alike. Latency: median and interquartile range over rounds.
+  Speedup of a model: the median over rounds of (PrunedAST at keep rate 1.0 in that round / the model in that round).
+* MAC reduction: analytic MACs at keep rate 1.0 / at the keep rate (`hf_token_prune.macs`, exact against
+  FlopCounterMode); the ideal speedup. Efficiency = speedup / MAC reduction (1.0 = every MAC saved is time saved).
+* Peak memory: the profiler's allocator trace (`torch.profiler`, ``profile_memory=True``) records every CPU
+  allocation and free made by torch during the call; the peak of the running total is the memory the call needs on
+  top of what existed before (weights, and for training the already allocated gradient buffers). Process RSS would
+  mix in the allocator's caching and other threads; ``tracemalloc`` does not see torch's allocations.
+* Pruning overhead: the pruned forward under `torch.profiler` with `record_function` ranges around the scoring
+  (``cls_attention_score`` / ``received_attention_score``), the selection (``select_tokens``: top-k, gather,
+  concatenation) and the patch bookkeeping (``PatchTracker.update``): their share of the forward's time. Ranges
+  around small operators are inflated whenever another process takes the core mid-operator, so each pruning call
+  of one forward is also replayed alone (``torch.utils.benchmark``) and the sum set against the forward's median
+  latency.
+"""
+
+import argparse
+import contextlib
+import copy
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from unittest import mock
+
+import torch
+from torch.profiler import ProfilerActivity, profile, record_function
+from torch.utils import benchmark
+from tqdm.auto import tqdm
+from transformers import ASTConfig, ASTForAudioClassification
+
+from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification, pruning
+from hf_token_prune.macs import audiomae_available, count_macs
+
+
+REPO = Path(__file__).resolve().parent.parent
+KEEP_RATES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
+VIT_B = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+TINY = dict(hidden_size=64, num_hidden_layers=12, num_attention_heads=4, intermediate_size=128)
+TARGETS = dict(kr1_vs_stock=1.02, inference_efficiency=0.95, overhead_share=0.02, training_efficiency=0.9)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    mode: str  # "inference" or "training"
+    patches: int
+    batch_size: int
+
+    @property
+    def max_length(self) -> int:
+        return self.patches // 8 * 16  # 128 mel bins -> 8 frequency patches of 16
+
+    @property
+    def title(self) -> str:
+        return f"{self.mode}, {self.patches} patches, batch {self.batch_size}"
+
+
+FULL_SCENARIOS = (
+    Scenario("inference", 64, 1),
+    Scenario("inference", 256, 1),
+    Scenario("inference", 512, 1),
+    Scenario("inference", 64, 8),
+    Scenario("training", 64, 4),
+)
+QUICK_SCENARIOS = (Scenario("inference", 64, 1), Scenario("training", 64, 2))
+
+
+@dataclass
+class Variant:
+    """One timed model: a stock AST, or a pruned model at one keep rate."""
+
+    label: str
+    family: str  # "ast" / "audiomae": which PrunedX at keep rate 1.0 its speedup is measured against
+    model: torch.nn.Module
+    config: object  # what hf_token_prune.macs counts
+    keep_rate: float = 1.0
+    pruned: bool = True
+    times: list = field(default_factory=list)
+    peak_bytes: int = 0
+
+    def prepare(self):
+        if self.pruned:
+            self.model.set_keep_rate(self.keep_rate)
+
+
+def build_variants(scenario, keep_rates, sizes, audiomae_keep_rates):
+    common = dict(**sizes, max_length=scenario.max_length, num_mel_bins=128, patch_size=16, num_labels=527)
+    stock = ASTForAudioClassification(ASTConfig(**common, frequency_stride=16, time_stride=16))
+    pruned_config = PrunedASTConfig(**common, frequency_stride=16, time_stride=16)
+    pruned = PrunedASTForAudioClassification(pruned_config)
+    pruned.load_state_dict(stock.state_dict())
+    variants = [Variant("AST (transformers, sdpa)", "ast", stock, pruned_config, pruned=False)]
+    if scenario.mode == "inference":
+        eager = ASTForAudioClassification(ASTConfig(**common, frequency_stride=16, time_stride=16))
+        eager.load_state_dict(stock.state_dict())
+        eager.set_attn_implementation("eager")
+        variants.append(Variant("AST (transformers, eager)", "ast", eager, pruned_config, pruned=False))
+    variants += [Variant("PrunedAST", "ast", pruned, pruned_config, rate) for rate in keep_rates]
+    if audiomae_keep_rates:
+        from hf_token_prune import PrunedAudioMAEConfig, PrunedAudioMAEForAudioClassification
+
+        config = PrunedAudioMAEConfig(**common)
+        audiomae = PrunedAudioMAEForAudioClassification(config)
+        variants += [Variant("PrunedAudioMAE", "audiomae", audiomae, config, rate) for rate in audiomae_keep_rates]
+    for variant in variants:
+        variant.model.train(scenario.mode == "training")
+    return variants
+
+
+def make_step(scenario, variant, inputs, labels):
+    """A closure running one forward (inference) or forward + backward (training) of the variant."""
+    model = variant.model
+    if scenario.mode == "inference":
+
+        def step():
+            with torch.inference_mode():
+                model(inputs)
+
+    else:
+
+        def step():
+            # Gradient buffers stay allocated between steps (zeroed, not freed), as with an optimizer that keeps
+            # them: the memory measured is then what the step itself needs.
+            model.zero_grad(set_to_none=False)
+            model(inputs, labels=labels).loss.backward()
+
+    return step
+
+
+def peak_allocated_bytes(step) -> int:
+    """Peak of torch's running CPU allocation total during ``step()``, from the profiler's allocator trace."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted(
+        (event for event in prof.profiler.kineto_results.events() if event.name() == "[memory]"),
+        key=lambda event: event.start_ns(),
+    )
+    current = peak = 0
+    for event in events:
+        current += event.nbytes()  # negative for a free
+        peak = max(peak, current)
+    return peak
+
+
+def run_scenario(scenario, variants, repeats, progress):
+    torch.manual_seed(0)
+    inputs = torch.randn(scenario.batch_size, scenario.max_length, 128)
+    labels = torch.randint(0, 527, (scenario.batch_size,))
+    steps = [make_step(scenario, variant, inputs, labels) for variant in variants]
+    for variant, step in zip(variants, steps):
+        variant.prepare()
+        if scenario.mode == "training":
+            step()  # allocates the gradient buffers before memory is measured
+        variant.peak_bytes = peak_allocated_bytes(step)  # also the warm-up
+        progress.update(1)
+    for round_index in range(repeats):
+        shift = round_index % len(variants)
+        for variant, step in list(zip(variants, steps))[shift:] + list(zip(variants, steps))[:shift]:
+            variant.prepare()
+            start = time.perf_counter()
+            step()
+            variant.times.append(time.perf_counter() - start)
+            progress.update(1)
+
+
+# -- pruning overhead ---------------------------------------------------------------------------------------------
+
+# Scoring functions of both families (AudioMAE ranks by received attention) and the selection; the model modules
+# import them by name, so they are wrapped where the modules look them up.
+PRUNING_FUNCTIONS = {
+    "cls_attention_score": "scoring",
+    "received_attention_score": "scoring",
+    "select_tokens": "selection",
+}
+OVERHEAD_PARTS = ("scoring", "selection", "bookkeeping")
+PROFILED_KEEP_RATES = {False: (1.0, 0.7, 0.5), True: (1.0, 0.5)}  # by --quick
+
+
+@contextlib.contextmanager
+def instrumented_pruning(modules, calls=None):
+    """Run the pruning functions inside profiler ranges; with ``calls``, also record each call to replay it alone."""
+
+    def instrument(part, function):
+        def wrapper(*args, **kwargs):
+            if calls is not None:
+                # A tracker mutates itself: replays get a copy of its state before this call.
+                saved = [copy.copy(a) if isinstance(a, pruning.PatchTracker) else a for a in args]
+                calls.append((part, function, saved, kwargs))
+            with record_function(part):
+                return function(*args, **kwargs)
+
+        return wrapper
+
+    with contextlib.ExitStack() as stack:
+        for module in modules:
+            for name, part in PRUNING_FUNCTIONS.items():
+                if hasattr(module, name):
+                    stack.enter_context(mock.patch.object(module, name, instrument(part, getattr(module, name))))
+        update = instrument("bookkeeping", pruning.PatchTracker.update)
+        stack.enter_context(mock.patch.object(pruning.PatchTracker, "update", update))
+        yield
+
+
+def replay_seconds(function, args, kwargs):
+    """Median time of one pruning call replayed alone (torch.utils.benchmark), on a fresh tracker copy if any."""
+    timer = benchmark.Timer(
+        "function(*[copy.copy(a) if isinstance(a, Tracker) else a for a in args], **kwargs)",
+        globals=dict(function=function, args=args, kwargs=kwargs, copy=copy, Tracker=pruning.PatchTracker),
+    )
+    return timer.blocked_autorange(min_run_time=0.1).median
+
+
+def operator_group(key):
+    if key == "aten::addmm":
+        return "linear"
+    if "scaled_dot_product" in key or key in ("aten::bmm", "aten::_softmax"):
+        return "attention"
+    return "other"
+
+
+def profile_pruned_forward(model, modules, inputs, keep_rate, forward_seconds, repeats=3):
+    """Profile ``repeats`` forwards at ``keep_rate``: self time per operator group, and the pruning overhead.
+
+    The overhead (scoring, selection = top-k + gather + cat, bookkeeping) is measured two ways: ``profile_*`` from
+    profiler ranges inside the forwards; ``replay_*`` from each pruning call of one forward replayed alone, summed,
+    over the forward's median latency ``forward_seconds`` from the timed rounds.
+    """
+    model.eval()
+    model.set_keep_rate(keep_rate)
+    calls = []
+    with torch.inference_mode():
+        with instrumented_pruning(modules, calls):
+            model(inputs)
+        with instrumented_pruning(modules), profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(repeats):
+                with record_function("forward"):
+                    model(inputs)
+        replayed = dict.fromkeys(OVERHEAD_PARTS, 0.0)
+        for part, function, args, kwargs in calls:
+            replayed[part] += replay_seconds(function, args, kwargs)
+    events = prof.key_averages()
+    totals = {event.key: event.cpu_time_total for event in events}
+    shares = {f"profile_{part}": totals.get(part, 0.0) / totals["forward"] for part in OVERHEAD_PARTS}
+    shares["profile_total"] = sum(shares.values())
+    shares.update({f"replay_{part}": replayed[part] / forward_seconds for part in OVERHEAD_PARTS})
+    shares["replay_total"] = sum(replayed.values()) / forward_seconds
+    shares["profiled_forward_ms"] = totals["forward"] / repeats / 1e3
+    shares["forward_ms"] = forward_seconds * 1e3
+    groups = dict.fromkeys(("linear", "attention", "other"), 0.0)
+    for event in events:
+        if event.key not in ("forward", *OVERHEAD_PARTS):  # ranges, not operators: their time is in the operators
+            groups[operator_group(event.key)] += event.self_cpu_time_total / repeats / 1e3
+    shares["operator_ms"] = groups
+    return shares
+
+
+# -- reporting ----------------------------------------------------------------------------------------------------
+
+
+def summarise(scenario, variants):
+    """One row per variant: latency, speedup against the same family's keep rate 1.0, MAC reduction, memory."""
+    references = {v.family: v for v in variants if v.pruned and v.keep_rate == 1.0}
+    rows = []
+    for variant in variants:
+        reference = references[variant.family]
+        macs = count_macs(variant.config, variant.keep_rate, batch_size=scenario.batch_size)
+        reference_macs = count_macs(reference.config, 1.0, batch_size=scenario.batch_size)
+        speedup = statistics.median(r / t for r, t in zip(reference.times, variant.times))
+        mac_reduction = reference_macs.total / macs.total
+        quartiles = statistics.quantiles(variant.times, n=4) if len(variant.times) > 1 else variant.times * 3
+        rows.append(
+            dict(
+                model=variant.label,
+                keep_rate=variant.keep_rate,
+                pruned=variant.pruned,
+                kept_patches=list(macs.kept_patches) if variant.pruned else None,
+                gmacs=macs.total / 1e9,
+                latency_ms=statistics.median(variant.times) * 1e3,
+                iqr_ms=(quartiles[2] - quartiles[0]) * 1e3,
+                speedup=speedup,
+                mac_reduction=mac_reduction,
+                efficiency=speedup / mac_reduction,
+                peak_memory_mb=variant.peak_bytes / 2**20,
+                times_ms=[t * 1e3 for t in variant.times],
+            )
+        )
+    return rows
+
+
+def markdown_table(rows):
+    lines = [
+        "| model | keep rate | kept patches | GMACs | latency ms (median) | IQR ms | speedup vs kr 1.0 | "
+        "MAC reduction | speedup / MAC reduction | peak memory MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        rate = f"{row['keep_rate']:.1f}" if row["pruned"] else "-"
+        kept = ", ".join(map(str, row["kept_patches"])) if row["pruned"] else "-"
+        lines.append(
+            f"| {row['model']} | {rate} | {kept} | {row['gmacs']:.2f} | {row['latency_ms']:.1f} | {row['iqr_ms']:.1f} "
+            f"| {row['speedup']:.2f}x | {row['mac_reduction']:.2f}x | {row['efficiency']:.2f} "
+            f"| {row['peak_memory_mb']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def target_checks(results, profiles):
+    """The issue's targets, each with the measured value and whether it holds."""
+    checks = []
+    for entry in results:
+        scenario, rows = entry["scenario"], entry["rows"]
+        if scenario["mode"] == "inference":
+            stock = next(row for row in rows if row["model"] == "AST (transformers, sdpa)")
+            ratio = 1 / stock["speedup"]  # PrunedAST kr 1.0 latency / stock latency, paired per round
+            checks.append(
+                (
+                    f"PrunedAST kr 1.0 / stock SDPA latency, {entry['title']}",
+                    ratio,
+                    f"<= {TARGETS['kr1_vs_stock']}",
+                    ratio <= TARGETS["kr1_vs_stock"],
+                )
+            )
+        target = TARGETS["inference_efficiency" if scenario["mode"] == "inference" else "training_efficiency"]
+        for row in rows:
+            if row["pruned"] and row["keep_rate"] in (0.7, 0.5):
+                checks.append(
+                    (
+                        f"{row['model']} speedup / MAC reduction at kr {row['keep_rate']}, {entry['title']} "
+                        f"({row['speedup']:.2f}x of {row['mac_reduction']:.2f}x)",
+                        row["efficiency"],
+                        f">= {target}",
+                        row["efficiency"] >= target,
+                    )
+                )
+    for entry in profiles:
+        if entry["keep_rate"] < 1.0:
+            checks.append(
+                (
+                    f"pruning overhead share of the forward (profile), {entry['title']}, kr {entry['keep_rate']} "
+                    f"(replayed alone: {entry['replay_total']:.2%})",
+                    entry["profile_total"],
+                    f"<= {TARGETS['overhead_share']}",
+                    entry["profile_total"] <= TARGETS["overhead_share"],
+                )
+            )
+    return checks
+
+
+def operator_table(profiles):
+    """Per operator group: share of the unpruned forward, and speedup against the MAC reduction of that group."""
+    lines = [
+        "| scenario | keep rate | operator-time speedup (MAC reduction) | linear layers (addmm): share at kr 1.0, "
+        "speedup (MAC reduction) | attention (SDPA): share, speedup (MAC reduction) | everything else: share, "
+        "speedup |",
+        "|---|---|---|---|---|---|",
+    ]
+    references = {entry["title"]: entry for entry in profiles if entry["keep_rate"] == 1.0}
+    for entry in profiles:
+        reference = references[entry["title"]]
+        if entry is reference:
+            continue
+        ops, base = entry["operator_ms"], reference["operator_ms"]
+        total = sum(base.values())
+
+        def cell(group, macs_key=None):
+            text = f"{base[group] / total:.0%}, {base[group] / ops[group]:.2f}x"
+            return text + (f" ({reference[macs_key] / entry[macs_key]:.2f}x)" if macs_key else "")
+
+        lines.append(
+            f"| {entry['title']} | {entry['keep_rate']} | {total / sum(ops.values()):.2f}x "
+            f"({reference['gmacs'] / entry['gmacs']:.2f}x) | {cell('linear', 'linear_gmacs')} "
+            f"| {cell('attention', 'attention_gmacs')} | {cell('other')} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 5.5))
+    largest = 1.0
+    for index, entry in enumerate(results):
+        color = f"C{index}"  # one colour per scenario, one line style per model family
+        for family, style in (("PrunedAST", "-o"), ("PrunedAudioMAE", "--s")):
+            rows = sorted((row for row in entry["rows"] if row["model"] == family), key=lambda row: -row["keep_rate"])
+            if rows:
+                x, y = [row["mac_reduction"] for row in rows], [row["speedup"] for row in rows]
+                axis.plot(x, y, style, color=color, label=f"{family}, {entry['title']}", markersize=4)
+                largest = max(largest, *x, *y)
+    axis.plot([1, largest], [1, largest], "k:", label="ideal: speedup = MAC reduction")
+    axis.set_xlabel("MAC reduction (MACs at keep rate 1.0 / MACs at keep rate)")
+    axis.set_ylabel("measured speedup vs keep rate 1.0")
+    axis.set_title("Measured speedup vs MAC reduction, keep rates 1.0 ... 0.4")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def machine_description(num_threads):
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    backend = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in torch.__config__.parallel_info().splitlines()
+            if line.startswith("ATen parallel backend")
+        ),
+        "unknown",
+    )
+    return (
+        f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} ({backend} parallel backend, "
+        f"BLAS: {'MKL' if torch.backends.mkl.is_available() else 'not MKL'}), "
+        f"torch.set_num_threads({num_threads}), Python {platform.python_version()}"
+    )
+
+
+def load_average():
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
+
+
+def git_commit():
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_report(path, args, results, profiles, checks, header):
+    lines = [
+        "# Token pruning benchmark",
+        "",
+        f"Command: `{header['command']}`  ",
+        f"Machine: {header['machine']}  ",
+        f"Commit: {header['commit']}; load average (1, 5, 15 min) before: {header['load_before']}, "
+        f"after: {header['load_after']}; wall time {header['wall_s']:.0f} s.",
+        "",
+        f"Models: {header['models']}. Random weights; {args.repeats} interleaved timed rounds after one warm-up. "
+        "Speedup: median over rounds of the per-round ratio to the same family at keep rate 1.0. "
+        "MAC reduction: analytic MACs (`hf_token_prune.macs`) at 1.0 / at the keep rate. "
+        "Peak memory: torch's allocations during the call on top of weights (and gradient buffers), from the "
+        "profiler's allocator trace.",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | goal | holds |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {name} | {value:.3f} | {goal} | {'yes' if ok else '**no**'} |" for name, value, goal, ok in checks]
+    for entry in results:
+        lines += ["", f"## {entry['title']}", "", markdown_table(entry["rows"])]
+    lines += [
+        "",
+        "## Pruning overhead",
+        "",
+        "Share of the forward spent in scoring / selection (top-k, gather, cat) / bookkeeping. *Profile*: "
+        "`record_function` ranges inside 3 profiled forwards. *Replayed*: each pruning call of one forward timed "
+        "alone (`torch.utils.benchmark`, median), summed, over the median forward latency of the timed rounds.",
+        "",
+        "| scenario | keep rate | forward ms | profile: scoring | selection | bookkeeping | **total** "
+        "| replayed: scoring | selection | bookkeeping | **total** |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in profiles:
+        if entry["keep_rate"] < 1.0:
+            cells = [
+                f"{entry[f'{way}_{part}']:.2%}" for way in ("profile", "replay") for part in (*OVERHEAD_PARTS, "total")
+            ]
+            lines.append(
+                f"| {entry['title']} | {entry['keep_rate']} | {entry['forward_ms']:.1f} | " + " | ".join(cells) + " |"
+            )
+    lines += [
+        "",
+        "## Where the time goes",
+        "",
+        "Self CPU time by operator group in the same profiles (3 forwards each, against keep rate 1.0). A group whose "
+        "speedup falls short of its MAC reduction runs less efficiently on fewer tokens.",
+        "",
+        operator_table(profiles),
+    ]
+    lines += ["", "![speedup vs MAC reduction](speedup_vs_macs.png)", ""]
+    path.write_text("\n".join(lines))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: tiny model, keep rates 1.0 and 0.5, 2 rounds, 2 small scenarios (seconds); "
+        "writes to outputs/benchmark_quick unless --output_dir is given",
+    )
+    parser.add_argument(
+        "--output_dir",
+        type=Path,
+        default=None,
+        help="where benchmark.md, benchmark.json and speedup_vs_macs.png go "
+        "(default: benchmarks/results, or outputs/benchmark_quick with --quick)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed rounds per scenario (default: 7; 2 with --quick)"
+    )
+    parser.add_argument(
+        "--num_threads",
+        type=int,
+        default=2,
+        help="torch.set_num_threads for the whole run (default: %(default)s, this machine's cores)",
+    )
+    parser.add_argument("--no_audiomae", action="store_true", help="skip PrunedAudioMAE even when it is installed")
+    args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 2 if args.quick else 7
+    if args.repeats < 1 or args.num_threads < 1:
+        parser.error("--repeats and --num_threads must be at least 1")
+    if args.output_dir is None:
+        args.output_dir = REPO / ("outputs/benchmark_quick" if args.quick else "benchmarks/results")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.num_threads)
+    started, load_before = time.perf_counter(), load_average()
+    scenarios = QUICK_SCENARIOS if args.quick else FULL_SCENARIOS
+    sizes = TINY if args.quick else VIT_B
+    keep_rates = (1.0, 0.5) if args.quick else KEEP_RATES
+    with_audiomae = audiomae_available() and not args.no_audiomae
+    # AudioMAE shares the time budget: the rates the targets name, in the batch-1 inference scenarios only.
+    audiomae_rates = (1.0, 0.7, 0.5) if not args.quick else (1.0, 0.5)
+    models = "transformers' ASTForAudioClassification (sdpa, eager), PrunedASTForAudioClassification (sdpa)"
+    if with_audiomae:
+        models += f", PrunedAudioMAEForAudioClassification (sdpa, keep rates {audiomae_rates}, batch-1 inference)"
+    else:
+        print(
+            "PrunedAudioMAE rows skipped: hf_token_prune.PrunedAudioMAEForAudioClassification is not installed"
+            + (" (--no_audiomae)" if audiomae_available() else ""),
+            file=sys.stderr,
+        )
+        models += " (PrunedAudioMAE: not installed, rows skipped)"
+
+    plans = []
+    for scenario in scenarios:
+        rates = audiomae_rates if with_audiomae and scenario.mode == "inference" and scenario.batch_size == 1 else ()
+        count = len(keep_rates) + (2 if scenario.mode == "inference" else 1) + len(rates)
+        plans.append((scenario, rates, count))
+    results, profiles = [], []
+    total = sum(count * (args.repeats + 1) for _, _, count in plans)
+    with tqdm(total=total, desc="timed calls", unit="call") as progress:
+        for scenario, rates, _ in plans:
+            progress.set_postfix_str(scenario.title)
+            variants = build_variants(scenario, keep_rates, sizes, rates)
+            run_scenario(scenario, variants, args.repeats, progress)
+            results.append(dict(scenario=scenario.__dict__, title=scenario.title, rows=summarise(scenario, variants)))
+            if scenario.mode == "inference" and scenario.batch_size == 1:
+                modules = [sys.modules[type(v.model).__module__] for v in variants if v.pruned]
+                inputs = torch.randn(scenario.batch_size, scenario.max_length, 128)
+                for family in dict.fromkeys(v.family for v in variants if v.pruned):
+                    for rate in PROFILED_KEEP_RATES[args.quick]:
+                        timed = next(v for v in variants if v.pruned and v.family == family and v.keep_rate == rate)
+                        shares = profile_pruned_forward(
+                            timed.model, set(modules), inputs, rate, statistics.median(timed.times)
+                        )
+                        macs = count_macs(timed.config, rate)
+                        shares.update(
+                            linear_gmacs=(macs.attention_projections + macs.mlp + macs.classifier) / 1e9,
+                            attention_gmacs=(macs.attention_matmuls + macs.token_scoring) / 1e9,
+                            gmacs=macs.total / 1e9,
+                        )
+                        title = scenario.title + ("" if family == "ast" else ", AudioMAE")
+                        profiles.append(dict(title=title, keep_rate=rate, **shares))
+            del variants
+
+    checks = target_checks(results, profiles)
+    header = dict(
+        command="python benchmarks/benchmark_pruning.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        machine=machine_description(args.num_threads),
+        commit=git_commit(),
+        load_before=load_before,
+        load_after=load_average(),
+        wall_s=time.perf_counter() - started,
+        models=models,
+    )
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    write_report(args.output_dir / "benchmark.md", args, results, profiles, checks, header)
+    (args.output_dir / "benchmark.json").write_text(
+        json.dumps(
+            dict(
+                header=header,
+                results=results,
+                profiles=profiles,
+                targets=[dict(target=n, measured=v, goal=g, holds=ok) for n, v, g, ok in checks],
+            ),
+            indent=1,
+        )
+    )
+    plot(results, args.output_dir / "speedup_vs_macs.png")
+    print((args.output_dir / "benchmark.md").read_text())
+    print(f"wrote {args.output_dir}/benchmark.md, benchmark.json, speedup_vs_macs.png")
+
+
+if __name__ == "__main__":
+    main()
