@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..pruning import TOKEN_SCORES, kept_token_counts
-from ._macs import _approximate_macs
+from ..macs import count_macs
 from .evaluation import evaluate_model
 from .inputs import load_pruned_model
 from .report import pyplot, save_figure, section, write_table
@@ -27,7 +27,7 @@ def _row(model, source, token_score, keep_rate, metric_name, value):
         "token_score": token_score,
         "keep_rate": keep_rate,
         "patch tokens": " → ".join(str(n) for n in [model.patch_layout.num_patches, *counts]),
-        "GMACs": _approximate_macs(model, keep_rate) / 1e9,
+        "GMACs": count_macs(model.config, keep_rate).total / 1e9,
         f"{metric_name} (%)": 100 * value,
     }
 
