@@ -18,8 +18,9 @@ Counting convention (the one under which the paper's Table II is reproduced to 0
   which are never pruned; patch tokens left after each pruning layer follow the models' own ceil rule
   (:func:`hf_token_prune.pruning.kept_token_counts`).
 * Token scoring: with eager attention the score is read from the attention weights (no MACs). With a fused
-  attention (SDPA, the default) the weights never exist, so a pruning layer recomputes what it needs: the CLS row of
-  ``QK^T`` for AST (``Na * D``), the patch-query rows for AudioMAE (``n_patches * Na * D``). Counted separately.
+  attention (SDPA, the default) the weights never exist: an AST pruning layer recomputes the CLS row of ``QK^T``
+  (``Na * D``, counted separately); an AudioMAE pruning layer computes its attention itself, chunked, and reads the
+  score off the same probabilities, so its scoring costs no MACs beyond the attention's own.
 * Classifier: ``hidden * num_labels``. Counted separately.
 
 Table II of the paper counts the patch embedding and the layers of a ViT-B with **one** extra token (the paper gives
@@ -68,9 +69,9 @@ class ModelShape:
     token_score: str
 
     @property
-    def scored_queries_per_patch(self) -> bool:
-        """AudioMAE's received-attention score needs every patch query; AST's CLS score needs one query."""
-        return self.family == "audiomae"
+    def scoring_costs_macs(self) -> bool:
+        """AST recomputes its CLS row beside SDPA; AudioMAE's pruning layers get the score with their attention."""
+        return self.family == "ast"
 
 
 @dataclass(frozen=True)
@@ -172,9 +173,8 @@ def count_macs(
     for index in range(shape.num_hidden_layers):
         attention_tokens = patches + extra
         if index in shape.pruning_layers:
-            if num_kept_tokens(patches, keep_rate) < patches and scores_cost_macs:
-                queries = patches if shape.scored_queries_per_patch else 1
-                scoring += queries * attention_tokens * hidden
+            if num_kept_tokens(patches, keep_rate) < patches and scores_cost_macs and shape.scoring_costs_macs:
+                scoring += attention_tokens * hidden
             patches = kept[next_pruning]
             next_pruning += 1
         mlp_tokens = patches + extra

@@ -26,15 +26,15 @@ from .configuration_pruned_audiomae import PrunedAudioMAEConfig
 from .pruning import (
     PatchLayout,
     PrunedModelMixin,
+    attention_with_received_score,
     num_kept_tokens,
-    received_attention_score,
     received_attention_score_from_weights,
     select_tokens,
 )
 
 
 NUM_EXTRA_TOKENS = 1  # the CLS token, never pruned (and not pooled)
-RECEIVED_ATTENTION_CHUNK = 128  # patch queries per chunk when scoring under SDPA: O(n * 128) memory per head
+RECEIVED_ATTENTION_CHUNK = 128  # queries per chunk when scoring without eager weights: O(n * 128) memory per head
 
 
 def sincos_position_embeddings(hidden_size: int, num_frequency_patches: int, num_time_patches: int) -> torch.Tensor:
@@ -127,29 +127,23 @@ class AudioMAEAttention(nn.Module):
         qkv = self.qkv(hidden_states).reshape(batch_size, sequence_length, 3, self.num_attention_heads, -1)
         query_states, key_states, value_states = qkv.permute(2, 0, 3, 1, 4).unbind(0)
 
+        dropout = self.attention_dropout if self.training else 0.0
+        if score_tokens and self.config._attn_implementation != "eager":
+            # Fused kernels never return the weights the score needs: form them once, chunked, for output and score.
+            attn_output, token_score = attention_with_received_score(
+                query_states, key_states, value_states, self.scaling, NUM_EXTRA_TOKENS, RECEIVED_ATTENTION_CHUNK,
+                dropout,
+            )
+            return self.proj(attn_output.reshape(batch_size, sequence_length, -1)), None, token_score
+
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
         attn_output, attn_weights = attention_interface(
-            self,
-            query_states,
-            key_states,
-            value_states,
-            attention_mask,
-            dropout=0.0 if not self.training else self.attention_dropout,
-            scaling=self.scaling,
-            **kwargs,
+            self, query_states, key_states, value_states, attention_mask, dropout=dropout, scaling=self.scaling, **kwargs
         )
         attn_output = self.proj(attn_output.reshape(batch_size, sequence_length, -1))
-
-        token_score = None
-        if score_tokens:
-            if attn_weights is None:  # fused kernels never materialise the weights: recompute them chunk by chunk
-                token_score = received_attention_score(
-                    query_states, key_states, self.scaling, NUM_EXTRA_TOKENS, RECEIVED_ATTENTION_CHUNK
-                )
-            else:
-                token_score = received_attention_score_from_weights(attn_weights, NUM_EXTRA_TOKENS)
+        token_score = received_attention_score_from_weights(attn_weights, NUM_EXTRA_TOKENS) if score_tokens else None
         return attn_output, attn_weights, token_score
 
 

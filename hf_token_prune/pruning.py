@@ -116,20 +116,29 @@ def cls_attention_score_from_weights(attention_weights: torch.Tensor, num_extra_
     return attention_weights[:, :, 0, num_extra_tokens:].float().mean(dim=1)
 
 
-def received_attention_score(
-    query: torch.Tensor, key: torch.Tensor, scaling: float, num_extra_tokens: int, chunk_size: int = 128
+def attention_with_received_score(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float, num_extra_tokens: int,
+    chunk_size: int = 128, dropout: float = 0.0,
 ):
-    """Attention each patch receives, averaged over heads and patch queries (paper eq. 2a).
+    """Attention output ``(batch, seq, heads, dim)`` and the attention each patch receives (paper eq. 2a).
 
-    The softmax runs over all keys; patch queries are processed ``chunk_size`` at a time so memory stays
-    O(n * chunk_size) per head instead of the O(n^2) attention matrix that SDPA avoids.
+    The score averages ``softmax(QK^T)`` over heads and patch queries, with the softmax over all keys. Fused SDPA never
+    returns those probabilities, and recomputing them costs as much again as the attention; so a pruning layer forms
+    them once, ``chunk_size`` queries at a time (O(n * chunk_size) memory per head, never the n x n matrix), and uses
+    them for both the output and the score. ``dropout`` (training only) applies to the output, not to the score.
     """
-    patch_queries = query[:, :, num_extra_tokens:]
+    key_transposed = key.transpose(-1, -2)
+    outputs = []
     received = query.new_zeros(query.shape[0], query.shape[1], key.shape[2], dtype=torch.float32)
-    for start in range(0, patch_queries.shape[2], chunk_size):
-        logits = torch.matmul(patch_queries[:, :, start : start + chunk_size], key.transpose(-1, -2)) * scaling
-        received += logits.float().softmax(dim=-1).sum(dim=2)
-    return received[:, :, num_extra_tokens:].mean(dim=1) / patch_queries.shape[2]
+    for start in range(0, query.shape[2], chunk_size):
+        logits = torch.matmul(query[:, :, start : start + chunk_size], key_transposed) * scaling
+        probabilities = logits.float().softmax(dim=-1)
+        dropped = F.dropout(probabilities, p=dropout) if dropout > 0.0 else probabilities
+        outputs.append(torch.matmul(dropped.to(value.dtype), value))
+        received += probabilities[:, :, max(num_extra_tokens - start, 0) :].sum(dim=2)
+    num_patch_queries = query.shape[2] - num_extra_tokens
+    score = received[:, :, num_extra_tokens:].mean(dim=1) / num_patch_queries
+    return torch.cat(outputs, dim=2).transpose(1, 2), score
 
 
 def received_attention_score_from_weights(attention_weights: torch.Tensor, num_extra_tokens: int):

@@ -21,7 +21,7 @@ from hf_token_prune import (
 )
 from hf_token_prune.convert_audiomae import CheckpointMismatchError, convert
 from hf_token_prune.modeling_pruned_audiomae import AudioMAEAttention, sincos_position_embeddings
-from hf_token_prune.pruning import received_attention_score
+from hf_token_prune.pruning import attention_with_received_score
 
 
 TINY = dict(hidden_size=64, depth=12, heads=4, mlp=128, frames=128, mel=64, labels=5)
@@ -197,9 +197,12 @@ def test_chunked_received_attention_equals_eager_attention_matrix():
     assert no_weights is None
     assert (sdpa_score - independent).abs().max() <= 1e-6
     assert (eager_score - independent).abs().max() <= 1e-6
-    q, k, _ = attention.qkv(hidden).reshape(2, 33, 3, 4, 16).permute(2, 0, 3, 1, 4).unbind(0)
-    for chunk in (1, 5, 32, 500):  # chunks that divide, do not divide, and exceed the 32 patch queries
-        assert (received_attention_score(q, k, attention.scaling, 1, chunk) - independent).abs().max() <= 1e-6
+    q, k, v = attention.qkv(hidden).reshape(2, 33, 3, 4, 16).permute(2, 0, 3, 1, 4).unbind(0)
+    expected_output = (weights @ v).transpose(1, 2)
+    for chunk in (1, 5, 32, 500):  # chunks that divide, do not divide, and exceed the 33 queries
+        output, score = attention_with_received_score(q, k, v, attention.scaling, 1, chunk)
+        assert (score - independent).abs().max() <= 1e-6
+        assert (output - expected_output).abs().max() <= 1e-6
 
 
 # 3. pruning ---------------------------------------------------------------------------------------------------------
