@@ -1,0 +1,173 @@
+"""The keep-rate schedule (formula, callback, resume) and the Trainer's optimiser details."""
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from transformers import ASTFeatureExtractor, TrainerState, TrainingArguments
+
+from conftest import KEYWORDS, tiny_ast_kwargs
+from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
+from hf_token_prune.data import AudioFeatureTransform, AugmentationEpochCallback, Mixup, SpecAugment, load_audio_classification
+from hf_token_prune.training import (
+    KeepRateScheduleCallback,
+    PrunedModelTrainer,
+    keep_rate_at,
+    layer_decay_parameter_groups,
+    step_decay_lambda,
+)
+
+
+def evit_formula(iteration, base, total):
+    """NOTES.md: base + (1 - base) * (cos(pi * it / total) + 1) / 2 during the shrinking phase."""
+    return base + (1 - base) * (math.cos(math.pi * iteration / total) + 1) / 2
+
+
+# 1. the formula ------------------------------------------------------------------------------------------------------
+
+
+def test_keep_rate_follows_the_evit_formula():
+    start, total, target = 30, 40, 0.7
+    assert [keep_rate_at(step, target, start, total) for step in (0, 15, 29)] == [1.0, 1.0, 1.0]
+    assert keep_rate_at(30, target, start, total) == 1.0  # cos(0): the first shrinking step still keeps everything
+    assert keep_rate_at(50, target, start, total) == pytest.approx(0.85, abs=1e-12)  # halfway: cos(pi/2) = 0
+    assert keep_rate_at(40, target, start, total) == pytest.approx(0.7 + 0.3 * (math.sqrt(2) / 2 + 1) / 2, abs=1e-12)
+    for step in range(30, 70):
+        assert keep_rate_at(step, target, start, total) == pytest.approx(evit_formula(step - 30, 0.7, 40), abs=1e-12)
+    assert [keep_rate_at(step, target, start, total) for step in (70, 71, 10_000)] == [0.7, 0.7, 0.7]
+    rates = [keep_rate_at(step, target, start, total) for step in range(100)]
+    assert all(a >= b for a, b in zip(rates, rates[1:]))  # never grows back
+    assert keep_rate_at(5, 0.5, 5, 0) == 0.5  # no shrinking phase: straight to the target
+
+
+# 2. the callback with a fake Trainer state ---------------------------------------------------------------------------
+
+
+class RecordingModel:
+    def __init__(self):
+        self.keep_rates = []
+
+    def set_keep_rate(self, keep_rate):
+        self.keep_rates.append(keep_rate)
+
+
+def test_callback_sets_the_formula_at_each_optimizer_step_and_the_target_between_steps():
+    # 10 batches with gradient accumulation 2 -> 5 optimizer steps per epoch; shrink from epoch 2 for 3 epochs.
+    args = SimpleNamespace(gradient_accumulation_steps=2)
+    augmentation = SimpleNamespace(enabled=True)
+    callback = KeepRateScheduleCallback(target=0.6, start_epoch=2, num_epochs=3, augmentations=[augmentation])
+    callback.on_train_begin(args, TrainerState(), None, train_dataloader=list(range(10)))
+    assert callback.steps_per_epoch == 5
+    model = RecordingModel()
+    for step in (0, 9, 10, 11, 17, 24, 25, 40):
+        state = TrainerState(global_step=step)
+        callback.on_step_begin(args, state, None, model=model)
+        assert model.keep_rates[-1] == pytest.approx(
+            1.0 if step < 10 else 0.6 if step >= 25 else evit_formula(step - 10, 0.6, 15), abs=1e-12
+        )
+        callback.on_step_end(args, TrainerState(global_step=step + 1), None, model=model)
+        assert model.keep_rates[-1] == 0.6  # what evaluation and checkpoints see
+
+    for step, enabled in ((0, True), (5, True), (10, False), (13, False), (20, False)):
+        callback.on_epoch_begin(args, TrainerState(global_step=step), None)
+        assert augmentation.enabled is enabled, step
+
+
+def test_callback_logs_the_keep_rate_of_the_step_just_taken():
+    args = SimpleNamespace(gradient_accumulation_steps=1)
+    callback = KeepRateScheduleCallback(target=0.5, start_epoch=1, num_epochs=1)
+    callback.on_train_begin(args, TrainerState(), None, train_dataloader=list(range(4)))
+    state = TrainerState(global_step=6, log_history=[{"loss": 1.0, "step": 6}])
+    logs = {"loss": 1.0}
+    callback.on_log(args, state, None, logs=logs)
+    assert logs["keep_rate"] == round(evit_formula(1, 0.5, 4), 6) == state.log_history[-1]["keep_rate"]
+    evaluation = {"eval_loss": 1.0}
+    callback.on_log(args, state, None, logs=evaluation)
+    assert "keep_rate" not in evaluation
+
+
+@pytest.mark.parametrize("target", [0.0, -0.1, 1.5, float("nan"), True])
+def test_callback_refuses_a_keep_rate_outside_zero_one(target):
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        KeepRateScheduleCallback(target=target, start_epoch=0, num_epochs=1)
+
+
+# 3. a real run, interrupted and resumed ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keyword_subset():
+    return load_audio_classification("audiofolder", data_dir=str(KEYWORDS)).train.shuffle(seed=0).select(range(24))
+
+
+def train_tiny(output_dir, dataset, max_steps, resume_from_checkpoint=None):
+    torch.manual_seed(0)
+    config = PrunedASTConfig(**tiny_ast_kwargs(hidden_size=32, num_attention_heads=2, intermediate_size=64,
+                                               num_mel_bins=32, max_length=64, num_labels=10))
+    config.problem_type = "multi_label_classification"
+    model = PrunedASTForAudioClassification(config)
+    extractor = ASTFeatureExtractor(num_mel_bins=32, max_length=64, mean=-2.0, std=4.0)
+    augmentations = [SpecAugment(freq_mask=8, time_mask=16, fill_value=0.25)]
+    transform = AudioFeatureTransform(extractor, 10, multi_label=False, one_hot=True, augmentations=augmentations,
+                                      mixup=Mixup(0.5, 10.0))
+    dataset.set_transform(transform)
+    args = TrainingArguments(
+        output_dir=str(output_dir), max_steps=max_steps, per_device_train_batch_size=4, learning_rate=1e-3,
+        logging_steps=1, save_strategy="steps", save_steps=5, report_to="none", seed=0, remove_unused_columns=False,
+        disable_tqdm=True, use_cpu=True,
+    )
+    # 6 steps per epoch: shrinking starts at step 3 and ends at step 9, the checkpoint at step 5 is mid-epoch.
+    schedule = KeepRateScheduleCallback(0.5, start_epoch=0.5, num_epochs=1, augmentations=augmentations)
+    trainer = PrunedModelTrainer(model=model, args=args, train_dataset=dataset,
+                                 callbacks=[schedule, AugmentationEpochCallback(transform)])
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    trajectory = {entry["step"]: entry["keep_rate"] for entry in trainer.state.log_history if "keep_rate" in entry}
+    return trainer.model, trajectory
+
+
+def test_interrupted_and_resumed_run_continues_exactly(tmp_path, keyword_subset):
+    full_model, full_trajectory = train_tiny(tmp_path / "full", keyword_subset, max_steps=12)
+    assert (tmp_path / "full" / "checkpoint-5").is_dir()
+    expected = {step: round(keep_rate_at(step - 1, 0.5, 3, 6), 6) for step in range(1, 13)}
+    assert full_trajectory == expected
+
+    resumed_model, resumed_trajectory = train_tiny(
+        tmp_path / "resumed", keyword_subset, max_steps=12, resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-5")
+    )
+    assert resumed_trajectory == full_trajectory
+    assert resumed_model.config.keep_rate == 0.5
+    for (name, full), (_, resumed) in zip(full_model.state_dict().items(), resumed_model.state_dict().items()):
+        assert (full - resumed).abs().max().item() <= 1e-6, name
+
+
+# 4. optimiser details -------------------------------------------------------------------------------------------------
+
+
+def test_layer_decay_scales_each_layer_by_its_depth():
+    model = PrunedASTForAudioClassification(PrunedASTConfig(**tiny_ast_kwargs()))
+    decay_names = {name for name, p in model.named_parameters() if p.dim() > 1}
+    groups = layer_decay_parameter_groups(model, 1e-3, 0.05, 0.75, decay_names)
+    lr_of = {id(p): group["lr"] for group in groups for p in group["params"]}
+    wd_of = {id(p): group["weight_decay"] for group in groups for p in group["params"]}
+    parameters = dict(model.named_parameters())
+    assert len(lr_of) == len(parameters)
+    assert lr_of[id(parameters["audio_spectrogram_transformer.embeddings.cls_token"])] == pytest.approx(1e-3 * 0.75**13)
+    assert lr_of[id(parameters["audio_spectrogram_transformer.layers.0.mlp.fc1.weight"])] == pytest.approx(1e-3 * 0.75**12)
+    assert lr_of[id(parameters["audio_spectrogram_transformer.layers.11.mlp.fc1.weight"])] == pytest.approx(1e-3 * 0.75)
+    assert lr_of[id(parameters["classifier.dense.weight"])] == pytest.approx(1e-3)
+    assert wd_of[id(parameters["classifier.dense.weight"])] == 0.05
+    assert wd_of[id(parameters["classifier.dense.bias"])] == 0.0
+
+
+def test_step_decay_matches_ast_multistep_schedule():
+    # AST: MultiStepLR(milestones=range(5, 1000, 1), gamma=0.85) stepped once per epoch.
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    reference = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(range(5, 1000, 2)), gamma=0.85)
+    multiplier = step_decay_lambda(steps_per_epoch=7, start_epoch=5, every_epochs=2, factor=0.85)
+    for epoch in range(12):
+        for step in range(epoch * 7, epoch * 7 + 7):
+            assert multiplier(step) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-12)
+        optimizer.step()
+        reference.step()
