@@ -194,7 +194,7 @@ def _load_esc50(source, config_name, data_dir, revision, cache_dir, fold=None, *
     _require_columns(raw, ["audio", "fold", "target", "category"], "ESC-50 rows need `fold`, `target`, `category`.")
     split = raw["train"] if "train" in raw else next(iter(raw.values()))
     names = dict(zip(split["target"], split["category"]))
-    label_names = [names[i] for i in range(len(names))]
+    label_names = [names.get(target, f"class {target}") for target in range(max(names) + 1)]
     split = _with_ids(split, ["filename"])
     split = split.map(
         lambda targets: {"labels": targets},
@@ -448,6 +448,40 @@ def drop_unusable_audio(data: AudioClassificationData, sampling_rate: int, drop:
 
 
 @dataclass
+class TimeShift:
+    """Pad or crop every waveform to `num_samples`, at a random offset (`random=True`, training) or centred.
+
+    Clips shorter than the model's input are then padded with near-silence in the waveform, instead of with the
+    feature extractor's fbank zeros (which read as loud), and in training the sound appears at every position of the
+    input, like AST's time-shift augmentation for Speech Commands. The padding is faint noise of standard deviation
+    `noise` (1e-4: -80 dBFS) rather than digital zeros: recordings never hold runs of exact zeros, and their log-mel
+    (the log of the fbank floor) sits far below anything else the model sees.
+    """
+
+    num_samples: int
+    random: bool = True
+    noise: float = 1e-4
+
+    def __call__(self, waves: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+        placed = []
+        for wave in waves:
+            room = self.num_samples - len(wave)
+            offset = int(rng.integers(0, abs(room) + 1)) if self.random else abs(room) // 2
+            if room >= 0:
+                padded = rng.normal(0.0, self.noise, self.num_samples).astype(np.float32)
+                padded[offset : offset + len(wave)] = wave
+                placed.append(padded)
+            else:
+                placed.append(wave[offset : offset + self.num_samples])
+        return placed
+
+
+def samples_for_frames(num_frames: int, sampling_rate: int) -> int:
+    """Waveform length that gives exactly `num_frames` Kaldi fbank frames (25 ms windows, 10 ms shift)."""
+    return (num_frames - 1) * sampling_rate // 100 + sampling_rate * 25 // 1000
+
+
+@dataclass
 class SpecAugment:
     """Random frequency and time masking (SpecAugment) of normalised fbank features, as AST and AudioMAE use it:
     one band of width uniform in [0, freq_mask) and one span of width uniform in [0, time_mask) per clip.
@@ -530,7 +564,8 @@ class AudioFeatureTransform:
     on the training split, augment.
 
     Targets are class indices for a cross-entropy loss (`one_hot=False`) and float one-hot / multi-hot vectors for a
-    BCE loss, the multi-label case or mixup. Augmentations run in the order given, then mixup.
+    BCE loss, the multi-label case or mixup. The waveform is placed by `time_shift` (if any) before the features are
+    made; feature augmentations run in the order given, then mixup.
 
     Random draws come from a numpy generator seeded by `seed`, `epoch` and the ids of the batch's clips, not from
     torch's global generator: a run resumed from a checkpoint then augments every batch exactly as the uninterrupted run did
@@ -539,7 +574,7 @@ class AudioFeatureTransform:
     """
 
     def __init__(self, feature_extractor, num_labels: int, multi_label: bool, one_hot: bool, augmentations=(),
-                 mixup: Mixup | None = None, seed: int = 0):
+                 mixup: Mixup | None = None, seed: int = 0, time_shift: TimeShift | None = None):
         if mixup is not None and mixup.probability > 0 and not one_hot:
             raise ValueError("mixup blends targets, so it needs float targets: use the BCE loss (--loss bce).")
         self.feature_extractor = feature_extractor
@@ -550,6 +585,7 @@ class AudioFeatureTransform:
         self.mixup = mixup
         self.seed = seed
         self.epoch = 0
+        self.time_shift = time_shift
 
     def targets(self, labels) -> torch.Tensor:
         if not self.one_hot:
@@ -565,14 +601,17 @@ class AudioFeatureTransform:
 
     def __call__(self, batch):
         waves = [np.asarray(audio["array"], dtype=np.float32) for audio in batch["audio"]]
+        random = self.augmentations or self.mixup is not None or self.time_shift is not None
+        rng = self.rng(batch["id"]) if random else None
+        if self.time_shift is not None:
+            waves = self.time_shift(waves, rng)
         features = torch.as_tensor(
             self.feature_extractor(
                 waves, sampling_rate=self.feature_extractor.sampling_rate, return_tensors="np"
             )["input_values"]
         )
         targets = self.targets(batch["labels"])
-        if self.augmentations or self.mixup is not None:
-            rng = self.rng(batch["id"])
+        if rng is not None:
             for augmentation in self.augmentations:
                 features = augmentation(features, rng)
             if self.mixup is not None:
@@ -591,18 +630,22 @@ class AugmentationEpochCallback(TrainerCallback):
         self.transform.epoch = math.floor(state.epoch or 0)
 
 
-def estimate_normalization(split: Dataset, feature_extractor, max_clips: int = 1000, seed: int = 0):
+def estimate_normalization(split: Dataset, feature_extractor, max_clips: int = 1000, seed: int = 0,
+                           time_shift: TimeShift | None = None):
     """Mean and std of the extractor's un-normalised fbank over up to `max_clips` training clips (padding included,
-    as AST's statistics are), for datasets without published statistics."""
+    as AST's statistics are), for datasets without published statistics. Give the evaluation `time_shift` when the
+    transforms place the waveforms, so the padding counted is the padding the model sees."""
     raw = copy.deepcopy(feature_extractor)
     raw.do_normalize = False
     if len(split) > max_clips:
         split = split.shuffle(seed=seed).select(range(max_clips))
     total, total_sq, count = 0.0, 0.0, 0
+    rng = np.random.default_rng(seed)
     for start in tqdm(range(0, len(split), 64), desc="feature statistics"):
-        rows = split[start : start + 64]["audio"]
-        features = raw([np.asarray(a["array"], dtype=np.float32) for a in rows], sampling_rate=raw.sampling_rate,
-                       return_tensors="np")["input_values"].astype(np.float64)
+        waves = [np.asarray(a["array"], dtype=np.float32) for a in split[start : start + 64]["audio"]]
+        if time_shift is not None:
+            waves = time_shift(waves, rng)
+        features = raw(waves, sampling_rate=raw.sampling_rate, return_tensors="np")["input_values"].astype(np.float64)
         total += features.sum()
         total_sq += (features**2).sum()
         count += features.size

@@ -83,11 +83,13 @@ def build_model_card(
     hyperparameters: dict,
     plot_file: str | None,
     repo_id: str | None = None,
+    input_note: str | None = None,
 ) -> ModelCard:
     """Fill the template with the model's pruning set-up and its metric / GMACs per keep rate.
 
     `results` rows are `{"keep_rate", "metric", "gmacs"}`; the rows at the model's keep rate and at 1.0 become the
-    `model-index` results of the card's metadata.
+    `model-index` results of the card's metadata. `input_note` tells users how to prepare audio when training did
+    more than the feature extractor does (e.g. padding short clips).
     """
     config = model.config
     by_rate = {round(row["keep_rate"], 6): row for row in results}
@@ -141,6 +143,7 @@ def build_model_card(
         unpruned=by_rate[1.0],
         hyperparameters=hyperparameters,
         plot_file=plot_file,
+        input_note=input_note,
     )
 
 

@@ -42,10 +42,12 @@ from hf_token_prune.data import (
     Mixup,
     PatchMasking,
     SpecAugment,
+    TimeShift,
     drop_unusable_audio,
     estimate_normalization,
     load_audio_classification,
     normalised_zero,
+    samples_for_frames,
 )
 from hf_token_prune.model_card import build_model_card, plot_training
 from hf_token_prune.training import KeepRateScheduleCallback, PrunedModelTrainer, keep_rate_sweep
@@ -88,6 +90,11 @@ class ModelArguments:
     attn_implementation: str = field(default="sdpa", metadata={"help": "Attention kernel: sdpa or eager."})
     drop_path_rate: float | None = field(default=None, metadata={"help": "Stochastic depth (AudioMAE recipes: 0.1)."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where Hub models and datasets are cached."})
+    torch_threads: int | None = field(
+        default=None,
+        metadata={"help": "Intra-op threads of torch on CPU (default: torch's choice). Small models gain nothing from "
+                          "more than one, and on a shared CPU extra threads spin against other processes."},
+    )
 
 
 @dataclass
@@ -117,6 +124,11 @@ class DataArguments:
     time_mask: int = field(default=0, metadata={"help": "SpecAugment: maximum masked time span (frames)."})
     patch_mask_ratio: float = field(default=0.0, metadata={"help": "Fraction of time-patch columns and frequency-patch rows blanked (AudioMAE masking)."})
     mixup: float = field(default=0.0, metadata={"help": "Probability that a training clip is mixed with another (needs --loss bce)."})
+    time_shift: bool = field(
+        default=False,
+        metadata={"help": "Pad (with silence) or crop each waveform to the model's input: at a random position in "
+                          "training, centred in evaluation. For clips shorter than --num_frames."},
+    )
     mixup_alpha: float = field(default=10.0, metadata={"help": "Mixup weight ~ Beta(alpha, alpha) (AST 10, AudioMAE 0.5)."})
     loss: str | None = field(
         default=None,
@@ -173,6 +185,9 @@ def parse_arguments(argv=None):
     recipes = "\n".join(f"  {name:<24} {read_recipe(name)['description']}" for name in available_recipes())
     parser = HfArgumentParser(ARGUMENT_CLASSES, description=__doc__, epilog=f"recipes (--recipe):\n{recipes}",
                               formatter_class=HelpFormatter)
+    # Without an accelerator, `accelerate launch --multi_gpu` starts the processes but TrainingArguments only joins
+    # them (gloo) with use_cpu: make that the default there.
+    parser.set_defaults(use_cpu=not torch.accelerator.is_available())
     argv = sys.argv[1:] if argv is None else list(argv)
     recipe_args, _ = HfArgumentParser(RecipeArguments, add_help=False).parse_known_args(argv)
     required = []
@@ -218,8 +233,9 @@ def parse_keep_rates(text, flag):
     return rates
 
 
-def validate(model_args, data_args, pruning_args, training_args):
-    """Refuse bad input before anything is loaded."""
+def validate(data_args, pruning_args, training_args):
+    """Refuse bad input before anything is loaded; returns the target keep rate, the pruning layers and the
+    learning-rate step decay, parsed."""
     (keep_rate,) = parse_keep_rates(pruning_args.keep_rate, "--keep_rate")
     parse_keep_rates(pruning_args.eval_keep_rates, "--eval_keep_rates")
     if data_args.sampling_rate <= 0:
@@ -228,28 +244,36 @@ def validate(model_args, data_args, pruning_args, training_args):
         raise SystemExit("--mixup blends targets, which the ce loss cannot take: use --loss bce or --mixup 0.")
     if pruning_args.shrink_start_epoch < 0 or pruning_args.shrink_epochs < 0:
         raise SystemExit("--shrink_start_epoch and --shrink_epochs must be >= 0.")
+    try:
+        pruning_layers = [int(layer) for layer in pruning_args.pruning_layers.split(",")]
+    except ValueError:
+        raise SystemExit(f"--pruning_layers {pruning_args.pruning_layers!r}: give 0-based layer indices, e.g. 3,6,9.")
+    lr_step_decay = None
+    if pruning_args.lr_step_decay:
+        try:
+            start, every, factor = pruning_args.lr_step_decay.split(",")
+            lr_step_decay = (int(start), int(every), float(factor))
+        except ValueError:
+            raise SystemExit(f"--lr_step_decay {pruning_args.lr_step_decay!r}: give start_epoch,every_epochs,factor.")
     # The transforms need the audio and labels columns that Trainer would otherwise strip as "unused".
     training_args.remove_unused_columns = False
-    return keep_rate
+    return keep_rate, pruning_layers, lr_step_decay
 
 
-def build_model(model_args, data_args, pruning_args, num_frames, label_names):
+def build_model(model_args, data_args, pruning_args, pruning_layers, num_frames, label_names):
     """The model and its feature extractor: a checkpoint to fine-tune, or a fresh model of --model_type."""
-    pruning = {
-        "keep_rate": 1.0,
-        "pruning_layers": [int(layer) for layer in pruning_args.pruning_layers.split(",")],
-        "token_score": pruning_args.token_score,
-    }
+    pruning = {"keep_rate": 1.0, "pruning_layers": pruning_layers, "token_score": pruning_args.token_score}
     labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
               "label2id": {name: i for i, name in enumerate(label_names)}}
     extra = {} if model_args.drop_path_rate is None else {"drop_path_rate": model_args.drop_path_rate}
     if model_args.model_name_or_path:
         checkpoint_type = checkpoint_config(model_args).get("model_type", "")
-        model_class = audiomae_classes()[0] if "audiomae" in checkpoint_type else PrunedASTForAudioClassification
+        audiomae = "audiomae" in checkpoint_type
+        model_class = audiomae_classes()[0] if audiomae else PrunedASTForAudioClassification
         model = model_class.from_pretrained(
             model_args.model_name_or_path, max_length=num_frames, ignore_mismatched_sizes=True,
             attn_implementation=model_args.attn_implementation, cache_dir=model_args.cache_dir,
-            **pruning, **labels, **extra,
+            **pruning, **labels, **(extra if audiomae else {}),
         )
         extractor = AutoFeatureExtractor.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
         extractor.max_length = num_frames
@@ -283,16 +307,36 @@ def audiomae_classes():
     return PrunedAudioMAEForAudioClassification, AudioMAEFeatureExtractor
 
 
+def load_data(data_args, cache_dir):
+    data = load_audio_classification(
+        data_args.dataset_name, source=data_args.dataset_source, config_name=data_args.dataset_config_name,
+        data_dir=data_args.data_dir, revision=data_args.dataset_revision, fold=data_args.fold,
+        audio_column_name=data_args.audio_column_name, label_column_name=data_args.label_column_name,
+        sampling_rate=data_args.sampling_rate, cache_dir=cache_dir,
+    )
+    if data_args.max_train_samples:
+        data.train = data.train.select(range(min(data_args.max_train_samples, len(data.train))))
+    if data_args.max_eval_samples:
+        data.eval = data.eval.select(range(min(data_args.max_eval_samples, len(data.eval))))
+        data.test = data.test.select(range(min(data_args.max_eval_samples, len(data.test))))
+    for report in drop_unusable_audio(data, data_args.sampling_rate, drop=data_args.drop_unusable_rows):
+        logger.warning("dropped: %s", report)
+    return data
+
+
 def make_transforms(data, extractor, data_args, patch_size, one_hot, seed):
     fill = normalised_zero(extractor)
+    window = samples_for_frames(extractor.max_length, extractor.sampling_rate) if data_args.time_shift else None
     augmentations = [
         SpecAugment(data_args.freq_mask, data_args.time_mask, fill),
         PatchMasking(data_args.patch_mask_ratio, patch_size, fill),
     ]
     mixup = Mixup(data_args.mixup, data_args.mixup_alpha)
     num_labels = len(data.label_names)
-    train = AudioFeatureTransform(extractor, num_labels, data.multi_label, one_hot, augmentations, mixup, seed)
-    plain = AudioFeatureTransform(extractor, num_labels, data.multi_label, one_hot)
+    train = AudioFeatureTransform(extractor, num_labels, data.multi_label, one_hot, augmentations, mixup, seed,
+                                  time_shift=TimeShift(window) if window else None)
+    plain = AudioFeatureTransform(extractor, num_labels, data.multi_label, one_hot,
+                                  time_shift=TimeShift(window, random=False) if window else None)
     return train, plain, augmentations
 
 
@@ -310,38 +354,42 @@ def make_compute_metrics(metric_name, multi_label):
 
 def main(argv=None):
     recipe, model_args, data_args, pruning_args, training_args = parse_arguments(argv)
-    keep_rate = validate(model_args, data_args, pruning_args, training_args)
+    keep_rate, pruning_layers, lr_step_decay = validate(data_args, pruning_args, training_args)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
                         if training_args.should_log else logging.WARNING)
     transformers.utils.logging.set_verbosity_warning()
+    if model_args.torch_threads:
+        torch.set_num_threads(model_args.torch_threads)
     set_seed(training_args.seed)
 
     with training_args.main_process_first(desc="loading and checking the dataset"):
-        data = load_audio_classification(
-            data_args.dataset_name, source=data_args.dataset_source, config_name=data_args.dataset_config_name,
-            data_dir=data_args.data_dir, revision=data_args.dataset_revision, fold=data_args.fold,
-            audio_column_name=data_args.audio_column_name, label_column_name=data_args.label_column_name,
-            sampling_rate=data_args.sampling_rate, cache_dir=model_args.cache_dir,
-        )
-        if data_args.max_train_samples:
-            data.train = data.train.select(range(min(data_args.max_train_samples, len(data.train))))
-        if data_args.max_eval_samples:
-            data.eval = data.eval.select(range(min(data_args.max_eval_samples, len(data.eval))))
-            data.test = data.test.select(range(min(data_args.max_eval_samples, len(data.test))))
-        for report in drop_unusable_audio(data, data_args.sampling_rate, drop=data_args.drop_unusable_rows):
-            logger.warning("dropped: %s", report)
+        try:
+            data = load_data(data_args, model_args.cache_dir)
+        except ValueError as error:  # bad input: say what is wrong, without a traceback
+            raise SystemExit(f"finetune.py: {error}") from error
 
     spec = data.spec
     num_frames = data_args.num_frames or spec.num_frames
     if num_frames is None:
         raise SystemExit(f"--num_frames is needed for {data_args.dataset_name} (fbank frames of 10 ms per clip).")
-    if model_args.model_name_or_path and data.align_labels(checkpoint_label_names(model_args)):
-        logger.info("classes renumbered in the order of the checkpoint's classifier, which is kept")
-    model, extractor = build_model(model_args, data_args, pruning_args, num_frames, data.label_names)
+    same_classes = False
+    if model_args.model_name_or_path:
+        checkpoint_labels = checkpoint_label_names(model_args)
+        if data.align_labels(checkpoint_labels):
+            logger.info("classes renumbered in the order of the checkpoint's classifier, which is kept")
+        same_classes = checkpoint_labels == data.label_names
+    model, extractor = build_model(model_args, data_args, pruning_args, pruning_layers, num_frames, data.label_names)
+    if model_args.model_name_or_path and not same_classes:
+        # A head of the same size for other classes would load silently (only size mismatches are re-initialised), and
+        # `_init_weights` skips loaded weights: take the head of a freshly initialised model instead.
+        model.classifier.load_state_dict(type(model)(model.config).classifier.state_dict())
+        logger.info("new classifier head for the %d classes of %s", len(data.label_names), data_args.dataset_name)
     mean = data_args.feature_mean if data_args.feature_mean is not None else spec.mean
     std = data_args.feature_std if data_args.feature_std is not None else spec.std
     if mean is None or std is None:
-        mean, std = estimate_normalization(data.train, extractor)
+        window = samples_for_frames(extractor.max_length, extractor.sampling_rate) if data_args.time_shift else None
+        mean, std = estimate_normalization(data.train, extractor,
+                                           time_shift=TimeShift(window, random=False) if window else None)
         logger.info("fbank normalisation estimated on the training clips: mean %.4f, std %.4f", mean, std)
     extractor.mean, extractor.std, extractor.do_normalize = mean, std, True
 
@@ -360,10 +408,6 @@ def main(argv=None):
         keep_rate, pruning_args.shrink_start_epoch, pruning_args.shrink_epochs,
         augmentations=() if pruning_args.augment_while_pruning else augmentations,
     )
-    lr_step_decay = None
-    if pruning_args.lr_step_decay:
-        start, every, factor = pruning_args.lr_step_decay.split(",")
-        lr_step_decay = (int(start), int(every), float(factor))
     optimizer = None
     if pruning_args.optimizer == "adam":
         optimizer = (torch.optim.Adam, {"lr": training_args.learning_rate, "weight_decay": training_args.weight_decay,
@@ -433,10 +477,11 @@ def write_card(trainer, model, model_args, data_args, pruning_args, training_arg
         "mixup (probability, alpha)": f"{data_args.mixup}, {data_args.mixup_alpha}",
         "fbank frames / normalisation": f"{model.config.max_length} / mean {trainer.processing_class.mean:.4f}, "
                                         f"std {trainer.processing_class.std:.4f}",
+        "time shift (waveform padded or cropped to the input, random position)": data_args.time_shift,
     }
     card = build_model_card(
         CARD_TEMPLATE,
-        model_name=training_args.hub_model_id or output.name,
+        model_name=output.name,
         model=model,
         base_model=model_args.model_name_or_path,
         dataset_id=data.source if data_args.dataset_name != "audiofolder" else Path(data.source).name,
@@ -447,7 +492,13 @@ def write_card(trainer, model, model_args, data_args, pruning_args, training_arg
         results=results,
         hyperparameters=hyperparameters,
         plot_file=plot_file,
-        repo_id=training_args.hub_model_id,
+        repo_id=trainer.hub_model_id if training_args.push_to_hub else str(output),
+        input_note=None if not data_args.time_shift else (
+            f"**Input length.** In training every clip was padded with faint noise (standard deviation {TimeShift.noise}) or "
+            f"cropped to {samples_for_frames(model.config.max_length, data_args.sampling_rate) / data_args.sampling_rate:.3f} s "
+            "of 16 kHz audio, centred for evaluation, before the feature extractor. Do the same with shorter clips: "
+            "the extractor alone pads its features with zeros, which the model never saw."
+        ),
     )
     card.save(output / "README.md")
     trainer.model_card = card

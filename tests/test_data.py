@@ -15,10 +15,12 @@ from hf_token_prune.data import (
     Mixup,
     PatchMasking,
     SpecAugment,
+    TimeShift,
     drop_unusable_audio,
     estimate_normalization,
     load_audio_classification,
     normalised_zero,
+    samples_for_frames,
 )
 
 
@@ -151,7 +153,7 @@ def test_voxceleb1_identification_layout(tmp_path):
 def test_audiofolder_on_the_shipped_keywords():
     data = load_audio_classification("audiofolder", data_dir=str(KEYWORDS))
     assert data.label_names == ["down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes"]
-    assert (len(data.train), len(data.eval), len(data.test)) == (280, 60, 60)
+    assert (len(data.train), len(data.eval), len(data.test)) == (700, 60, 60)
     assert data.splits == {"train": "train", "eval": "validation", "test": "test"}
     row = data.test[0]
     assert row["id"].startswith("test/") and row["id"].split("/")[1] == data.label_names[row["labels"]]
@@ -321,3 +323,30 @@ def test_normalisation_statistics_and_masking_value():
     extractor.mean, extractor.std = mean, std
     assert normalised_zero(extractor) == pytest.approx((0 - mean) / (2 * std))
     assert normalised_zero(raw) == 0.0
+
+
+def test_time_shift_places_clips_in_the_window():
+    rng = np.random.default_rng(0)
+    short, long = tone(0.3, 16000), tone(1.5, 16000, 300)
+    centred, cropped = TimeShift(16000, random=False)([short, long], rng)
+    assert len(centred) == len(cropped) == 16000
+    start = (16000 - len(short)) // 2
+    assert np.array_equal(centred[start : start + len(short)], short)
+    padding = np.concatenate([centred[:start], centred[start + len(short):]])
+    assert 0 < padding.std() < 2e-4  # faint noise, not digital silence
+    assert np.array_equal(cropped, long[(len(long) - 16000) // 2 :][:16000])
+    starts = set()
+    for _ in range(20):
+        (placed,) = TimeShift(16000)([short], rng)
+        starts.add(int(np.argmax(np.abs(placed) > 0.01)))
+    assert len(starts) > 10 and all(0 <= s <= 16000 - len(short) for s in starts)
+
+
+@pytest.mark.parametrize("num_frames", [100, 128, 1024])
+def test_samples_for_frames_fills_exactly_that_many_fbank_frames(num_frames):
+    extractor = ASTFeatureExtractor(num_mel_bins=32, max_length=num_frames, do_normalize=False)
+    samples = samples_for_frames(num_frames, 16000)
+    noise = np.random.default_rng(0).normal(0, 0.1, samples + 1).astype(np.float32)
+    full = extractor(noise[:samples], sampling_rate=16000, return_tensors="np")["input_values"][0]
+    short = extractor(noise[: samples - 1], sampling_rate=16000, return_tensors="np")["input_values"][0]
+    assert (full[-1] != 0).any() and (short[-1] == 0).all()  # one sample less leaves the last frame to padding

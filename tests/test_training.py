@@ -171,3 +171,36 @@ def test_step_decay_matches_ast_multistep_schedule():
             assert multiplier(step) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-12)
         optimizer.step()
         reference.step()
+
+
+class RandomFeatures(torch.utils.data.Dataset):
+    def __init__(self, config, size):
+        generator = torch.Generator().manual_seed(0)
+        self.inputs = torch.randn(size, config.max_length, config.num_mel_bins, generator=generator)
+        self.labels = torch.randint(0, config.num_labels, (size,), generator=generator)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return {"input_values": self.inputs[index], "labels": self.labels[index]}
+
+
+def test_trainer_applies_layer_decay_and_ast_step_decay(tmp_path):
+    config = PrunedASTConfig(**tiny_ast_kwargs(hidden_size=32, num_attention_heads=2, intermediate_size=64))
+    model = PrunedASTForAudioClassification(config)
+    args = TrainingArguments(output_dir=str(tmp_path), num_train_epochs=3, per_device_train_batch_size=4,
+                             learning_rate=1e-3, logging_steps=1, save_strategy="no", report_to="none",
+                             disable_tqdm=True, use_cpu=True)
+    trainer = PrunedModelTrainer(model=model, args=args, train_dataset=RandomFeatures(config, 12),
+                                 layer_decay=0.5, lr_step_decay=(1, 1, 0.1),
+                                 optimizer_cls_and_kwargs=(torch.optim.Adam, {"lr": 1e-3}))
+    trainer.train()
+    assert isinstance(trainer.optimizer.optimizer, torch.optim.Adam)  # inside accelerate's wrapper
+    head = id(model.classifier.dense.weight)
+    first_layer = id(model.audio_spectrogram_transformer.layers[0].mlp.fc1.weight)
+    initial = {id(p): group["initial_lr"] for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert initial[head] == pytest.approx(1e-3) and initial[first_layer] == pytest.approx(1e-3 * 0.5**12)
+    logged = [entry["learning_rate"] for entry in trainer.state.log_history if "learning_rate" in entry]
+    # 3 steps per epoch; the first group (depth 0 here: embeddings) is what Trainer reports
+    assert logged == pytest.approx([1e-3 * 0.5**13] * 3 + [1e-4 * 0.5**13] * 3 + [1e-5 * 0.5**13] * 3)
