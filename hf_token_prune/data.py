@@ -132,8 +132,9 @@ def _with_ids(split: Dataset, candidates=("file", "id")):
     """An `id` column naming each row in reports: the first of `candidates` the split has, else the row number."""
     column = next((name for name in candidates if name in split.column_names), None)
     if column is not None:
-        return split.map(lambda values: {"id": [str(v) for v in values]}, input_columns=column, batched=True,
-                         desc="row ids")
+        return split.map(
+            lambda values: {"id": [str(v) for v in values]}, input_columns=column, batched=True, desc="row ids"
+        )
     return split.add_column("id", [f"row {i}" for i in range(len(split))])
 
 
@@ -290,19 +291,44 @@ def _default_roles(dataset):
 
 DATASETS = {
     "audioset": DatasetSpec(
-        "AudioSet-20K (balanced)", "agkphysics/AudioSet", _load_audioset, multi_label=True,
-        metric="mean_average_precision", config_name="balanced", num_frames=1024, mean=-4.2677393, std=4.5689974,
+        "AudioSet-20K (balanced)",
+        "agkphysics/AudioSet",
+        _load_audioset,
+        multi_label=True,
+        metric="mean_average_precision",
+        config_name="balanced",
+        num_frames=1024,
+        mean=-4.2677393,
+        std=4.5689974,
         num_classes=527,
     ),
     "speech_commands": DatasetSpec(
-        "Speech Commands V2", "google/speech_commands", _load_speech_commands, data_dir="v0.02",
-        revision="refs/convert/parquet", num_frames=128, mean=-6.845978, std=5.5654526, num_classes=35,
+        "Speech Commands V2",
+        "google/speech_commands",
+        _load_speech_commands,
+        data_dir="v0.02",
+        revision="refs/convert/parquet",
+        num_frames=128,
+        mean=-6.845978,
+        std=5.5654526,
+        num_classes=35,
     ),
     "esc50": DatasetSpec(
-        "ESC-50", "ashraq/esc50", _load_esc50, num_frames=512, mean=-6.6268077, std=5.358466, num_classes=50,
+        "ESC-50",
+        "ashraq/esc50",
+        _load_esc50,
+        num_frames=512,
+        mean=-6.6268077,
+        std=5.358466,
+        num_classes=50,
     ),
     "voxceleb1": DatasetSpec(
-        "VoxCeleb-1 (identification)", None, _load_voxceleb1, num_frames=1024, mean=-6.370, std=3.074,
+        "VoxCeleb-1 (identification)",
+        None,
+        _load_voxceleb1,
+        num_frames=1024,
+        mean=-6.370,
+        std=3.074,
         num_classes=1251,
     ),
     "audiofolder": DatasetSpec("audio files (audiofolder)", None, _load_audiofolder),
@@ -347,8 +373,13 @@ def load_audio_classification(
             "(owner/name) or a local folder."
         )
     dataset, label_names, roles = spec.loader(
-        source=source, config_name=config_name, data_dir=data_dir, revision=revision,
-        cache_dir=cache_dir, fold=fold, label_column=label_column_name,
+        source=source,
+        config_name=config_name,
+        data_dir=data_dir,
+        revision=revision,
+        cache_dir=cache_dir,
+        fold=fold,
+        label_column=label_column_name,
     )
     if audio_column_name not in next(iter(dataset.values())).column_names:
         raise ValueError(
@@ -359,7 +390,9 @@ def load_audio_classification(
     if spec.num_classes is not None and len(label_names) != spec.num_classes:
         logger.warning(
             "%s has %d classes here, the benchmark has %d: a partial copy of the dataset?",
-            spec.pretty_name, len(label_names), spec.num_classes,
+            spec.pretty_name,
+            len(label_names),
+            spec.num_classes,
         )
     return AudioClassificationData(
         train=dataset[roles["train"]],
@@ -434,7 +467,9 @@ def drop_unusable_audio(data: AudioClassificationData, sampling_rate: int, drop:
             continue
         report = report_unusable(problems, data.splits.get(role, role), len(split))
         if not drop:
-            raise ValueError(f"{report}. Fix or remove these files, or pass --drop_unusable_rows to train without them.")
+            raise ValueError(
+                f"{report}. Fix or remove these files, or pass --drop_unusable_rows to train without them."
+            )
         bad = {row_id for row_id, _ in problems}
         setattr(data, role, split.filter(lambda ids: [i not in bad for i in ids], input_columns="id", batched=True))
         reports.append(report)
@@ -568,13 +603,22 @@ class AudioFeatureTransform:
     made; feature augmentations run in the order given, then mixup.
 
     Random draws come from a numpy generator seeded by `seed`, `epoch` and the ids of the batch's clips, not from
-    torch's global generator: a run resumed from a checkpoint then augments every batch exactly as the uninterrupted run did
-    (`Trainer` restores the global generator only after fetching the first batch), and data-loader workers need no
-    seeding. `AugmentationEpochCallback` keeps `epoch` current.
+    torch's global generator: a run resumed from a checkpoint then augments every batch exactly as the uninterrupted
+    run did (`Trainer` restores the global generator only after fetching the first batch), and data-loader workers
+    need no seeding. `AugmentationEpochCallback` keeps `epoch` current.
     """
 
-    def __init__(self, feature_extractor, num_labels: int, multi_label: bool, one_hot: bool, augmentations=(),
-                 mixup: Mixup | None = None, seed: int = 0, time_shift: TimeShift | None = None):
+    def __init__(
+        self,
+        feature_extractor,
+        num_labels: int,
+        multi_label: bool,
+        one_hot: bool,
+        augmentations=(),
+        mixup: Mixup | None = None,
+        seed: int = 0,
+        time_shift: TimeShift | None = None,
+    ):
         if mixup is not None and mixup.probability > 0 and not one_hot:
             raise ValueError("mixup blends targets, so it needs float targets: use the BCE loss (--loss bce).")
         self.feature_extractor = feature_extractor
@@ -606,9 +650,9 @@ class AudioFeatureTransform:
         if self.time_shift is not None:
             waves = self.time_shift(waves, rng)
         features = torch.as_tensor(
-            self.feature_extractor(
-                waves, sampling_rate=self.feature_extractor.sampling_rate, return_tensors="np"
-            )["input_values"]
+            self.feature_extractor(waves, sampling_rate=self.feature_extractor.sampling_rate, return_tensors="np")[
+                "input_values"
+            ]
         )
         targets = self.targets(batch["labels"])
         if rng is not None:
@@ -630,8 +674,9 @@ class AugmentationEpochCallback(TrainerCallback):
         self.transform.epoch = math.floor(state.epoch or 0)
 
 
-def estimate_normalization(split: Dataset, feature_extractor, max_clips: int = 1000, seed: int = 0,
-                           time_shift: TimeShift | None = None):
+def estimate_normalization(
+    split: Dataset, feature_extractor, max_clips: int = 1000, seed: int = 0, time_shift: TimeShift | None = None
+):
     """Mean and std of the extractor's un-normalised fbank over up to `max_clips` training clips (padding included,
     as AST's statistics are), for datasets without published statistics. Give the evaluation `time_shift` when the
     transforms place the waveforms, so the padding counted is the padding the model sees."""

@@ -1,6 +1,8 @@
 """The model card of a fine-tuned pruned model: Hub metadata with `model-index` results, a results table against
 MACs, how to load it, and a plot of the keep-rate schedule and of the metric per keep rate."""
 
+import os
+
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .pruning import num_kept_tokens
@@ -40,8 +42,14 @@ def plot_training(schedule, log_history, results, target_keep_rate, metric, path
     fig, (schedule_axis, sweep) = plt.subplots(1, 2, figsize=(10, 3.6))
     schedule_axis.plot(*schedule, color="tab:blue")
     logged = [entry for entry in log_history if "keep_rate" in entry]
-    schedule_axis.plot([e["epoch"] for e in logged], [e["keep_rate"] for e in logged], "o", color="tab:blue",
-                       markersize=2.5, label="logged")
+    schedule_axis.plot(
+        [e["epoch"] for e in logged],
+        [e["keep_rate"] for e in logged],
+        "o",
+        color="tab:blue",
+        markersize=2.5,
+        label="logged",
+    )
     schedule_axis.set_xlabel("epoch")
     schedule_axis.set_ylabel("keep rate", color="tab:blue")
     schedule_axis.set_ylim(0, 1.05)
@@ -59,8 +67,14 @@ def plot_training(schedule, log_history, results, target_keep_rate, metric, path
     sweep.invert_xaxis()
     sweep.set_title(f"trained to keep rate {target_keep_rate} (labels: GMACs per clip)", fontsize=9)
     for row in results:
-        sweep.annotate(f"{row['gmacs']:.2g}", (row["keep_rate"], row["metric"]), fontsize=7,
-                       textcoords="offset points", xytext=(0, 6), ha="center")
+        sweep.annotate(
+            f"{row['gmacs']:.2g}",
+            (row["keep_rate"], row["metric"]),
+            fontsize=7,
+            textcoords="offset points",
+            xytext=(0, 6),
+            ha="center",
+        )
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -111,9 +125,11 @@ def build_model_card(
         )
         for rate in dict.fromkeys([target, 1.0])
     ]
+    # The Hub only accepts model ids as `base_model`; a local checkpoint is named in the text alone.
+    hub_base_model = base_model if base_model and not os.path.exists(base_model) else None
     card_data = ModelCardData(
         model_name=model_name,
-        base_model=base_model,
+        base_model=hub_base_model,
         datasets=[dataset_id] if "/" in dataset_id else None,
         library_name="transformers",
         pipeline_tag="audio-classification",
@@ -132,6 +148,7 @@ def build_model_card(
         model_name=model_name,
         repo_id=repo_id or model_name,
         base_model=base_model,
+        hub_base_model=hub_base_model,
         architecture=type(model).__name__,
         config=config,
         num_patches=model.patch_layout.num_patches,

@@ -1,8 +1,9 @@
 """Fine-tune an audio transformer while its keep rate shrinks (TopK token pruning), then publish the pruned model.
 
     python recipes/finetune.py --recipe demo                      # small AST from scratch on data/keywords
-    accelerate launch recipes/finetune.py --recipe ast-esc50 --model_name_or_path MIT/ast-finetuned-audioset-16-16-0.442 \\
-        --fold 1 --keep_rate 0.7 --output_dir ast-esc50-kr0.7 [--push_to_hub]
+    accelerate launch recipes/finetune.py --recipe ast-esc50 \\
+        --model_name_or_path MIT/ast-finetuned-audioset-16-16-0.442 --fold 1 --keep_rate 0.7 \\
+        --output_dir ast-esc50-kr0.7 [--push_to_hub]
     python recipes/finetune.py --dataset_name audiofolder --data_dir my_sounds/ --model_name_or_path <AST checkpoint> \\
         --keep_rate 0.7 --shrink_start_epoch 2 --shrink_epochs 5 --num_train_epochs 10 --output_dir my-model
 
@@ -19,7 +20,7 @@ import json
 import logging
 import math
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -67,8 +68,10 @@ def available_recipes():
 class RecipeArguments:
     recipe: str | None = field(
         default=None,
-        metadata={"help": f"Start from the hyper-parameters of a recipe in recipes/configs: {', '.join(available_recipes())}. "
-                          "Any flag given on the command line overrides the recipe."},
+        metadata={
+            "help": "Start from the hyper-parameters of a recipe in recipes/configs: "
+            f"{', '.join(available_recipes())}. Any flag given on the command line overrides the recipe."
+        },
     )
 
 
@@ -76,12 +79,17 @@ class RecipeArguments:
 class ModelArguments:
     model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Checkpoint to fine-tune (folder or Hub id): an AST (stock or pruned) or a pruned AudioMAE. "
-                          "Without it a model is built from scratch from --model_type and --config_overrides."},
+        metadata={
+            "help": "Checkpoint to fine-tune (folder or Hub id): an AST (stock or pruned) or a pruned AudioMAE. "
+            "Without it a model is built from scratch from --model_type and --config_overrides."
+        },
     )
     model_type: str = field(
         default="pruned-ast",
-        metadata={"help": "Model built from scratch: pruned-ast or pruned-audiomae.", "choices": ["pruned-ast", "pruned-audiomae"]},
+        metadata={
+            "help": "Model built from scratch: pruned-ast or pruned-audiomae.",
+            "choices": ["pruned-ast", "pruned-audiomae"],
+        },
     )
     config_overrides: str | None = field(
         default=None,
@@ -92,8 +100,10 @@ class ModelArguments:
     cache_dir: str | None = field(default=None, metadata={"help": "Where Hub models and datasets are cached."})
     torch_threads: int | None = field(
         default=None,
-        metadata={"help": "Intra-op threads of torch on CPU (default: torch's choice). Small models gain nothing from "
-                          "more than one, and on a shared CPU extra threads spin against other processes."},
+        metadata={
+            "help": "Intra-op threads of torch on CPU (default: torch's choice). Small models gain nothing from "
+            "more than one, and on a shared CPU extra threads spin against other processes."
+        },
     )
 
 
@@ -101,41 +111,72 @@ class ModelArguments:
 class DataArguments:
     dataset_name: str | None = field(
         default=None,
-        metadata={"help": f"A named dataset ({', '.join(DATASETS)}) or a Hub id / local folder with an audio and a "
-                          "label column."},
+        metadata={
+            "help": f"A named dataset ({', '.join(DATASETS)}) or a Hub id / local folder with an audio and a "
+            "label column."
+        },
     )
     dataset_source: str | None = field(
         default=None,
-        metadata={"help": "Where a named dataset is read from instead of its Hub id (a copy in the same layout; "
-                          "required for voxceleb1)."},
+        metadata={
+            "help": "Where a named dataset is read from instead of its Hub id (a copy in the same layout; "
+            "required for voxceleb1)."
+        },
     )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Dataset configuration (load_dataset name)."})
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "Dataset configuration (load_dataset name)."}
+    )
     dataset_revision: str | None = field(default=None, metadata={"help": "Dataset revision on the Hub."})
-    data_dir: str | None = field(default=None, metadata={"help": "Folder of audio files (audiofolder) or data_dir of the dataset."})
+    data_dir: str | None = field(
+        default=None, metadata={"help": "Folder of audio files (audiofolder) or data_dir of the dataset."}
+    )
     fold: int | None = field(default=None, metadata={"help": "ESC-50: the held-out fold, 1 to 5."})
     audio_column_name: str = field(default="audio", metadata={"help": "Column holding the audio."})
-    label_column_name: str | None = field(default=None, metadata={"help": "Column holding the class (default: the dataset's own)."})
+    label_column_name: str | None = field(
+        default=None, metadata={"help": "Column holding the class (default: the dataset's own)."}
+    )
     sampling_rate: int = field(default=16000, metadata={"help": "Audio is decoded (and resampled) at this rate."})
-    num_frames: int | None = field(default=None, metadata={"help": "Fbank frames per clip (10 ms each); default: the dataset's (table in NOTES.md)."})
+    num_frames: int | None = field(
+        default=None,
+        metadata={"help": "Fbank frames per clip (10 ms each); default: the dataset's (table in NOTES.md)."},
+    )
     num_mel_bins: int = field(default=128, metadata={"help": "Mel bins of a model built from scratch."})
-    feature_mean: float | None = field(default=None, metadata={"help": "Fbank normalisation mean; default: the dataset's, else estimated."})
-    feature_std: float | None = field(default=None, metadata={"help": "Fbank normalisation std; default: the dataset's, else estimated."})
+    feature_mean: float | None = field(
+        default=None, metadata={"help": "Fbank normalisation mean; default: the dataset's, else estimated."}
+    )
+    feature_std: float | None = field(
+        default=None, metadata={"help": "Fbank normalisation std; default: the dataset's, else estimated."}
+    )
     freq_mask: int = field(default=0, metadata={"help": "SpecAugment: maximum masked frequency band (mel bins)."})
     time_mask: int = field(default=0, metadata={"help": "SpecAugment: maximum masked time span (frames)."})
-    patch_mask_ratio: float = field(default=0.0, metadata={"help": "Fraction of time-patch columns and frequency-patch rows blanked (AudioMAE masking)."})
-    mixup: float = field(default=0.0, metadata={"help": "Probability that a training clip is mixed with another (needs --loss bce)."})
+    patch_mask_ratio: float = field(
+        default=0.0,
+        metadata={"help": "Fraction of time-patch columns and frequency-patch rows blanked (AudioMAE masking)."},
+    )
+    mixup: float = field(
+        default=0.0, metadata={"help": "Probability that a training clip is mixed with another (needs --loss bce)."}
+    )
     time_shift: bool = field(
         default=False,
-        metadata={"help": "Pad (with silence) or crop each waveform to the model's input: at a random position in "
-                          "training, centred in evaluation. For clips shorter than --num_frames."},
+        metadata={
+            "help": "Pad (with silence) or crop each waveform to the model's input: at a random position in "
+            "training, centred in evaluation. For clips shorter than --num_frames."
+        },
     )
-    mixup_alpha: float = field(default=10.0, metadata={"help": "Mixup weight ~ Beta(alpha, alpha) (AST 10, AudioMAE 0.5)."})
+    mixup_alpha: float = field(
+        default=10.0, metadata={"help": "Mixup weight ~ Beta(alpha, alpha) (AST 10, AudioMAE 0.5)."}
+    )
     loss: str | None = field(
         default=None,
-        metadata={"help": "ce (softmax cross-entropy) or bce (sigmoid binary cross-entropy on one-hot targets); "
-                          "default: bce for multi-label data, else ce.", "choices": ["ce", "bce"]},
+        metadata={
+            "help": "ce (softmax cross-entropy) or bce (sigmoid binary cross-entropy on one-hot targets); "
+            "default: bce for multi-label data, else ce.",
+            "choices": ["ce", "bce"],
+        },
     )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training clips (debugging)."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only this many training clips (debugging)."}
+    )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only this many evaluation / test clips."})
     drop_unusable_rows: bool = field(
         default=False,
@@ -145,29 +186,41 @@ class DataArguments:
 
 @dataclass
 class PruningArguments:
-    keep_rate: float = field(default=0.7, metadata={"help": "Target keep rate in (0, 1], reached at the end of the schedule."})
+    keep_rate: float = field(
+        default=0.7, metadata={"help": "Target keep rate in (0, 1], reached at the end of the schedule."}
+    )
     pruning_layers: str = field(default="3,6,9", metadata={"help": "0-based pruning layers, comma-separated."})
     token_score: str = field(
         default="attention",
         metadata={"help": "How tokens are ranked.", "choices": ["attention", "intensity", "variation", "random"]},
     )
     shrink_start_epoch: float = field(default=0.0, metadata={"help": "Epoch at which the keep rate starts to shrink."})
-    shrink_epochs: float = field(default=0.0, metadata={"help": "Epochs over which it shrinks from 1.0 to --keep_rate."})
+    shrink_epochs: float = field(
+        default=0.0, metadata={"help": "Epochs over which it shrinks from 1.0 to --keep_rate."}
+    )
     augment_while_pruning: bool = field(
         default=False,
         metadata={"help": "Keep SpecAugment and patch masking on once shrinking starts (the paper turns them off)."},
     )
     optimizer: str = field(
         default="adamw",
-        metadata={"help": "adamw (decoupled weight decay, --optim) or adam (L2 weight decay, AST's recipes).",
-                  "choices": ["adamw", "adam"]},
+        metadata={
+            "help": "adamw (decoupled weight decay, --optim) or adam (L2 weight decay, AST's recipes).",
+            "choices": ["adamw", "adam"],
+        },
     )
-    layer_decay: float | None = field(default=None, metadata={"help": "Layer-wise learning-rate decay (AudioMAE: 0.75)."})
+    layer_decay: float | None = field(
+        default=None, metadata={"help": "Layer-wise learning-rate decay (AudioMAE: 0.75)."}
+    )
     lr_step_decay: str | None = field(
         default=None,
-        metadata={"help": "AST's learning-rate schedule 'start_epoch,every_epochs,factor' (replaces --lr_scheduler_type)."},
+        metadata={
+            "help": "AST's learning-rate schedule 'start_epoch,every_epochs,factor' (replaces --lr_scheduler_type)."
+        },
     )
-    warmup_epochs: float | None = field(default=None, metadata={"help": "Linear warm-up in epochs (sets --warmup_steps)."})
+    warmup_epochs: float | None = field(
+        default=None, metadata={"help": "Linear warm-up in epochs (sets --warmup_steps)."}
+    )
     eval_keep_rates: str = field(
         default="1.0,0.9,0.8,0.7,0.6,0.5,0.4",
         metadata={"help": "Keep rates of the final evaluation table on the test split."},
@@ -183,8 +236,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 def parse_arguments(argv=None):
     recipes = "\n".join(f"  {name:<24} {read_recipe(name)['description']}" for name in available_recipes())
-    parser = HfArgumentParser(ARGUMENT_CLASSES, description=__doc__, epilog=f"recipes (--recipe):\n{recipes}",
-                              formatter_class=HelpFormatter)
+    parser = HfArgumentParser(
+        ARGUMENT_CLASSES, description=__doc__, epilog=f"recipes (--recipe):\n{recipes}", formatter_class=HelpFormatter
+    )
     # Without an accelerator, `accelerate launch --multi_gpu` starts the processes but TrainingArguments only joins
     # them (gloo) with use_cpu: make that the default there.
     parser.set_defaults(use_cpu=not torch.accelerator.is_available())
@@ -203,8 +257,10 @@ def parse_arguments(argv=None):
     values = {name: value for arguments in parsed for name, value in vars(arguments).items()}
     missing = [name for name in required if values.get(name) is None]
     if missing:
-        raise SystemExit(f"recipe {recipe_args.recipe} needs {', '.join('--' + name for name in missing)}: "
-                         f"{read_recipe(recipe_args.recipe)['source']}")
+        raise SystemExit(
+            f"recipe {recipe_args.recipe} needs {', '.join('--' + name for name in missing)}: "
+            f"{read_recipe(recipe_args.recipe)['source']}"
+        )
     if values["dataset_name"] is None:
         parser.error(f"give --dataset_name or a --recipe ({', '.join(available_recipes())}).")
     return parsed
@@ -239,7 +295,9 @@ def validate(data_args, pruning_args, training_args):
     (keep_rate,) = parse_keep_rates(pruning_args.keep_rate, "--keep_rate")
     parse_keep_rates(pruning_args.eval_keep_rates, "--eval_keep_rates")
     if data_args.sampling_rate <= 0:
-        raise SystemExit(f"--sampling_rate {data_args.sampling_rate}: audio needs a positive rate (16000 in every recipe).")
+        raise SystemExit(
+            f"--sampling_rate {data_args.sampling_rate}: audio needs a positive rate (16000 in every recipe)."
+        )
     if data_args.mixup > 0 and data_args.loss == "ce":
         raise SystemExit("--mixup blends targets, which the ce loss cannot take: use --loss bce or --mixup 0.")
     if pruning_args.shrink_start_epoch < 0 or pruning_args.shrink_epochs < 0:
@@ -263,32 +321,43 @@ def validate(data_args, pruning_args, training_args):
 def build_model(model_args, data_args, pruning_args, pruning_layers, num_frames, label_names):
     """The model and its feature extractor: a checkpoint to fine-tune, or a fresh model of --model_type."""
     pruning = {"keep_rate": 1.0, "pruning_layers": pruning_layers, "token_score": pruning_args.token_score}
-    labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
-              "label2id": {name: i for i, name in enumerate(label_names)}}
+    labels = {
+        "num_labels": len(label_names),
+        "id2label": dict(enumerate(label_names)),
+        "label2id": {name: i for i, name in enumerate(label_names)},
+    }
     extra = {} if model_args.drop_path_rate is None else {"drop_path_rate": model_args.drop_path_rate}
     if model_args.model_name_or_path:
         checkpoint_type = checkpoint_config(model_args).get("model_type", "")
         audiomae = "audiomae" in checkpoint_type
         model_class = audiomae_classes()[0] if audiomae else PrunedASTForAudioClassification
         model = model_class.from_pretrained(
-            model_args.model_name_or_path, max_length=num_frames, ignore_mismatched_sizes=True,
-            attn_implementation=model_args.attn_implementation, cache_dir=model_args.cache_dir,
-            **pruning, **labels, **(extra if audiomae else {}),
+            model_args.model_name_or_path,
+            max_length=num_frames,
+            ignore_mismatched_sizes=True,
+            attn_implementation=model_args.attn_implementation,
+            cache_dir=model_args.cache_dir,
+            **pruning,
+            **labels,
+            **(extra if audiomae else {}),
         )
         extractor = AutoFeatureExtractor.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
         extractor.max_length = num_frames
         return model, extractor
     if model_args.model_type == "pruned-audiomae":
         model_class, extractor_class = audiomae_classes()
-        config = model_class.config_class(num_mel_bins=data_args.num_mel_bins, max_length=num_frames, **pruning, **labels, **extra)
+        config = model_class.config_class(
+            num_mel_bins=data_args.num_mel_bins, max_length=num_frames, **pruning, **labels, **extra
+        )
     else:
         model_class, extractor_class = PrunedASTForAudioClassification, ASTFeatureExtractor
         config = PrunedASTConfig(num_mel_bins=data_args.num_mel_bins, max_length=num_frames, **pruning, **labels)
     if model_args.config_overrides:
         config.update_from_string(model_args.config_overrides)
     config._attn_implementation = model_args.attn_implementation
-    extractor = extractor_class(num_mel_bins=config.num_mel_bins, max_length=num_frames,
-                                sampling_rate=data_args.sampling_rate)
+    extractor = extractor_class(
+        num_mel_bins=config.num_mel_bins, max_length=num_frames, sampling_rate=data_args.sampling_rate
+    )
     return model_class(config), extractor
 
 
@@ -309,10 +378,16 @@ def audiomae_classes():
 
 def load_data(data_args, cache_dir):
     data = load_audio_classification(
-        data_args.dataset_name, source=data_args.dataset_source, config_name=data_args.dataset_config_name,
-        data_dir=data_args.data_dir, revision=data_args.dataset_revision, fold=data_args.fold,
-        audio_column_name=data_args.audio_column_name, label_column_name=data_args.label_column_name,
-        sampling_rate=data_args.sampling_rate, cache_dir=cache_dir,
+        data_args.dataset_name,
+        source=data_args.dataset_source,
+        config_name=data_args.dataset_config_name,
+        data_dir=data_args.data_dir,
+        revision=data_args.dataset_revision,
+        fold=data_args.fold,
+        audio_column_name=data_args.audio_column_name,
+        label_column_name=data_args.label_column_name,
+        sampling_rate=data_args.sampling_rate,
+        cache_dir=cache_dir,
     )
     if data_args.max_train_samples:
         data.train = data.train.select(range(min(data_args.max_train_samples, len(data.train))))
@@ -324,23 +399,47 @@ def load_data(data_args, cache_dir):
     return data
 
 
-def make_transforms(data, extractor, data_args, patch_size, one_hot, seed):
+def set_normalization(extractor, data, data_args, window):
+    """The fbank normalisation: given, the dataset's published one, or estimated on the training clips."""
+    mean = data_args.feature_mean if data_args.feature_mean is not None else data.spec.mean
+    std = data_args.feature_std if data_args.feature_std is not None else data.spec.std
+    if mean is None or std is None:
+        mean, std = estimate_normalization(
+            data.train, extractor, time_shift=TimeShift(window, random=False) if window else None
+        )
+        logger.info("fbank normalisation estimated on the training clips: mean %.4f, std %.4f", mean, std)
+    extractor.mean, extractor.std, extractor.do_normalize = mean, std, True
+
+
+def set_transforms(data, extractor, data_args, patch_size, one_hot, seed, window):
+    """Features on the fly: augmented for training, plain for evaluation. Returns the training transform and the
+    augmentations the keep-rate schedule may switch off."""
     fill = normalised_zero(extractor)
-    window = samples_for_frames(extractor.max_length, extractor.sampling_rate) if data_args.time_shift else None
     augmentations = [
         SpecAugment(data_args.freq_mask, data_args.time_mask, fill),
         PatchMasking(data_args.patch_mask_ratio, patch_size, fill),
     ]
-    mixup = Mixup(data_args.mixup, data_args.mixup_alpha)
     num_labels = len(data.label_names)
-    train = AudioFeatureTransform(extractor, num_labels, data.multi_label, one_hot, augmentations, mixup, seed,
-                                  time_shift=TimeShift(window) if window else None)
-    plain = AudioFeatureTransform(extractor, num_labels, data.multi_label, one_hot,
-                                  time_shift=TimeShift(window, random=False) if window else None)
-    return train, plain, augmentations
+    train = AudioFeatureTransform(
+        extractor,
+        num_labels,
+        data.multi_label,
+        one_hot,
+        augmentations,
+        Mixup(data_args.mixup, data_args.mixup_alpha),
+        seed,
+        time_shift=TimeShift(window) if window else None,
+    )
+    plain = AudioFeatureTransform(
+        extractor, num_labels, data.multi_label, one_hot, time_shift=TimeShift(window, random=False) if window else None
+    )
+    data.train.set_transform(train)
+    data.eval.set_transform(plain)
+    data.test.set_transform(plain)
+    return train, augmentations
 
 
-def make_compute_metrics(metric_name, multi_label):
+def make_compute_metrics(metric_name):
     metric = metric_modules.load(metric_name)
 
     def compute_metrics(prediction):
@@ -355,8 +454,10 @@ def make_compute_metrics(metric_name, multi_label):
 def main(argv=None):
     recipe, model_args, data_args, pruning_args, training_args = parse_arguments(argv)
     keep_rate, pruning_layers, lr_step_decay = validate(data_args, pruning_args, training_args)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
-                        if training_args.should_log else logging.WARNING)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if training_args.should_log else logging.WARNING,
+    )
     transformers.utils.logging.set_verbosity_warning()
     if model_args.torch_threads:
         torch.set_num_threads(model_args.torch_threads)
@@ -384,42 +485,46 @@ def main(argv=None):
         # `_init_weights` skips loaded weights: take the head of a freshly initialised model instead.
         model.classifier.load_state_dict(type(model)(model.config).classifier.state_dict())
         logger.info("new classifier head for the %d classes of %s", len(data.label_names), data_args.dataset_name)
-    mean = data_args.feature_mean if data_args.feature_mean is not None else spec.mean
-    std = data_args.feature_std if data_args.feature_std is not None else spec.std
-    if mean is None or std is None:
-        window = samples_for_frames(extractor.max_length, extractor.sampling_rate) if data_args.time_shift else None
-        mean, std = estimate_normalization(data.train, extractor,
-                                           time_shift=TimeShift(window, random=False) if window else None)
-        logger.info("fbank normalisation estimated on the training clips: mean %.4f, std %.4f", mean, std)
-    extractor.mean, extractor.std, extractor.do_normalize = mean, std, True
-
+    window = samples_for_frames(num_frames, data_args.sampling_rate) if data_args.time_shift else None
+    set_normalization(extractor, data, data_args, window)
     loss = data_args.loss or ("bce" if data.multi_label else "ce")
     model.config.problem_type = "multi_label_classification" if loss == "bce" else "single_label_classification"
-    train_transform, plain_transform, augmentations = make_transforms(
-        data, extractor, data_args, model.config.patch_size, one_hot=loss == "bce", seed=training_args.seed
+    train_transform, augmentations = set_transforms(
+        data,
+        extractor,
+        data_args,
+        model.config.patch_size,
+        one_hot=loss == "bce",
+        seed=training_args.seed,
+        window=window,
     )
-    data.train.set_transform(train_transform)
-    data.eval.set_transform(plain_transform)
-    data.test.set_transform(plain_transform)
 
     if pruning_args.warmup_epochs is not None:
         training_args.warmup_steps = pruning_args.warmup_epochs / training_args.num_train_epochs
     schedule = KeepRateScheduleCallback(
-        keep_rate, pruning_args.shrink_start_epoch, pruning_args.shrink_epochs,
+        keep_rate,
+        pruning_args.shrink_start_epoch,
+        pruning_args.shrink_epochs,
         augmentations=() if pruning_args.augment_while_pruning else augmentations,
     )
     optimizer = None
     if pruning_args.optimizer == "adam":
-        optimizer = (torch.optim.Adam, {"lr": training_args.learning_rate, "weight_decay": training_args.weight_decay,
-                                        "betas": (training_args.adam_beta1, training_args.adam_beta2),
-                                        "eps": training_args.adam_epsilon})
+        optimizer = (
+            torch.optim.Adam,
+            {
+                "lr": training_args.learning_rate,
+                "weight_decay": training_args.weight_decay,
+                "betas": (training_args.adam_beta1, training_args.adam_beta2),
+                "eps": training_args.adam_epsilon,
+            },
+        )
     trainer = PrunedModelTrainer(
         model=model,
         args=training_args,
         train_dataset=data.train,
         eval_dataset=data.eval,
         processing_class=extractor,
-        compute_metrics=make_compute_metrics(spec.metric, data.multi_label),
+        compute_metrics=make_compute_metrics(spec.metric),
         callbacks=[schedule, AugmentationEpochCallback(train_transform)],
         optimizer_cls_and_kwargs=optimizer,
         layer_decay=pruning_args.layer_decay,
@@ -427,8 +532,9 @@ def main(argv=None):
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 
-    keep_rates = sorted(set(parse_keep_rates(pruning_args.eval_keep_rates, "--eval_keep_rates")) | {keep_rate, 1.0},
-                        reverse=True)
+    keep_rates = sorted(
+        set(parse_keep_rates(pruning_args.eval_keep_rates, "--eval_keep_rates")) | {keep_rate, 1.0}, reverse=True
+    )
     results = keep_rate_sweep(trainer, data.test, keep_rates, spec.metric)
     print_table(results, spec.metric, data.splits["test"], keep_rate)
     trainer.save_model()
@@ -442,41 +548,66 @@ def main(argv=None):
 def print_table(results, metric, split, keep_rate):
     name = {"accuracy": "accuracy", "mean_average_precision": "mAP"}[metric]
     full = results[[row["keep_rate"] for row in results].index(1.0)]
-    lines = [f"\n{name} on the {split} split per keep rate (trained to {keep_rate}):",
-             f"{'keep rate':>9} | {name:>8} | {'GMACs':>7} | MACs vs 1.0"]
+    lines = [
+        f"\n{name} on the {split} split per keep rate (trained to {keep_rate}):",
+        f"{'keep rate':>9} | {name:>8} | {'GMACs':>7} | MACs vs 1.0",
+    ]
     for row in results:
         marker = "  <- trained" if math.isclose(row["keep_rate"], keep_rate) else ""
-        lines.append(f"{row['keep_rate']:>9.2f} | {row['metric']:>8.4f} | {row['gmacs']:>7.3f} | "
-                     f"{100 * row['gmacs'] / full['gmacs']:>5.1f} %{marker}")
+        lines.append(
+            f"{row['keep_rate']:>9.2f} | {row['metric']:>8.4f} | {row['gmacs']:>7.3f} | "
+            f"{100 * row['gmacs'] / full['gmacs']:>5.1f} %{marker}"
+        )
     print("\n".join(lines), flush=True)
+
+
+def input_note(model, data_args):
+    """How to prepare audio for the saved model when training did more than its feature extractor does."""
+    if not data_args.time_shift:
+        return None
+    seconds = samples_for_frames(model.config.max_length, data_args.sampling_rate) / data_args.sampling_rate
+    return (
+        f"**Input length.** In training every clip was padded with faint noise (standard deviation {TimeShift.noise})"
+        f" or cropped to {seconds:.3f} s of 16 kHz audio, centred for evaluation, before the feature extractor. Do the "
+        "same with shorter clips: the extractor alone pads its features with zeros, which the model never saw."
+    )
 
 
 def write_card(trainer, model, model_args, data_args, pruning_args, training_args, data, results, recipe_name):
     output = Path(training_args.output_dir)
     plot_file = "keep_rate_schedule.png"
     schedule = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, KeepRateScheduleCallback))
-    plot_training(schedule.trajectory(trainer.state.max_steps), trainer.state.log_history, results,
-                  model.config.keep_rate, data.spec.metric, output / plot_file, title=output.name)
+    plot_training(
+        schedule.trajectory(trainer.state.max_steps),
+        trainer.state.log_history,
+        results,
+        model.config.keep_rate,
+        data.spec.metric,
+        output / plot_file,
+        title=output.name,
+    )
     (output / "keep_rate_sweep.json").write_text(json.dumps(results, indent=2))
     hyperparameters = {
         "recipe": recipe_name or "-",
         "keep rate schedule": f"1.0 until epoch {pruning_args.shrink_start_epoch}, cosine to {pruning_args.keep_rate} "
-                              f"over {pruning_args.shrink_epochs} epochs, stepped per optimizer step",
+        f"over {pruning_args.shrink_epochs} epochs, stepped per optimizer step",
         "epochs": training_args.num_train_epochs,
-        "batch size": training_args.per_device_train_batch_size * training_args.world_size
-                      * training_args.gradient_accumulation_steps,
+        "batch size": training_args.per_device_train_batch_size
+        * training_args.world_size
+        * training_args.gradient_accumulation_steps,
         "optimizer": f"{pruning_args.optimizer}, betas ({training_args.adam_beta1}, {training_args.adam_beta2}), "
-                     f"weight decay {training_args.weight_decay}",
+        f"weight decay {training_args.weight_decay}",
         "learning rate": training_args.learning_rate,
         "learning-rate schedule": f"step decay (start epoch, every, factor) {pruning_args.lr_step_decay}"
-                                  if pruning_args.lr_step_decay else str(training_args.lr_scheduler_type.value),
+        if pruning_args.lr_step_decay
+        else str(training_args.lr_scheduler_type.value),
         "layer decay": pruning_args.layer_decay or "-",
         "loss": "binary cross-entropy" if model.config.problem_type.startswith("multi") else "cross-entropy",
         "SpecAugment (freq, time)": f"{data_args.freq_mask}, {data_args.time_mask}",
         "patch masking": data_args.patch_mask_ratio,
         "mixup (probability, alpha)": f"{data_args.mixup}, {data_args.mixup_alpha}",
         "fbank frames / normalisation": f"{model.config.max_length} / mean {trainer.processing_class.mean:.4f}, "
-                                        f"std {trainer.processing_class.std:.4f}",
+        f"std {trainer.processing_class.std:.4f}",
         "time shift (waveform padded or cropped to the input, random position)": data_args.time_shift,
     }
     card = build_model_card(
@@ -485,7 +616,9 @@ def write_card(trainer, model, model_args, data_args, pruning_args, training_arg
         model=model,
         base_model=model_args.model_name_or_path,
         dataset_id=data.source if data_args.dataset_name != "audiofolder" else Path(data.source).name,
-        dataset_pretty_name=data.spec.pretty_name,
+        dataset_pretty_name=data.spec.pretty_name
+        if data_args.dataset_name != "audiofolder"
+        else f"the audio files of {Path(data.source).name}/",
         dataset_config=data.config_name,
         dataset_split=data.splits["test"],
         metric=data.spec.metric,
@@ -493,12 +626,7 @@ def write_card(trainer, model, model_args, data_args, pruning_args, training_arg
         hyperparameters=hyperparameters,
         plot_file=plot_file,
         repo_id=trainer.hub_model_id if training_args.push_to_hub else str(output),
-        input_note=None if not data_args.time_shift else (
-            f"**Input length.** In training every clip was padded with faint noise (standard deviation {TimeShift.noise}) or "
-            f"cropped to {samples_for_frames(model.config.max_length, data_args.sampling_rate) / data_args.sampling_rate:.3f} s "
-            "of 16 kHz audio, centred for evaluation, before the feature extractor. Do the same with shorter clips: "
-            "the extractor alone pads its features with zeros, which the model never saw."
-        ),
+        input_note=input_note(model, data_args),
     )
     card.save(output / "README.md")
     trainer.model_card = card

@@ -18,12 +18,32 @@ from conftest import KEYWORDS, REPO
 
 
 TINY = [
-    "--recipe", "demo",
-    "--config_overrides", "hidden_size=32,num_attention_heads=2,intermediate_size=64,frequency_stride=16,time_stride=16",
-    "--num_mel_bins", "32", "--num_frames", "64",
-    "--max_train_samples", "32", "--max_eval_samples", "20", "--per_device_train_batch_size", "8",
-    "--num_train_epochs", "2", "--shrink_start_epoch", "0.5", "--shrink_epochs", "1", "--logging_steps", "1",
-    "--eval_keep_rates", "1.0,0.7,0.4", "--disable_tqdm", "true",
+    "--recipe",
+    "demo",
+    "--config_overrides",
+    "hidden_size=32,num_attention_heads=2,intermediate_size=64,frequency_stride=16,time_stride=16",
+    "--num_mel_bins",
+    "32",
+    "--num_frames",
+    "64",
+    "--max_train_samples",
+    "32",
+    "--max_eval_samples",
+    "20",
+    "--per_device_train_batch_size",
+    "8",
+    "--num_train_epochs",
+    "2",
+    "--shrink_start_epoch",
+    "0.5",
+    "--shrink_epochs",
+    "1",
+    "--logging_steps",
+    "1",
+    "--eval_keep_rates",
+    "1.0,0.7,0.4",
+    "--disable_tqdm",
+    "true",
 ]
 
 
@@ -48,30 +68,59 @@ def demo_run(finetune, tmp_path_factory):
 
 def test_recipes_cover_the_paper_and_parse(finetune):
     assert finetune.available_recipes() == [
-        "ast-audioset", "ast-esc50", "ast-speechcommands", "audiomae-audioset", "audiomae-esc50",
-        "audiomae-speechcommands", "audiomae-voxceleb1", "demo",
+        "ast-audioset",
+        "ast-esc50",
+        "ast-speechcommands",
+        "audiomae-audioset",
+        "audiomae-esc50",
+        "audiomae-speechcommands",
+        "audiomae-voxceleb1",
+        "demo",
     ]
     _, model_args, data_args, pruning_args, training_args = finetune.parse_arguments(
-        ["--recipe", "ast-esc50", "--learning_rate", "3e-5", "--fold", "4"])
+        ["--recipe", "ast-esc50", "--learning_rate", "3e-5", "--fold", "4"]
+    )
     assert (data_args.dataset_name, data_args.fold, training_args.learning_rate) == ("esc50", 4, 3e-5)
     assert (pruning_args.shrink_start_epoch, pruning_args.shrink_epochs, pruning_args.optimizer) == (5, 15, "adam")
     assert (training_args.per_device_train_batch_size, training_args.num_train_epochs) == (48, 30)
     assert (training_args.adam_beta1, training_args.adam_beta2, training_args.weight_decay) == (0.95, 0.999, 5e-7)
     _, _, data_args, pruning_args, training_args = finetune.parse_arguments(
-        ["--recipe", "audiomae-audioset", "--model_name_or_path", "x"])
+        ["--recipe", "audiomae-audioset", "--model_name_or_path", "x"]
+    )
     assert (pruning_args.layer_decay, pruning_args.shrink_start_epoch, pruning_args.shrink_epochs) == (0.75, 30, 20)
-    assert (data_args.mixup, data_args.mixup_alpha, data_args.patch_mask_ratio, data_args.loss) == (1.0, 0.5, 0.3, "bce")
+    assert (data_args.mixup, data_args.mixup_alpha, data_args.patch_mask_ratio, data_args.loss) == (
+        1.0,
+        0.5,
+        0.3,
+        "bce",
+    )
     assert training_args.lr_scheduler_kwargs == {"min_lr": 1e-5}
     with pytest.raises(SystemExit, match="needs --model_name_or_path"):
         finetune.parse_arguments(["--recipe", "audiomae-esc50"])
 
 
 def test_help_lists_every_flag_and_the_recipes():
-    result = subprocess.run([sys.executable, str(REPO / "recipes" / "finetune.py"), "--help"], capture_output=True,
-                            text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    result = subprocess.run(
+        [sys.executable, str(REPO / "recipes" / "finetune.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
-    for flag in ("--recipe", "--keep_rate", "--shrink_start_epoch", "--dataset_name", "--fold", "--mixup",
-                 "--layer_decay", "--push_to_hub", "--learning_rate", "ast-esc50", "audiomae-voxceleb1"):
+    for flag in (
+        "--recipe",
+        "--keep_rate",
+        "--shrink_start_epoch",
+        "--dataset_name",
+        "--fold",
+        "--mixup",
+        "--layer_decay",
+        "--push_to_hub",
+        "--learning_rate",
+        "ast-esc50",
+        "audiomae-voxceleb1",
+    ):
         assert flag in result.stdout
 
 
@@ -91,10 +140,11 @@ def test_demo_folder_card_and_table(demo_run, capsys):
     model_name, eval_results = model_index_to_eval_results(data.to_dict()["model-index"])
     assert model_name == "tiny-demo"
     values = {result.metric_name: result.metric_value for result in eval_results}
-    assert values == {"accuracy at keep rate 0.7": round(results[1]["metric"], 4),
-                      "accuracy at keep rate 1.0": round(results[0]["metric"], 4)}
-    assert all(result.task_type == "audio-classification" and result.dataset_split == "test"
-               for result in eval_results)
+    assert values == {
+        "accuracy at keep rate 0.7": round(results[1]["metric"], 4),
+        "accuracy at keep rate 1.0": round(results[0]["metric"], 4),
+    }
+    assert all(result.task_type == "audio-classification" and result.dataset_split == "test" for result in eval_results)
     assert ModelCardData(**data.to_dict()).to_dict() == data.to_dict()  # the metadata round-trips
     assert "trust_remote_code=True" in card.text and "keep_rate_schedule.png" in card.text
     for row in results:
@@ -103,8 +153,14 @@ def test_demo_folder_card_and_table(demo_run, capsys):
     image = (output / "keep_rate_schedule.png").read_bytes()
     assert image.startswith(b"\x89PNG")
     files = {path.name for path in output.iterdir()}
-    assert {"config.json", "model.safetensors", "preprocessor_config.json", "modeling_pruned_ast.py",
-            "configuration_pruned_ast.py", "pruning.py"} <= files
+    assert {
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "modeling_pruned_ast.py",
+        "configuration_pruned_ast.py",
+        "pruning.py",
+    } <= files
     history = [entry for entry in trainer.state.log_history if "keep_rate" in entry]
     assert history[0]["keep_rate"] == 1.0 and history[-1]["keep_rate"] == 0.7
 
@@ -203,7 +259,8 @@ def test_empty_audio(finetune, tmp_path):
 
 def test_two_process_accelerate_run_ends_with_identical_weights(tmp_path):
     script = tmp_path / "run_and_save_weights.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import importlib.util, sys, torch
         spec = importlib.util.spec_from_file_location("finetune", {str(REPO / "recipes" / "finetune.py")!r})
         finetune = importlib.util.module_from_spec(spec)
@@ -211,11 +268,29 @@ def test_two_process_accelerate_run_ends_with_identical_weights(tmp_path):
         trainer = finetune.main(sys.argv[1:])
         torch.save({{"world_size": trainer.args.world_size, "weights": trainer.model.state_dict()}},
                    {str(tmp_path)!r} + f"/rank{{trainer.args.process_index}}.pt")
-        """))
+        """)
+    )
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script),
-        *TINY, "--max_steps", "3", "--ddp_find_unused_parameters", "false", "--output_dir", str(tmp_path / "out"),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(script),
+        *TINY,
+        "--max_steps",
+        "3",
+        "--ddp_find_unused_parameters",
+        "false",
+        "--output_dir",
+        str(tmp_path / "out"),
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
@@ -233,13 +308,38 @@ def test_audiomae_recipe_path_trains_a_tiny_model(finetune, tmp_path):
     if not hasattr(hf_token_prune, "PrunedAudioMAEForAudioClassification"):
         pytest.skip("PrunedAudioMAE has not landed yet")
     output = tmp_path / "tiny-audiomae"
-    trainer = finetune.main([
-        "--recipe", "demo", "--model_type", "pruned-audiomae",
-        "--config_overrides", "hidden_size=32,num_attention_heads=2,intermediate_size=64",
-        "--num_mel_bins", "32", "--num_frames", "64", "--max_train_samples", "16", "--max_eval_samples", "8",
-        "--per_device_train_batch_size", "8", "--max_steps", "2", "--layer_decay", "0.75", "--patch_mask_ratio", "0.3",
-        "--eval_keep_rates", "1.0,0.5", "--disable_tqdm", "true", "--output_dir", str(output),
-    ])
+    trainer = finetune.main(
+        [
+            "--recipe",
+            "demo",
+            "--model_type",
+            "pruned-audiomae",
+            "--config_overrides",
+            "hidden_size=32,num_attention_heads=2,intermediate_size=64",
+            "--num_mel_bins",
+            "32",
+            "--num_frames",
+            "64",
+            "--max_train_samples",
+            "16",
+            "--max_eval_samples",
+            "8",
+            "--per_device_train_batch_size",
+            "8",
+            "--max_steps",
+            "2",
+            "--layer_decay",
+            "0.75",
+            "--patch_mask_ratio",
+            "0.3",
+            "--eval_keep_rates",
+            "1.0,0.5",
+            "--disable_tqdm",
+            "true",
+            "--output_dir",
+            str(output),
+        ]
+    )
     assert type(trainer.model).__name__ == "PrunedAudioMAEForAudioClassification"
     assert type(trainer.processing_class).__name__ == "AudioMAEFeatureExtractor"
     assert ModelCard.load(output / "README.md").data.keep_rate == 0.7
@@ -251,20 +351,52 @@ def test_pretrained_head_is_kept_for_its_classes_and_replaced_for_others(finetun
 
     words = ["down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes"]
     names = list(reversed(words)) if same_classes else [f"class {i}" for i in range(10)]
-    config = ASTConfig(hidden_size=32, num_hidden_layers=12, num_attention_heads=2, intermediate_size=64,
-                       num_mel_bins=32, max_length=64, frequency_stride=16, time_stride=16, num_labels=10,
-                       id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    config = ASTConfig(
+        hidden_size=32,
+        num_hidden_layers=12,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_mel_bins=32,
+        max_length=64,
+        frequency_stride=16,
+        time_stride=16,
+        num_labels=10,
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+    )
     checkpoint = ASTForAudioClassification(config)
     checkpoint.save_pretrained(tmp_path / "checkpoint")
     ASTFeatureExtractor(num_mel_bins=32, max_length=64).save_pretrained(tmp_path / "checkpoint")
-    trainer = finetune.main([
-        "--recipe", "demo", "--model_name_or_path", str(tmp_path / "checkpoint"), "--num_frames", "64",
-        "--learning_rate", "0", "--max_steps", "1", "--max_train_samples", "8", "--max_eval_samples", "8",
-        "--eval_keep_rates", "1.0", "--disable_tqdm", "true", "--output_dir", str(tmp_path / "out"),
-    ])
+    trainer = finetune.main(
+        [
+            "--recipe",
+            "demo",
+            "--model_name_or_path",
+            str(tmp_path / "checkpoint"),
+            "--num_frames",
+            "64",
+            "--learning_rate",
+            "0",
+            "--max_steps",
+            "1",
+            "--max_train_samples",
+            "8",
+            "--max_eval_samples",
+            "8",
+            "--eval_keep_rates",
+            "1.0",
+            "--disable_tqdm",
+            "true",
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
     model = trainer.model
     assert [model.config.id2label[i] for i in range(10)] == (names if same_classes else words)
     kept = torch.equal(model.classifier.dense.weight, checkpoint.classifier.dense.weight)
     assert kept is same_classes
     encoder = model.audio_spectrogram_transformer.layers[5].mlp.fc1.weight
     assert torch.equal(encoder, checkpoint.audio_spectrogram_transformer.layers[5].mlp.fc1.weight)
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    assert card.data.base_model is None  # a local folder is no Hub id: named in the text only
+    assert f"fine-tuned from `{tmp_path / 'checkpoint'}`" in card.text
