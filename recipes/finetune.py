@@ -159,7 +159,7 @@ class DataArguments:
     time_shift: bool = field(
         default=False,
         metadata={
-            "help": "Pad (with silence) or crop each waveform to the model's input: at a random position in "
+            "help": "Pad (with faint noise) or crop each waveform to the model's input: at a random position in "
             "training, centred in evaluation. For clips shorter than --num_frames."
         },
     )
