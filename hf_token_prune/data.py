@@ -132,8 +132,9 @@ def _with_ids(split: Dataset, candidates=("file", "id")):
     """An `id` column naming each row in reports: the first of `candidates` the split has, else the row number."""
     column = next((name for name in candidates if name in split.column_names), None)
     if column is not None:
-        return split.map(lambda values: {"id": [str(v) for v in values]}, input_columns=column, batched=True,
-                         desc="row ids")
+        return split.map(
+            lambda values: {"id": [str(v) for v in values]}, input_columns=column, batched=True, desc="row ids"
+        )
     return split.add_column("id", [f"row {i}" for i in range(len(split))])
 
 
@@ -194,7 +195,7 @@ def _load_esc50(source, config_name, data_dir, revision, cache_dir, fold=None, *
     _require_columns(raw, ["audio", "fold", "target", "category"], "ESC-50 rows need `fold`, `target`, `category`.")
     split = raw["train"] if "train" in raw else next(iter(raw.values()))
     names = dict(zip(split["target"], split["category"]))
-    label_names = [names[i] for i in range(len(names))]
+    label_names = [names.get(target, f"class {target}") for target in range(max(names) + 1)]
     split = _with_ids(split, ["filename"])
     split = split.map(
         lambda targets: {"labels": targets},
@@ -290,19 +291,44 @@ def _default_roles(dataset):
 
 DATASETS = {
     "audioset": DatasetSpec(
-        "AudioSet-20K (balanced)", "agkphysics/AudioSet", _load_audioset, multi_label=True,
-        metric="mean_average_precision", config_name="balanced", num_frames=1024, mean=-4.2677393, std=4.5689974,
+        "AudioSet-20K (balanced)",
+        "agkphysics/AudioSet",
+        _load_audioset,
+        multi_label=True,
+        metric="mean_average_precision",
+        config_name="balanced",
+        num_frames=1024,
+        mean=-4.2677393,
+        std=4.5689974,
         num_classes=527,
     ),
     "speech_commands": DatasetSpec(
-        "Speech Commands V2", "google/speech_commands", _load_speech_commands, data_dir="v0.02",
-        revision="refs/convert/parquet", num_frames=128, mean=-6.845978, std=5.5654526, num_classes=35,
+        "Speech Commands V2",
+        "google/speech_commands",
+        _load_speech_commands,
+        data_dir="v0.02",
+        revision="refs/convert/parquet",
+        num_frames=128,
+        mean=-6.845978,
+        std=5.5654526,
+        num_classes=35,
     ),
     "esc50": DatasetSpec(
-        "ESC-50", "ashraq/esc50", _load_esc50, num_frames=512, mean=-6.6268077, std=5.358466, num_classes=50,
+        "ESC-50",
+        "ashraq/esc50",
+        _load_esc50,
+        num_frames=512,
+        mean=-6.6268077,
+        std=5.358466,
+        num_classes=50,
     ),
     "voxceleb1": DatasetSpec(
-        "VoxCeleb-1 (identification)", None, _load_voxceleb1, num_frames=1024, mean=-6.370, std=3.074,
+        "VoxCeleb-1 (identification)",
+        None,
+        _load_voxceleb1,
+        num_frames=1024,
+        mean=-6.370,
+        std=3.074,
         num_classes=1251,
     ),
     "audiofolder": DatasetSpec("audio files (audiofolder)", None, _load_audiofolder),
@@ -347,8 +373,13 @@ def load_audio_classification(
             "(owner/name) or a local folder."
         )
     dataset, label_names, roles = spec.loader(
-        source=source, config_name=config_name, data_dir=data_dir, revision=revision,
-        cache_dir=cache_dir, fold=fold, label_column=label_column_name,
+        source=source,
+        config_name=config_name,
+        data_dir=data_dir,
+        revision=revision,
+        cache_dir=cache_dir,
+        fold=fold,
+        label_column=label_column_name,
     )
     if audio_column_name not in next(iter(dataset.values())).column_names:
         raise ValueError(
@@ -359,7 +390,9 @@ def load_audio_classification(
     if spec.num_classes is not None and len(label_names) != spec.num_classes:
         logger.warning(
             "%s has %d classes here, the benchmark has %d: a partial copy of the dataset?",
-            spec.pretty_name, len(label_names), spec.num_classes,
+            spec.pretty_name,
+            len(label_names),
+            spec.num_classes,
         )
     return AudioClassificationData(
         train=dataset[roles["train"]],
@@ -434,7 +467,9 @@ def drop_unusable_audio(data: AudioClassificationData, sampling_rate: int, drop:
             continue
         report = report_unusable(problems, data.splits.get(role, role), len(split))
         if not drop:
-            raise ValueError(f"{report}. Fix or remove these files, or pass --drop_unusable_rows to train without them.")
+            raise ValueError(
+                f"{report}. Fix or remove these files, or pass --drop_unusable_rows to train without them."
+            )
         bad = {row_id for row_id, _ in problems}
         setattr(data, role, split.filter(lambda ids: [i not in bad for i in ids], input_columns="id", batched=True))
         reports.append(report)
@@ -445,6 +480,47 @@ def drop_unusable_audio(data: AudioClassificationData, sampling_rate: int, drop:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Features and augmentation
+
+
+@dataclass
+class TimeShift:
+    """Training augmentation: put each clip at a random position of the model's `num_frames`-frame input, like AST's
+    time-shift augmentation for Speech Commands.
+
+    Longer clips are cropped at a random offset before the features are made. For shorter ones, the feature extractor
+    pads the fbank after the clip; `roll` then moves that padding, partly or wholly, in front of the clip. The padding
+    is thus exactly what the feature extractor gives at inference (zeros or the clip minimum), and evaluation, the
+    saved model and `pipeline` all see the extractor's own features.
+    """
+
+    num_frames: int
+    sampling_rate: int = 16000
+
+    def crop(self, waves: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+        length = samples_for_frames(self.num_frames, self.sampling_rate)
+        cropped = []
+        for wave in waves:
+            offset = int(rng.integers(0, len(wave) - length + 1)) if len(wave) > length else 0
+            cropped.append(wave[offset : offset + length])
+        return cropped
+
+    def roll(self, features: torch.Tensor, waves: list[np.ndarray], rng: np.random.Generator) -> torch.Tensor:
+        for sample, wave in zip(features, waves):
+            room = sample.shape[0] - min(sample.shape[0], num_fbank_frames(len(wave), self.sampling_rate))
+            sample.copy_(sample.roll(int(rng.integers(0, room + 1)), dims=0))
+        return features
+
+
+def samples_for_frames(num_frames: int, sampling_rate: int) -> int:
+    """Waveform length that gives exactly `num_frames` Kaldi fbank frames (25 ms windows, 10 ms shift)."""
+    return (num_frames - 1) * sampling_rate // 100 + sampling_rate * 25 // 1000
+
+
+def num_fbank_frames(num_samples: int, sampling_rate: int) -> int:
+    """Frames of real audio in a Kaldi fbank of `num_samples` samples (25 ms windows every 10 ms, a partial last
+    window dropped); the rest of the extractor's `max_length` is padding."""
+    window, shift = sampling_rate * 25 // 1000, sampling_rate // 100
+    return 0 if num_samples < window else 1 + (num_samples - window) // shift
 
 
 @dataclass
@@ -530,16 +606,26 @@ class AudioFeatureTransform:
     on the training split, augment.
 
     Targets are class indices for a cross-entropy loss (`one_hot=False`) and float one-hot / multi-hot vectors for a
-    BCE loss, the multi-label case or mixup. Augmentations run in the order given, then mixup.
+    BCE loss, the multi-label case or mixup. `time_shift` (if any) moves each clip in the input, then feature
+    augmentations run in the order given, then mixup.
 
     Random draws come from a numpy generator seeded by `seed`, `epoch` and the ids of the batch's clips, not from
-    torch's global generator: a run resumed from a checkpoint then augments every batch exactly as the uninterrupted run did
-    (`Trainer` restores the global generator only after fetching the first batch), and data-loader workers need no
-    seeding. `AugmentationEpochCallback` keeps `epoch` current.
+    torch's global generator: a run resumed from a checkpoint then augments every batch exactly as the uninterrupted
+    run did (`Trainer` restores the global generator only after fetching the first batch), and data-loader workers
+    need no seeding. `AugmentationEpochCallback` keeps `epoch` current.
     """
 
-    def __init__(self, feature_extractor, num_labels: int, multi_label: bool, one_hot: bool, augmentations=(),
-                 mixup: Mixup | None = None, seed: int = 0):
+    def __init__(
+        self,
+        feature_extractor,
+        num_labels: int,
+        multi_label: bool,
+        one_hot: bool,
+        augmentations=(),
+        mixup: Mixup | None = None,
+        seed: int = 0,
+        time_shift: TimeShift | None = None,
+    ):
         if mixup is not None and mixup.probability > 0 and not one_hot:
             raise ValueError("mixup blends targets, so it needs float targets: use the BCE loss (--loss bce).")
         self.feature_extractor = feature_extractor
@@ -550,6 +636,7 @@ class AudioFeatureTransform:
         self.mixup = mixup
         self.seed = seed
         self.epoch = 0
+        self.time_shift = time_shift
 
     def targets(self, labels) -> torch.Tensor:
         if not self.one_hot:
@@ -565,14 +652,19 @@ class AudioFeatureTransform:
 
     def __call__(self, batch):
         waves = [np.asarray(audio["array"], dtype=np.float32) for audio in batch["audio"]]
+        random = self.augmentations or self.mixup is not None or self.time_shift is not None
+        rng = self.rng(batch["id"]) if random else None
+        if self.time_shift is not None:
+            waves = self.time_shift.crop(waves, rng)
         features = torch.as_tensor(
-            self.feature_extractor(
-                waves, sampling_rate=self.feature_extractor.sampling_rate, return_tensors="np"
-            )["input_values"]
+            self.feature_extractor(waves, sampling_rate=self.feature_extractor.sampling_rate, return_tensors="np")[
+                "input_values"
+            ]
         )
         targets = self.targets(batch["labels"])
-        if self.augmentations or self.mixup is not None:
-            rng = self.rng(batch["id"])
+        if rng is not None:
+            if self.time_shift is not None:
+                features = self.time_shift.roll(features, waves, rng)
             for augmentation in self.augmentations:
                 features = augmentation(features, rng)
             if self.mixup is not None:
@@ -600,9 +692,8 @@ def estimate_normalization(split: Dataset, feature_extractor, max_clips: int = 1
         split = split.shuffle(seed=seed).select(range(max_clips))
     total, total_sq, count = 0.0, 0.0, 0
     for start in tqdm(range(0, len(split), 64), desc="feature statistics"):
-        rows = split[start : start + 64]["audio"]
-        features = raw([np.asarray(a["array"], dtype=np.float32) for a in rows], sampling_rate=raw.sampling_rate,
-                       return_tensors="np")["input_values"].astype(np.float64)
+        waves = [np.asarray(a["array"], dtype=np.float32) for a in split[start : start + 64]["audio"]]
+        features = raw(waves, sampling_rate=raw.sampling_rate, return_tensors="np")["input_values"].astype(np.float64)
         total += features.sum()
         total_sq += (features**2).sum()
         count += features.size

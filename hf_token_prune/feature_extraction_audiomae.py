@@ -14,7 +14,7 @@ class AudioMAEFeatureExtractor(ASTFeatureExtractor):
     [`ASTFeatureExtractor`] (Kaldi fbank: 128 mel bins, Hanning window, 10 ms shift, dither 0; normalised as
     `(fbank - mean) / (2 * std)`) with AudioMAE's defaults and a choice of padding.
 
-    padding_value (`str`, *optional*, defaults to `"minimum"`):
+    fbank_padding (`str`, *optional*, defaults to `"minimum"`):
         What fills the frames after a clip shorter than `max_length`: `"minimum"` (the clip's lowest fbank value, as
         the paper's and AudioMAE's data loaders do: padding reads as silence) or `"zero"` (a raw fbank value of 0, as
         `ASTFeatureExtractor` does, which after normalisation sits among the loudest values and so attracts intensity

@@ -32,7 +32,6 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass, replace
-from types import SimpleNamespace
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
@@ -204,13 +203,6 @@ PRESETS = {
 }
 
 
-def audiomae_available() -> bool:
-    """Whether this installation has the PrunedAudioMAE model (it may land after this module)."""
-    import hf_token_prune
-
-    return hasattr(hf_token_prune, "PrunedAudioMAEForAudioClassification")
-
-
 def preset_config(name: str, max_length: int = 1024, **overrides):
     """A ViT-B config of the paper's layout (``PRESETS``), ready for :func:`count_macs` or to build a model."""
     if name in ("vit-b", "ast-vit-b"):
@@ -220,28 +212,9 @@ def preset_config(name: str, max_length: int = 1024, **overrides):
         return PrunedASTConfig(**{**kwargs, **overrides})
     if name == "audiomae-vit-b":
         kwargs = dict(max_length=max_length, num_labels=527)
-        if audiomae_available():
-            from hf_token_prune import PrunedAudioMAEConfig
+        from .configuration_pruned_audiomae import PrunedAudioMAEConfig
 
-            return PrunedAudioMAEConfig(**{**kwargs, **overrides})
-        # Counting needs only the numbers, so it works before the AudioMAE model is installed.
-        return SimpleNamespace(
-            **{
-                **dict(
-                    model_type=AUDIOMAE_MODEL_TYPE,
-                    hidden_size=768,
-                    intermediate_size=3072,
-                    num_hidden_layers=12,
-                    patch_size=16,
-                    num_mel_bins=128,
-                    keep_rate=1.0,
-                    pruning_layers=[3, 6, 9],
-                    token_score="attention",
-                ),
-                **kwargs,
-                **overrides,
-            }
-        )
+        return PrunedAudioMAEConfig(**{**kwargs, **overrides})
     raise ValueError(f"Unknown preset {name!r}: choose one of {', '.join(PRESETS)}, or give a checkpoint folder.")
 
 
@@ -291,9 +264,7 @@ def count_forward_macs(model, input_values, **forward_kwargs) -> int:
 def build_model(config):
     """A random-weight model for ``config`` (only shapes matter for counting)."""
     if getattr(config, "model_type", None) == AUDIOMAE_MODEL_TYPE:
-        if not audiomae_available():
-            raise ValueError("--verify needs PrunedAudioMAEForAudioClassification, which this installation lacks.")
-        from hf_token_prune import PrunedAudioMAEForAudioClassification
+        from .modeling_pruned_audiomae import PrunedAudioMAEForAudioClassification
 
         return PrunedAudioMAEForAudioClassification(config).eval()
     from .configuration_pruned_ast import PrunedASTConfig
@@ -427,8 +398,6 @@ def main(argv=None):
 
 
 def _verify(config, keep_rate, max_length, batch_size, attn_implementation, macs):
-    if isinstance(config, SimpleNamespace):
-        raise SystemExit("--verify needs PrunedAudioMAEForAudioClassification, which this installation lacks.")
     model = build_model(config.__class__.from_dict({**config.to_dict(), "max_length": max_length}))
     model.set_attn_implementation(attn_implementation)
     model.set_keep_rate(keep_rate)

@@ -79,8 +79,10 @@ class KeepRateScheduleCallback(TrainerCallback):
         steps = range(num_steps)
         return [(step + 1) / self.steps_per_epoch for step in steps], [self.keep_rate(step) for step in steps]
 
-    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+    def on_train_begin(self, args, state, control, train_dataloader=None, model=None, **kwargs):
         self.steps_per_epoch = num_update_steps_per_epoch(train_dataloader, args.gradient_accumulation_steps)
+        if model is not None:  # an evaluation before the first step (eval_on_start) sees the target too
+            model.set_keep_rate(self.target)
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         # The epoch about to run (also right after resuming mid-epoch): augment it only if shrinking starts later.

@@ -48,7 +48,8 @@ from hf_token_prune.analysis import (
     retained_patch_histograms,
     variation_clusters,
 )
-from hf_token_prune.analysis.inputs import batch_patch_statistics, num_fbank_frames
+from hf_token_prune.analysis.inputs import batch_patch_statistics
+from hf_token_prune.data import num_fbank_frames
 
 
 SPEECH_COMMANDS_NORM = {"mean": -6.845978, "std": 5.5654526}

@@ -15,10 +15,13 @@ from hf_token_prune.data import (
     Mixup,
     PatchMasking,
     SpecAugment,
+    TimeShift,
     drop_unusable_audio,
     estimate_normalization,
     load_audio_classification,
     normalised_zero,
+    num_fbank_frames,
+    samples_for_frames,
 )
 
 
@@ -47,7 +50,8 @@ def assert_decoded_at_16k(split, seconds):
 
 def test_audioset_balanced_layout(tmp_path):
     # agkphysics/AudioSet: config "balanced" = data/bal_train/*.parquet (train) + data/eval/*.parquet (test).
-    (tmp_path / "README.md").write_text(textwrap.dedent("""\
+    (tmp_path / "README.md").write_text(
+        textwrap.dedent("""\
         ---
         configs:
         - config_name: balanced
@@ -57,17 +61,36 @@ def test_audioset_balanced_layout(tmp_path):
           - split: test
             path: data/eval/*.parquet
         ---
-        """))
-    features = Features({"video_id": Value("string"), "audio": Audio(),
-                         "labels": List(Value("string")), "human_labels": List(Value("string"))})
-    write_parquet({"video_id": ["--PJHxphWEs", "a1", "b2"], "audio": audio_rows(3, 48000, 1.0),
-                   "labels": [["/m/09x0r", "/t/dd00088"], ["/m/04rlf"], ["/m/09x0r"]],
-                   "human_labels": [["Speech", "Gush"], ["Music"], ["Speech"]]},
-                  features, tmp_path / "data" / "bal_train" / "00.parquet")
-    write_parquet({"video_id": ["e1", "e2"], "audio": audio_rows(2, 44100, 1.0),
-                   "labels": [["/m/04rlf", "/t/dd00088"], ["/m/0dgw9r"]],
-                   "human_labels": [["Music", "Gush"], ["Human sounds"]]},
-                  features, tmp_path / "data" / "eval" / "00.parquet")
+        """)
+    )
+    features = Features(
+        {
+            "video_id": Value("string"),
+            "audio": Audio(),
+            "labels": List(Value("string")),
+            "human_labels": List(Value("string")),
+        }
+    )
+    write_parquet(
+        {
+            "video_id": ["--PJHxphWEs", "a1", "b2"],
+            "audio": audio_rows(3, 48000, 1.0),
+            "labels": [["/m/09x0r", "/t/dd00088"], ["/m/04rlf"], ["/m/09x0r"]],
+            "human_labels": [["Speech", "Gush"], ["Music"], ["Speech"]],
+        },
+        features,
+        tmp_path / "data" / "bal_train" / "00.parquet",
+    )
+    write_parquet(
+        {
+            "video_id": ["e1", "e2"],
+            "audio": audio_rows(2, 44100, 1.0),
+            "labels": [["/m/04rlf", "/t/dd00088"], ["/m/0dgw9r"]],
+            "human_labels": [["Music", "Gush"], ["Human sounds"]],
+        },
+        features,
+        tmp_path / "data" / "eval" / "00.parquet",
+    )
 
     data = load_audio_classification("audioset", source=str(tmp_path))
     assert data.multi_label and data.spec.metric == "mean_average_precision"
@@ -83,22 +106,67 @@ def test_audioset_balanced_layout(tmp_path):
     assert_decoded_at_16k(data.eval, 1.0)
 
 
-SPEECH_COMMANDS_V2 = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "zero", "one", "two",
-                      "three", "four", "five", "six", "seven", "eight", "nine", "bed", "bird", "cat", "dog", "happy",
-                      "house", "marvin", "sheila", "tree", "wow", "backward", "forward", "follow", "learn", "visual",
-                      "_silence_"]
+SPEECH_COMMANDS_V2 = [
+    "yes",
+    "no",
+    "up",
+    "down",
+    "left",
+    "right",
+    "on",
+    "off",
+    "stop",
+    "go",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "bed",
+    "bird",
+    "cat",
+    "dog",
+    "happy",
+    "house",
+    "marvin",
+    "sheila",
+    "tree",
+    "wow",
+    "backward",
+    "forward",
+    "follow",
+    "learn",
+    "visual",
+    "_silence_",
+]
 
 
 def test_speech_commands_v2_parquet_export_layout(tmp_path):
     # google/speech_commands on refs/convert/parquet: v0.02/{train,validation,test}/0000.parquet
-    features = Features({"file": Value("string"), "audio": Audio(sampling_rate=16000),
-                         "label": ClassLabel(names=SPEECH_COMMANDS_V2), "is_unknown": Value("bool"),
-                         "speaker_id": Value("string"), "utterance_id": Value("int8")})
+    features = Features(
+        {
+            "file": Value("string"),
+            "audio": Audio(sampling_rate=16000),
+            "label": ClassLabel(names=SPEECH_COMMANDS_V2),
+            "is_unknown": Value("bool"),
+            "speaker_id": Value("string"),
+            "utterance_id": Value("int8"),
+        }
+    )
     for split, labels in (("train", [0, 35, 34, 12]), ("validation", [1, 35]), ("test", [2, 30])):
-        rows = {"file": [f"{split}/{SPEECH_COMMANDS_V2[label]}/{i}.wav" for i, label in enumerate(labels)],
-                "audio": audio_rows(len(labels), 16000, 1.0), "label": labels,
-                "is_unknown": [label >= 10 for label in labels], "speaker_id": ["a"] * len(labels),
-                "utterance_id": [0] * len(labels)}
+        rows = {
+            "file": [f"{split}/{SPEECH_COMMANDS_V2[label]}/{i}.wav" for i, label in enumerate(labels)],
+            "audio": audio_rows(len(labels), 16000, 1.0),
+            "label": labels,
+            "is_unknown": [label >= 10 for label in labels],
+            "speaker_id": ["a"] * len(labels),
+            "utterance_id": [0] * len(labels),
+        }
         write_parquet(rows, features, tmp_path / "v0.02" / split / "0000.parquet")
 
     data = load_audio_classification("speech_commands", source=str(tmp_path))
@@ -112,13 +180,31 @@ def test_speech_commands_v2_parquet_export_layout(tmp_path):
 
 def test_esc50_layout_and_folds(tmp_path):
     # ashraq/esc50: a single train split of parquet shards with the ESC-50 metadata columns.
-    features = Features({"filename": Value("string"), "fold": Value("int64"), "target": Value("int64"),
-                         "category": Value("string"), "esc10": Value("bool"), "src_file": Value("int64"),
-                         "take": Value("string"), "audio": Audio()})
-    rows = {"filename": [f"{fold}-1000{i}-A-{target}.wav" for i, (fold, target) in enumerate([(1, 0), (2, 1), (3, 2), (2, 0), (5, 2)])],
-            "fold": [1, 2, 3, 2, 5], "target": [0, 1, 2, 0, 2], "category": ["dog", "rooster", "pig", "dog", "pig"],
-            "esc10": [True, False, False, True, False], "src_file": [10000, 10001, 10002, 10003, 10004],
-            "take": ["A"] * 5, "audio": audio_rows(5, 44100, 0.5)}
+    features = Features(
+        {
+            "filename": Value("string"),
+            "fold": Value("int64"),
+            "target": Value("int64"),
+            "category": Value("string"),
+            "esc10": Value("bool"),
+            "src_file": Value("int64"),
+            "take": Value("string"),
+            "audio": Audio(),
+        }
+    )
+    rows = {
+        "filename": [
+            f"{fold}-1000{i}-A-{target}.wav"
+            for i, (fold, target) in enumerate([(1, 0), (2, 1), (3, 2), (2, 0), (5, 2)])
+        ],
+        "fold": [1, 2, 3, 2, 5],
+        "target": [0, 1, 2, 0, 2],
+        "category": ["dog", "rooster", "pig", "dog", "pig"],
+        "esc10": [True, False, False, True, False],
+        "src_file": [10000, 10001, 10002, 10003, 10004],
+        "take": ["A"] * 5,
+        "audio": audio_rows(5, 44100, 0.5),
+    }
     write_parquet(rows, features, tmp_path / "data" / "train-00000-of-00001-abc.parquet")
 
     data = load_audio_classification("esc50", source=str(tmp_path), fold=2)
@@ -134,10 +220,16 @@ def test_esc50_layout_and_folds(tmp_path):
 def test_voxceleb1_identification_layout(tmp_path):
     # Hub VoxCeleb copies: `audio`, `id`, `speaker_id` ("id10001", ...), train / validation / test splits.
     features = Features({"audio": Audio(sampling_rate=16000), "id": Value("string"), "speaker_id": Value("string")})
-    for split, speakers in (("train", ["id10002", "id10001", "id10003"]), ("validation", ["id10001"]),
-                            ("test", ["id10003", "id10002"])):
-        rows = {"audio": audio_rows(len(speakers), 16000, 0.8),
-                "id": [f"{s}/vid/{i:05d}.wav" for i, s in enumerate(speakers)], "speaker_id": speakers}
+    for split, speakers in (
+        ("train", ["id10002", "id10001", "id10003"]),
+        ("validation", ["id10001"]),
+        ("test", ["id10003", "id10002"]),
+    ):
+        rows = {
+            "audio": audio_rows(len(speakers), 16000, 0.8),
+            "id": [f"{s}/vid/{i:05d}.wav" for i, s in enumerate(speakers)],
+            "speaker_id": speakers,
+        }
         write_parquet(rows, features, tmp_path / "data" / f"{split}-00000-of-00001.parquet")
 
     data = load_audio_classification("voxceleb1", source=str(tmp_path))
@@ -151,7 +243,7 @@ def test_voxceleb1_identification_layout(tmp_path):
 def test_audiofolder_on_the_shipped_keywords():
     data = load_audio_classification("audiofolder", data_dir=str(KEYWORDS))
     assert data.label_names == ["down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes"]
-    assert (len(data.train), len(data.eval), len(data.test)) == (280, 60, 60)
+    assert (len(data.train), len(data.eval), len(data.test)) == (700, 60, 60)
     assert data.splits == {"train": "train", "eval": "validation", "test": "test"}
     row = data.test[0]
     assert row["id"].startswith("test/") and row["id"].split("/")[1] == data.label_names[row["labels"]]
@@ -160,8 +252,7 @@ def test_audiofolder_on_the_shipped_keywords():
 
 def test_generic_dataset_with_class_names(tmp_path):
     features = Features({"audio": Audio(), "label": Value("string")})
-    write_parquet({"audio": audio_rows(3, 8000), "label": ["cat", "dog", "cat"]}, features,
-                  tmp_path / "train.parquet")
+    write_parquet({"audio": audio_rows(3, 8000), "label": ["cat", "dog", "cat"]}, features, tmp_path / "train.parquet")
     write_parquet({"audio": audio_rows(1, 8000), "label": ["dog"]}, features, tmp_path / "test.parquet")
     data = load_audio_classification(str(tmp_path))
     assert data.label_names == ["cat", "dog"] and data.train["labels"] == [0, 1, 0] and data.test["labels"] == [1]
@@ -194,8 +285,9 @@ def test_unknown_dataset_and_missing_columns(tmp_path):
     assert load_audio_classification(str(tmp_path), label_column_name="category").label_names == ["a", "b"]
     with pytest.raises(ValueError, match="no audio column 'sound'"):
         load_audio_classification(str(tmp_path), label_column_name="category", audio_column_name="sound")
-    write_parquet({"audio": audio_rows(2, 16000), "category": ["a", "b"]}, features,
-                  tmp_path / "train_only" / "train.parquet")
+    write_parquet(
+        {"audio": audio_rows(2, 16000), "category": ["a", "b"]}, features, tmp_path / "train_only" / "train.parquet"
+    )
     with pytest.raises(ValueError, match="no validation or test split"):
         load_audio_classification(str(tmp_path / "train_only"), label_column_name="category")
 
@@ -250,7 +342,9 @@ def test_feature_transform_matches_the_feature_extractor():
     assert batch["labels"].tolist() == data.test["labels"][:3] and batch["labels"].dtype == torch.long
     one_hot = AudioFeatureTransform(extractor, 10, multi_label=False, one_hot=True)
     rows.set_transform(one_hot)
-    assert torch.equal(rows[0:3]["labels"], torch.nn.functional.one_hot(torch.tensor(data.test["labels"][:3]), 10).float())
+    assert torch.equal(
+        rows[0:3]["labels"], torch.nn.functional.one_hot(torch.tensor(data.test["labels"][:3]), 10).float()
+    )
 
 
 def test_multi_hot_targets():
@@ -321,3 +415,38 @@ def test_normalisation_statistics_and_masking_value():
     extractor.mean, extractor.std = mean, std
     assert normalised_zero(extractor) == pytest.approx((0 - mean) / (2 * std))
     assert normalised_zero(raw) == 0.0
+
+
+def test_time_shift_moves_clips_within_the_feature_extractors_own_padding():
+    extractor = ASTFeatureExtractor(num_mel_bins=32, max_length=100, mean=-2.0, std=4.0)
+    shift = TimeShift(100)
+    short = tone(0.3, 16000)
+    long = np.random.default_rng(1).normal(0, 0.1, 24000).astype(np.float32)
+    plain = torch.as_tensor(extractor([short], sampling_rate=16000, return_tensors="np")["input_values"])[0]
+    valid = num_fbank_frames(len(short), 16000)
+    assert valid == 28 and (plain[valid:] == normalised_zero(extractor)).all()
+    rng = np.random.default_rng(0)
+    offsets = set()
+    for _ in range(30):
+        features = plain.clone()[None]
+        (moved,) = shift.roll(features, [short], rng)
+        offset = int(torch.nonzero((moved != normalised_zero(extractor)).any(1))[0])
+        offsets.add(offset)
+        # the clip's frames unchanged and in order, every other frame the extractor's own padding value
+        assert torch.equal(moved[offset : offset + valid], plain[:valid])
+        assert (torch.cat([moved[:offset], moved[offset + valid :]]) == normalised_zero(extractor)).all()
+    assert len(offsets) > 15 and max(offsets) <= 100 - valid
+    (cropped,) = shift.crop([long], rng)
+    start = int(np.flatnonzero(long == cropped[0])[0])
+    assert len(cropped) == samples_for_frames(100, 16000) and np.array_equal(cropped, long[start : start + len(cropped)])
+    assert np.array_equal(shift.crop([short], rng)[0], short)  # shorter clips are left to the extractor's padding
+
+
+@pytest.mark.parametrize("num_frames", [100, 128, 1024])
+def test_samples_for_frames_fills_exactly_that_many_fbank_frames(num_frames):
+    extractor = ASTFeatureExtractor(num_mel_bins=32, max_length=num_frames, do_normalize=False)
+    samples = samples_for_frames(num_frames, 16000)
+    noise = np.random.default_rng(0).normal(0, 0.1, samples + 1).astype(np.float32)
+    full = extractor(noise[:samples], sampling_rate=16000, return_tensors="np")["input_values"][0]
+    short = extractor(noise[: samples - 1], sampling_rate=16000, return_tensors="np")["input_values"][0]
+    assert (full[-1] != 0).any() and (short[-1] == 0).all()  # one sample less leaves the last frame to padding

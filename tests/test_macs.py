@@ -8,7 +8,6 @@ from hf_token_prune.macs import (
     TABLE_II,
     TABLE_II_KEEP_RATES,
     TABLE_II_TOLERANCE,
-    audiomae_available,
     count_forward_macs,
     count_macs,
     main,
@@ -98,7 +97,6 @@ def test_analytic_count_equals_flop_counter_vit_b_512_patches():
     assert analytic == counted
 
 
-@pytest.mark.skipif(not audiomae_available(), reason="PrunedAudioMAEForAudioClassification not installed yet")
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
 @pytest.mark.parametrize("keep_rate", [1.0, 0.5])
 def test_analytic_count_equals_flop_counter_tiny_audiomae(attn_implementation, keep_rate):

@@ -9,7 +9,13 @@ from transformers import ASTFeatureExtractor, TrainerState, TrainingArguments
 
 from conftest import KEYWORDS, tiny_ast_kwargs
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
-from hf_token_prune.data import AudioFeatureTransform, AugmentationEpochCallback, Mixup, SpecAugment, load_audio_classification
+from hf_token_prune.data import (
+    AudioFeatureTransform,
+    AugmentationEpochCallback,
+    Mixup,
+    SpecAugment,
+    load_audio_classification,
+)
 from hf_token_prune.training import (
     KeepRateScheduleCallback,
     PrunedModelTrainer,
@@ -103,24 +109,38 @@ def keyword_subset():
 
 def train_tiny(output_dir, dataset, max_steps, resume_from_checkpoint=None):
     torch.manual_seed(0)
-    config = PrunedASTConfig(**tiny_ast_kwargs(hidden_size=32, num_attention_heads=2, intermediate_size=64,
-                                               num_mel_bins=32, max_length=64, num_labels=10))
+    config = PrunedASTConfig(
+        **tiny_ast_kwargs(
+            hidden_size=32, num_attention_heads=2, intermediate_size=64, num_mel_bins=32, max_length=64, num_labels=10
+        )
+    )
     config.problem_type = "multi_label_classification"
     model = PrunedASTForAudioClassification(config)
     extractor = ASTFeatureExtractor(num_mel_bins=32, max_length=64, mean=-2.0, std=4.0)
     augmentations = [SpecAugment(freq_mask=8, time_mask=16, fill_value=0.25)]
-    transform = AudioFeatureTransform(extractor, 10, multi_label=False, one_hot=True, augmentations=augmentations,
-                                      mixup=Mixup(0.5, 10.0))
+    transform = AudioFeatureTransform(
+        extractor, 10, multi_label=False, one_hot=True, augmentations=augmentations, mixup=Mixup(0.5, 10.0)
+    )
     dataset.set_transform(transform)
     args = TrainingArguments(
-        output_dir=str(output_dir), max_steps=max_steps, per_device_train_batch_size=4, learning_rate=1e-3,
-        logging_steps=1, save_strategy="steps", save_steps=5, report_to="none", seed=0, remove_unused_columns=False,
-        disable_tqdm=True, use_cpu=True,
+        output_dir=str(output_dir),
+        max_steps=max_steps,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=5,
+        report_to="none",
+        seed=0,
+        remove_unused_columns=False,
+        disable_tqdm=True,
+        use_cpu=True,
     )
     # 6 steps per epoch: shrinking starts at step 3 and ends at step 9, the checkpoint at step 5 is mid-epoch.
     schedule = KeepRateScheduleCallback(0.5, start_epoch=0.5, num_epochs=1, augmentations=augmentations)
-    trainer = PrunedModelTrainer(model=model, args=args, train_dataset=dataset,
-                                 callbacks=[schedule, AugmentationEpochCallback(transform)])
+    trainer = PrunedModelTrainer(
+        model=model, args=args, train_dataset=dataset, callbacks=[schedule, AugmentationEpochCallback(transform)]
+    )
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     trajectory = {entry["step"]: entry["keep_rate"] for entry in trainer.state.log_history if "keep_rate" in entry}
     return trainer.model, trajectory
@@ -133,7 +153,10 @@ def test_interrupted_and_resumed_run_continues_exactly(tmp_path, keyword_subset)
     assert full_trajectory == expected
 
     resumed_model, resumed_trajectory = train_tiny(
-        tmp_path / "resumed", keyword_subset, max_steps=12, resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-5")
+        tmp_path / "resumed",
+        keyword_subset,
+        max_steps=12,
+        resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-5"),
     )
     assert resumed_trajectory == full_trajectory
     assert resumed_model.config.keep_rate == 0.5
@@ -153,7 +176,9 @@ def test_layer_decay_scales_each_layer_by_its_depth():
     parameters = dict(model.named_parameters())
     assert len(lr_of) == len(parameters)
     assert lr_of[id(parameters["audio_spectrogram_transformer.embeddings.cls_token"])] == pytest.approx(1e-3 * 0.75**13)
-    assert lr_of[id(parameters["audio_spectrogram_transformer.layers.0.mlp.fc1.weight"])] == pytest.approx(1e-3 * 0.75**12)
+    assert lr_of[id(parameters["audio_spectrogram_transformer.layers.0.mlp.fc1.weight"])] == pytest.approx(
+        1e-3 * 0.75**12
+    )
     assert lr_of[id(parameters["audio_spectrogram_transformer.layers.11.mlp.fc1.weight"])] == pytest.approx(1e-3 * 0.75)
     assert lr_of[id(parameters["classifier.dense.weight"])] == pytest.approx(1e-3)
     assert wd_of[id(parameters["classifier.dense.weight"])] == 0.05
@@ -170,3 +195,49 @@ def test_step_decay_matches_ast_multistep_schedule():
             assert multiplier(step) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-12)
         optimizer.step()
         reference.step()
+
+
+class RandomFeatures(torch.utils.data.Dataset):
+    def __init__(self, config, size):
+        generator = torch.Generator().manual_seed(0)
+        self.inputs = torch.randn(size, config.max_length, config.num_mel_bins, generator=generator)
+        self.labels = torch.randint(0, config.num_labels, (size,), generator=generator)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return {"input_values": self.inputs[index], "labels": self.labels[index]}
+
+
+def test_trainer_applies_layer_decay_and_ast_step_decay(tmp_path):
+    config = PrunedASTConfig(**tiny_ast_kwargs(hidden_size=32, num_attention_heads=2, intermediate_size=64))
+    model = PrunedASTForAudioClassification(config)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        num_train_epochs=3,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=True,
+    )
+    trainer = PrunedModelTrainer(
+        model=model,
+        args=args,
+        train_dataset=RandomFeatures(config, 12),
+        layer_decay=0.5,
+        lr_step_decay=(1, 1, 0.1),
+        optimizer_cls_and_kwargs=(torch.optim.Adam, {"lr": 1e-3}),
+    )
+    trainer.train()
+    assert isinstance(trainer.optimizer.optimizer, torch.optim.Adam)  # inside accelerate's wrapper
+    head = id(model.classifier.dense.weight)
+    first_layer = id(model.audio_spectrogram_transformer.layers[0].mlp.fc1.weight)
+    initial = {id(p): group["initial_lr"] for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert initial[head] == pytest.approx(1e-3) and initial[first_layer] == pytest.approx(1e-3 * 0.5**12)
+    logged = [entry["learning_rate"] for entry in trainer.state.log_history if "learning_rate" in entry]
+    # 3 steps per epoch; the first group (depth 0 here: embeddings) is what Trainer reports
+    assert logged == pytest.approx([1e-3 * 0.5**13] * 3 + [1e-4 * 0.5**13] * 3 + [1e-5 * 0.5**13] * 3)

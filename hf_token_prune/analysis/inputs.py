@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..data import num_fbank_frames
+
 
 logger = logging.getLogger(__name__)
 
@@ -21,10 +23,6 @@ PRUNED_MODEL_INTERFACE = ("set_keep_rate", "patch_layout", "num_extra_tokens", "
 
 # Figures 3 and 6 of the paper are drawn at keep rate 0.5; used when the model itself does not prune.
 DEFAULT_ANALYSIS_KEEP_RATE = 0.5
-
-# transformers' ASTFeatureExtractor (and the Kaldi fbank it reproduces) frames audio with a 25 ms window every 10 ms,
-# dropping a partial last window; AudioMAE's extractor uses the same Kaldi framing.
-_WINDOW_SECONDS, _SHIFT_SECONDS = 0.025, 0.010
 
 
 def check_pruned_model(model):
@@ -178,12 +176,6 @@ def _label_mapping(feature, config):
     if not _generic_labels(config):
         logger.warning("dataset class names do not match the model's labels: matching them by index instead.")
     return np.arange(len(names)), multi_label, names
-
-
-def num_fbank_frames(num_samples, sampling_rate):
-    """Frames of real audio in a Kaldi fbank of ``num_samples`` samples (the rest of ``max_length`` is padding)."""
-    window, shift = round(_WINDOW_SECONDS * sampling_rate), round(_SHIFT_SECONDS * sampling_rate)
-    return 0 if num_samples < window else 1 + (num_samples - window) // shift
 
 
 def padding_kind(feature_extractor):

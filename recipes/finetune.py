@@ -1,0 +1,640 @@
+"""Fine-tune an audio transformer while its keep rate shrinks (TopK token pruning), then publish the pruned model.
+
+    python recipes/finetune.py --recipe demo                      # small AST from scratch on data/keywords
+    accelerate launch recipes/finetune.py --recipe ast-esc50 \\
+        --model_name_or_path MIT/ast-finetuned-audioset-16-16-0.442 --fold 1 --keep_rate 0.7 \\
+        --output_dir ast-esc50-kr0.7 [--push_to_hub]
+    python recipes/finetune.py --dataset_name audiofolder --data_dir my_sounds/ --model_name_or_path <AST checkpoint> \\
+        --keep_rate 0.7 --shrink_start_epoch 2 --shrink_epochs 5 --num_train_epochs 10 --output_dir my-model
+
+A recipe (recipes/configs/<name>.json) sets every flag below to the paper's value for one setting; flags given on the
+command line override it. After training, the model is evaluated at each of --eval_keep_rates on the test split and
+the output folder receives the weights with their remote code, the feature extractor, a model card (README.md) and a
+plot of the keep-rate schedule. Distributed: run the same command under `accelerate launch` (configure NCCL, FSDP or
+DeepSpeed with `accelerate config`); on CPU: `accelerate launch --multi_gpu --num_processes 2 --num_machines 1
+--mixed_precision no --dynamo_backend no recipes/finetune.py ...`.
+"""
+
+import argparse
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import (
+    ASTFeatureExtractor,
+    AutoFeatureExtractor,
+    HfArgumentParser,
+    PretrainedConfig,
+    TrainingArguments,
+    set_seed,
+)
+
+from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
+from hf_token_prune import metrics as metric_modules
+from hf_token_prune.data import (
+    DATASETS,
+    AudioFeatureTransform,
+    AugmentationEpochCallback,
+    Mixup,
+    PatchMasking,
+    SpecAugment,
+    TimeShift,
+    drop_unusable_audio,
+    estimate_normalization,
+    load_audio_classification,
+    normalised_zero,
+)
+from hf_token_prune.model_card import build_model_card, plot_training
+from hf_token_prune.training import KeepRateScheduleCallback, PrunedModelTrainer, keep_rate_sweep
+
+
+REPO = Path(__file__).resolve().parent.parent
+RECIPES = REPO / "recipes" / "configs"
+CARD_TEMPLATE = REPO / "model_cards" / "pruned_audio_model_card.md"
+logger = logging.getLogger("finetune")
+
+
+def available_recipes():
+    return sorted(path.stem for path in RECIPES.glob("*.json"))
+
+
+@dataclass
+class RecipeArguments:
+    recipe: str | None = field(
+        default=None,
+        metadata={
+            "help": "Start from the hyper-parameters of a recipe in recipes/configs: "
+            f"{', '.join(available_recipes())}. Any flag given on the command line overrides the recipe."
+        },
+    )
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Checkpoint to fine-tune (folder or Hub id): an AST (stock or pruned) or a pruned AudioMAE. "
+            "Without it a model is built from scratch from --model_type and --config_overrides."
+        },
+    )
+    model_type: str = field(
+        default="pruned-ast",
+        metadata={
+            "help": "Model built from scratch: pruned-ast or pruned-audiomae.",
+            "choices": ["pruned-ast", "pruned-audiomae"],
+        },
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "Config fields of a model built from scratch, e.g. 'hidden_size=192,num_attention_heads=3'."},
+    )
+    attn_implementation: str = field(default="sdpa", metadata={"help": "Attention kernel: sdpa or eager."})
+    drop_path_rate: float | None = field(default=None, metadata={"help": "Stochastic depth (AudioMAE recipes: 0.1)."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where Hub models and datasets are cached."})
+    torch_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "Intra-op threads of torch on CPU (default: torch's choice). Small models gain nothing from "
+            "more than one, and on a shared CPU extra threads spin against other processes."
+        },
+    )
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": f"A named dataset ({', '.join(DATASETS)}) or a Hub id / local folder with an audio and a "
+            "label column."
+        },
+    )
+    dataset_source: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where a named dataset is read from instead of its Hub id (a copy in the same layout; "
+            "required for voxceleb1)."
+        },
+    )
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "Dataset configuration (load_dataset name)."}
+    )
+    dataset_revision: str | None = field(default=None, metadata={"help": "Dataset revision on the Hub."})
+    data_dir: str | None = field(
+        default=None, metadata={"help": "Folder of audio files (audiofolder) or data_dir of the dataset."}
+    )
+    fold: int | None = field(default=None, metadata={"help": "ESC-50: the held-out fold, 1 to 5."})
+    audio_column_name: str = field(default="audio", metadata={"help": "Column holding the audio."})
+    label_column_name: str | None = field(
+        default=None, metadata={"help": "Column holding the class (default: the dataset's own)."}
+    )
+    sampling_rate: int = field(default=16000, metadata={"help": "Audio is decoded (and resampled) at this rate."})
+    fbank_padding: str | None = field(
+        default=None,
+        metadata={
+            "help": "What the feature extractor pads clips shorter than --num_frames with: minimum (the clip's "
+            "lowest fbank value, reads as silence; AudioMAE and the paper) or zero (transformers' ASTFeatureExtractor, "
+            "reads as loud). Default: the extractor's own (AST: zero, AudioMAE: minimum). Saved with the model.",
+            "choices": ["minimum", "zero"],
+        },
+    )
+    num_frames: int | None = field(
+        default=None,
+        metadata={"help": "Fbank frames per clip (10 ms each); default: the dataset's (table in NOTES.md)."},
+    )
+    num_mel_bins: int = field(default=128, metadata={"help": "Mel bins of a model built from scratch."})
+    feature_mean: float | None = field(
+        default=None, metadata={"help": "Fbank normalisation mean; default: the dataset's, else estimated."}
+    )
+    feature_std: float | None = field(
+        default=None, metadata={"help": "Fbank normalisation std; default: the dataset's, else estimated."}
+    )
+    freq_mask: int = field(default=0, metadata={"help": "SpecAugment: maximum masked frequency band (mel bins)."})
+    time_mask: int = field(default=0, metadata={"help": "SpecAugment: maximum masked time span (frames)."})
+    patch_mask_ratio: float = field(
+        default=0.0,
+        metadata={"help": "Fraction of time-patch columns and frequency-patch rows blanked (AudioMAE masking)."},
+    )
+    mixup: float = field(
+        default=0.0, metadata={"help": "Probability that a training clip is mixed with another (needs --loss bce)."}
+    )
+    time_shift: bool = field(
+        default=False,
+        metadata={
+            "help": "Training augmentation: each clip at a random position of the --num_frames input (longer clips "
+            "randomly cropped, shorter ones with the feature extractor's padding moved partly in front). Evaluation "
+            "and the saved model use the feature extractor alone, as a pipeline does."
+        },
+    )
+    mixup_alpha: float = field(
+        default=10.0, metadata={"help": "Mixup weight ~ Beta(alpha, alpha) (AST 10, AudioMAE 0.5)."}
+    )
+    loss: str | None = field(
+        default=None,
+        metadata={
+            "help": "ce (softmax cross-entropy) or bce (sigmoid binary cross-entropy on one-hot targets); "
+            "default: bce for multi-label data, else ce.",
+            "choices": ["ce", "bce"],
+        },
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only this many training clips (debugging)."}
+    )
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only this many evaluation / test clips."})
+    drop_unusable_rows: bool = field(
+        default=False,
+        metadata={"help": "Drop clips that do not decode, are empty or hold NaN (they are reported); default: stop."},
+    )
+
+
+@dataclass
+class PruningArguments:
+    keep_rate: float = field(
+        default=0.7, metadata={"help": "Target keep rate in (0, 1], reached at the end of the schedule."}
+    )
+    pruning_layers: str = field(default="3,6,9", metadata={"help": "0-based pruning layers, comma-separated."})
+    token_score: str = field(
+        default="attention",
+        metadata={"help": "How tokens are ranked.", "choices": ["attention", "intensity", "variation", "random"]},
+    )
+    shrink_start_epoch: float = field(default=0.0, metadata={"help": "Epoch at which the keep rate starts to shrink."})
+    shrink_epochs: float = field(
+        default=0.0, metadata={"help": "Epochs over which it shrinks from 1.0 to --keep_rate."}
+    )
+    augment_while_pruning: bool = field(
+        default=False,
+        metadata={"help": "Keep SpecAugment and patch masking on once shrinking starts (the paper turns them off)."},
+    )
+    optimizer: str = field(
+        default="adamw",
+        metadata={
+            "help": "adamw (decoupled weight decay, --optim) or adam (L2 weight decay, AST's recipes).",
+            "choices": ["adamw", "adam"],
+        },
+    )
+    layer_decay: float | None = field(
+        default=None, metadata={"help": "Layer-wise learning-rate decay (AudioMAE: 0.75)."}
+    )
+    lr_step_decay: str | None = field(
+        default=None,
+        metadata={
+            "help": "AST's learning-rate schedule 'start_epoch,every_epochs,factor' (replaces --lr_scheduler_type)."
+        },
+    )
+    warmup_epochs: float | None = field(
+        default=None, metadata={"help": "Linear warm-up in epochs (sets --warmup_steps)."}
+    )
+    eval_keep_rates: str = field(
+        default="1.0,0.9,0.8,0.7,0.6,0.5,0.4",
+        metadata={"help": "Keep rates of the final evaluation table on the test split."},
+    )
+
+
+ARGUMENT_CLASSES = (RecipeArguments, ModelArguments, DataArguments, PruningArguments, TrainingArguments)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Keep the usage examples of the docstring as written and show every default."""
+
+
+def parse_arguments(argv=None):
+    recipes = "\n".join(f"  {name:<24} {read_recipe(name)['description']}" for name in available_recipes())
+    parser = HfArgumentParser(
+        ARGUMENT_CLASSES, description=__doc__, epilog=f"recipes (--recipe):\n{recipes}", formatter_class=HelpFormatter
+    )
+    # Without an accelerator, `accelerate launch --multi_gpu` starts the processes but TrainingArguments only joins
+    # them (gloo) with use_cpu: make that the default there.
+    parser.set_defaults(use_cpu=not torch.accelerator.is_available())
+    argv = sys.argv[1:] if argv is None else list(argv)
+    recipe_args, _ = HfArgumentParser(RecipeArguments, add_help=False).parse_known_args(argv)
+    required = []
+    if recipe_args.recipe:
+        recipe = read_recipe(recipe_args.recipe)
+        known = {action.dest for action in parser._actions}
+        unknown = sorted(set(recipe["arguments"]) - known)
+        if unknown:
+            raise SystemExit(f"recipe {recipe_args.recipe} sets unknown arguments {unknown}.")
+        parser.set_defaults(**recipe["arguments"])
+        required = recipe.get("required", [])
+    parsed = parser.parse_args_into_dataclasses(args=argv)
+    values = {name: value for arguments in parsed for name, value in vars(arguments).items()}
+    missing = [name for name in required if values.get(name) is None]
+    if missing:
+        raise SystemExit(
+            f"recipe {recipe_args.recipe} needs {', '.join('--' + name for name in missing)}: "
+            f"{read_recipe(recipe_args.recipe)['source']}"
+        )
+    if values["dataset_name"] is None:
+        parser.error(f"give --dataset_name or a --recipe ({', '.join(available_recipes())}).")
+    return parsed
+
+
+def read_recipe(name):
+    """A recipe file; paths in its arguments are relative to the repository."""
+    path = RECIPES / f"{name}.json"
+    if not path.is_file():
+        raise SystemExit(f"unknown recipe {name!r}: choose one of {', '.join(available_recipes())}.")
+    recipe = json.loads(path.read_text())
+    data_dir = recipe["arguments"].get("data_dir")
+    if data_dir and not Path(data_dir).is_absolute():
+        recipe["arguments"]["data_dir"] = str(REPO / data_dir)
+    return recipe
+
+
+def parse_keep_rates(text, flag):
+    try:
+        rates = [float(value) for value in str(text).split(",")]
+    except ValueError:
+        raise SystemExit(f"{flag}={text!r}: give comma-separated keep rates in (0, 1], e.g. 1.0,0.7,0.5")
+    bad = [rate for rate in rates if not 0.0 < rate <= 1.0]
+    if bad:
+        raise SystemExit(f"{flag} contains {bad}: every keep rate must lie in (0, 1].")
+    return rates
+
+
+def validate(data_args, pruning_args, training_args):
+    """Refuse bad input before anything is loaded; returns the target keep rate, the pruning layers and the
+    learning-rate step decay, parsed."""
+    (keep_rate,) = parse_keep_rates(pruning_args.keep_rate, "--keep_rate")
+    parse_keep_rates(pruning_args.eval_keep_rates, "--eval_keep_rates")
+    if data_args.sampling_rate <= 0:
+        raise SystemExit(
+            f"--sampling_rate {data_args.sampling_rate}: audio needs a positive rate (16000 in every recipe)."
+        )
+    if data_args.mixup > 0 and data_args.loss == "ce":
+        raise SystemExit("--mixup blends targets, which the ce loss cannot take: use --loss bce or --mixup 0.")
+    if pruning_args.shrink_start_epoch < 0 or pruning_args.shrink_epochs < 0:
+        raise SystemExit("--shrink_start_epoch and --shrink_epochs must be >= 0.")
+    try:
+        pruning_layers = [int(layer) for layer in pruning_args.pruning_layers.split(",")]
+    except ValueError:
+        raise SystemExit(f"--pruning_layers {pruning_args.pruning_layers!r}: give 0-based layer indices, e.g. 3,6,9.")
+    lr_step_decay = None
+    if pruning_args.lr_step_decay:
+        try:
+            start, every, factor = pruning_args.lr_step_decay.split(",")
+            lr_step_decay = (int(start), int(every), float(factor))
+        except ValueError:
+            raise SystemExit(f"--lr_step_decay {pruning_args.lr_step_decay!r}: give start_epoch,every_epochs,factor.")
+    # The transforms need the audio and labels columns that Trainer would otherwise strip as "unused".
+    training_args.remove_unused_columns = False
+    return keep_rate, pruning_layers, lr_step_decay
+
+
+def build_model(model_args, data_args, pruning_args, pruning_layers, num_frames, label_names):
+    """The model and its feature extractor: a checkpoint to fine-tune, or a fresh model of --model_type."""
+    pruning = {"keep_rate": 1.0, "pruning_layers": pruning_layers, "token_score": pruning_args.token_score}
+    labels = {
+        "num_labels": len(label_names),
+        "id2label": dict(enumerate(label_names)),
+        "label2id": {name: i for i, name in enumerate(label_names)},
+    }
+    extra = {} if model_args.drop_path_rate is None else {"drop_path_rate": model_args.drop_path_rate}
+    if model_args.model_name_or_path:
+        checkpoint_type = checkpoint_config(model_args).get("model_type", "")
+        audiomae = "audiomae" in checkpoint_type
+        model_class = audiomae_classes()[0] if audiomae else PrunedASTForAudioClassification
+        model = model_class.from_pretrained(
+            model_args.model_name_or_path,
+            max_length=num_frames,
+            ignore_mismatched_sizes=True,
+            attn_implementation=model_args.attn_implementation,
+            cache_dir=model_args.cache_dir,
+            **pruning,
+            **labels,
+            **(extra if audiomae else {}),
+        )
+        extractor = AutoFeatureExtractor.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
+        extractor.max_length = num_frames
+        return model, with_fbank_padding(extractor, data_args.fbank_padding)
+    if model_args.model_type == "pruned-audiomae":
+        model_class, extractor_class = audiomae_classes()
+        config = model_class.config_class(
+            num_mel_bins=data_args.num_mel_bins, max_length=num_frames, **pruning, **labels, **extra
+        )
+    else:
+        model_class, extractor_class = PrunedASTForAudioClassification, ASTFeatureExtractor
+        config = PrunedASTConfig(num_mel_bins=data_args.num_mel_bins, max_length=num_frames, **pruning, **labels)
+    if model_args.config_overrides:
+        config.update_from_string(model_args.config_overrides)
+    config._attn_implementation = model_args.attn_implementation
+    extractor = extractor_class(
+        num_mel_bins=config.num_mel_bins, max_length=num_frames, sampling_rate=data_args.sampling_rate
+    )
+    return model_class(config), with_fbank_padding(extractor, data_args.fbank_padding)
+
+
+def with_fbank_padding(extractor, fbank_padding):
+    """The extractor, padding short clips as asked. transformers' `ASTFeatureExtractor` only pads with zero; the
+    minimum needs ours, the same Kaldi fbank with a padding choice, which the model folder then carries as remote code."""
+    if fbank_padding is None or getattr(extractor, "fbank_padding", "zero") == fbank_padding:
+        return extractor
+    if hasattr(extractor, "fbank_padding"):
+        extractor.fbank_padding = fbank_padding
+        return extractor
+    settings = {key: value for key, value in extractor.to_dict().items() if key != "feature_extractor_type"}
+    return audiomae_classes()[1](**{**settings, "fbank_padding": fbank_padding})
+
+
+def checkpoint_config(model_args):
+    return PretrainedConfig.get_config_dict(model_args.model_name_or_path, cache_dir=model_args.cache_dir)[0]
+
+
+def checkpoint_label_names(model_args):
+    id2label = checkpoint_config(model_args).get("id2label") or {}
+    return [id2label[key] for key in sorted(id2label, key=int)]
+
+
+def audiomae_classes():
+    from hf_token_prune import AudioMAEFeatureExtractor, PrunedAudioMAEForAudioClassification
+
+    return PrunedAudioMAEForAudioClassification, AudioMAEFeatureExtractor
+
+
+def load_data(data_args, cache_dir):
+    data = load_audio_classification(
+        data_args.dataset_name,
+        source=data_args.dataset_source,
+        config_name=data_args.dataset_config_name,
+        data_dir=data_args.data_dir,
+        revision=data_args.dataset_revision,
+        fold=data_args.fold,
+        audio_column_name=data_args.audio_column_name,
+        label_column_name=data_args.label_column_name,
+        sampling_rate=data_args.sampling_rate,
+        cache_dir=cache_dir,
+    )
+    if data_args.max_train_samples:
+        data.train = data.train.select(range(min(data_args.max_train_samples, len(data.train))))
+    if data_args.max_eval_samples:
+        data.eval = data.eval.select(range(min(data_args.max_eval_samples, len(data.eval))))
+        data.test = data.test.select(range(min(data_args.max_eval_samples, len(data.test))))
+    for report in drop_unusable_audio(data, data_args.sampling_rate, drop=data_args.drop_unusable_rows):
+        logger.warning("dropped: %s", report)
+    return data
+
+
+def set_normalization(extractor, data, data_args):
+    """The fbank normalisation: given, the dataset's published one, or estimated on the training clips."""
+    mean = data_args.feature_mean if data_args.feature_mean is not None else data.spec.mean
+    std = data_args.feature_std if data_args.feature_std is not None else data.spec.std
+    if mean is None or std is None:
+        mean, std = estimate_normalization(data.train, extractor)
+        logger.info("fbank normalisation estimated on the training clips: mean %.4f, std %.4f", mean, std)
+    extractor.mean, extractor.std, extractor.do_normalize = mean, std, True
+
+
+def set_transforms(data, extractor, data_args, patch_size, one_hot, seed, num_frames):
+    """Features on the fly: augmented for training, plain for evaluation. Returns the training transform and the
+    augmentations the keep-rate schedule may switch off."""
+    fill = normalised_zero(extractor)
+    augmentations = [
+        SpecAugment(data_args.freq_mask, data_args.time_mask, fill),
+        PatchMasking(data_args.patch_mask_ratio, patch_size, fill),
+    ]
+    num_labels = len(data.label_names)
+    train = AudioFeatureTransform(
+        extractor,
+        num_labels,
+        data.multi_label,
+        one_hot,
+        augmentations,
+        Mixup(data_args.mixup, data_args.mixup_alpha),
+        seed,
+        time_shift=TimeShift(num_frames, data_args.sampling_rate) if data_args.time_shift else None,
+    )
+    plain = AudioFeatureTransform(extractor, num_labels, data.multi_label, one_hot)
+    data.train.set_transform(train)
+    data.eval.set_transform(plain)
+    data.test.set_transform(plain)
+    return train, augmentations
+
+
+def make_compute_metrics(metric_name):
+    metric = metric_modules.load(metric_name)
+
+    def compute_metrics(prediction):
+        logits, labels = prediction.predictions, prediction.label_ids
+        if metric_name == "accuracy" and labels.ndim == 2:
+            labels = labels.argmax(axis=1)  # one-hot targets of a BCE loss
+        return metric.compute(predictions=logits, references=labels.astype("int64"))
+
+    return compute_metrics
+
+
+def main(argv=None):
+    recipe, model_args, data_args, pruning_args, training_args = parse_arguments(argv)
+    keep_rate, pruning_layers, lr_step_decay = validate(data_args, pruning_args, training_args)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if training_args.should_log else logging.WARNING,
+    )
+    transformers.utils.logging.set_verbosity_warning()
+    if model_args.torch_threads:
+        torch.set_num_threads(model_args.torch_threads)
+    set_seed(training_args.seed)
+
+    with training_args.main_process_first(desc="loading and checking the dataset"):
+        try:
+            data = load_data(data_args, model_args.cache_dir)
+        except ValueError as error:  # bad input: say what is wrong, without a traceback
+            raise SystemExit(f"finetune.py: {error}") from error
+
+    spec = data.spec
+    num_frames = data_args.num_frames or spec.num_frames
+    if num_frames is None:
+        raise SystemExit(f"--num_frames is needed for {data_args.dataset_name} (fbank frames of 10 ms per clip).")
+    same_classes = False
+    if model_args.model_name_or_path:
+        checkpoint_labels = checkpoint_label_names(model_args)
+        if data.align_labels(checkpoint_labels):
+            logger.info("classes renumbered in the order of the checkpoint's classifier, which is kept")
+        same_classes = checkpoint_labels == data.label_names
+    model, extractor = build_model(model_args, data_args, pruning_args, pruning_layers, num_frames, data.label_names)
+    if model_args.model_name_or_path and not same_classes:
+        # A head of the same size for other classes would load silently (only size mismatches are re-initialised), and
+        # `_init_weights` skips loaded weights: take the head of a freshly initialised model instead.
+        model.classifier.load_state_dict(type(model)(model.config).classifier.state_dict())
+        logger.info("new classifier head for the %d classes of %s", len(data.label_names), data_args.dataset_name)
+    set_normalization(extractor, data, data_args)
+    loss = data_args.loss or ("bce" if data.multi_label else "ce")
+    model.config.problem_type = "multi_label_classification" if loss == "bce" else "single_label_classification"
+    train_transform, augmentations = set_transforms(
+        data,
+        extractor,
+        data_args,
+        model.config.patch_size,
+        one_hot=loss == "bce",
+        seed=training_args.seed,
+        num_frames=num_frames,
+    )
+
+    if pruning_args.warmup_epochs is not None:
+        training_args.warmup_steps = pruning_args.warmup_epochs / training_args.num_train_epochs
+    schedule = KeepRateScheduleCallback(
+        keep_rate,
+        pruning_args.shrink_start_epoch,
+        pruning_args.shrink_epochs,
+        augmentations=() if pruning_args.augment_while_pruning else augmentations,
+    )
+    optimizer = None
+    if pruning_args.optimizer == "adam":
+        optimizer = (
+            torch.optim.Adam,
+            {
+                "lr": training_args.learning_rate,
+                "weight_decay": training_args.weight_decay,
+                "betas": (training_args.adam_beta1, training_args.adam_beta2),
+                "eps": training_args.adam_epsilon,
+            },
+        )
+    trainer = PrunedModelTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        processing_class=extractor,
+        compute_metrics=make_compute_metrics(spec.metric),
+        callbacks=[schedule, AugmentationEpochCallback(train_transform)],
+        optimizer_cls_and_kwargs=optimizer,
+        layer_decay=pruning_args.layer_decay,
+        lr_step_decay=lr_step_decay,
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+
+    keep_rates = sorted(
+        set(parse_keep_rates(pruning_args.eval_keep_rates, "--eval_keep_rates")) | {keep_rate, 1.0}, reverse=True
+    )
+    results = keep_rate_sweep(trainer, data.test, keep_rates, spec.metric)
+    print_table(results, spec.metric, data.splits["test"], keep_rate)
+    trainer.save_model()
+    if trainer.is_world_process_zero():
+        write_card(trainer, model, model_args, data_args, pruning_args, training_args, data, results, recipe.recipe)
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
+    return trainer
+
+
+def print_table(results, metric, split, keep_rate):
+    name = {"accuracy": "accuracy", "mean_average_precision": "mAP"}[metric]
+    full = results[[row["keep_rate"] for row in results].index(1.0)]
+    lines = [
+        f"\n{name} on the {split} split per keep rate (trained to {keep_rate}):",
+        f"{'keep rate':>9} | {name:>8} | {'GMACs':>7} | MACs vs 1.0",
+    ]
+    for row in results:
+        marker = "  <- trained" if math.isclose(row["keep_rate"], keep_rate) else ""
+        lines.append(
+            f"{row['keep_rate']:>9.2f} | {row['metric']:>8.4f} | {row['gmacs']:>7.3f} | "
+            f"{100 * row['gmacs'] / full['gmacs']:>5.1f} %{marker}"
+        )
+    print("\n".join(lines), flush=True)
+
+
+def write_card(trainer, model, model_args, data_args, pruning_args, training_args, data, results, recipe_name):
+    output = Path(training_args.output_dir)
+    plot_file = "keep_rate_schedule.png"
+    schedule = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, KeepRateScheduleCallback))
+    plot_training(
+        schedule.trajectory(trainer.state.max_steps),
+        trainer.state.log_history,
+        results,
+        model.config.keep_rate,
+        data.spec.metric,
+        output / plot_file,
+        title=output.name,
+    )
+    (output / "keep_rate_sweep.json").write_text(json.dumps(results, indent=2))
+    hyperparameters = {
+        "recipe": recipe_name or "-",
+        "keep rate schedule": f"1.0 until epoch {pruning_args.shrink_start_epoch}, cosine to {pruning_args.keep_rate} "
+        f"over {pruning_args.shrink_epochs} epochs, stepped per optimizer step",
+        "epochs": training_args.num_train_epochs,
+        "batch size": training_args.per_device_train_batch_size
+        * training_args.world_size
+        * training_args.gradient_accumulation_steps,
+        "optimizer": f"{pruning_args.optimizer}, betas ({training_args.adam_beta1}, {training_args.adam_beta2}), "
+        f"weight decay {training_args.weight_decay}",
+        "learning rate": training_args.learning_rate,
+        "learning-rate schedule": f"step decay (start epoch, every, factor) {pruning_args.lr_step_decay}"
+        if pruning_args.lr_step_decay
+        else str(training_args.lr_scheduler_type.value),
+        "layer decay": pruning_args.layer_decay or "-",
+        "loss": "binary cross-entropy" if model.config.problem_type.startswith("multi") else "cross-entropy",
+        "SpecAugment (freq, time)": f"{data_args.freq_mask}, {data_args.time_mask}",
+        "patch masking": data_args.patch_mask_ratio,
+        "mixup (probability, alpha)": f"{data_args.mixup}, {data_args.mixup_alpha}",
+        "fbank frames / normalisation": f"{model.config.max_length} / mean {trainer.processing_class.mean:.4f}, "
+        f"std {trainer.processing_class.std:.4f}",
+        "time shift (each clip at a random position of the input)": data_args.time_shift,
+    }
+    card = build_model_card(
+        CARD_TEMPLATE,
+        model_name=output.name,
+        model=model,
+        base_model=model_args.model_name_or_path,
+        dataset_id=data.source if data_args.dataset_name != "audiofolder" else Path(data.source).name,
+        dataset_pretty_name=data.spec.pretty_name
+        if data_args.dataset_name != "audiofolder"
+        else f"the audio files of {Path(data.source).name}/",
+        dataset_config=data.config_name,
+        dataset_split=data.splits["test"],
+        metric=data.spec.metric,
+        results=results,
+        hyperparameters=hyperparameters,
+        plot_file=plot_file,
+        repo_id=trainer.hub_model_id if training_args.push_to_hub else str(output),
+    )
+    card.save(output / "README.md")
+    trainer.model_card = card
+    print(f"\nwrote {output}: weights, remote code, feature extractor, README.md (model card), {plot_file}")
+
+
+if __name__ == "__main__":
+    main()

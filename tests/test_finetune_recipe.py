@@ -1,0 +1,442 @@
+"""recipes/finetune.py end to end: the model folder and its card, remote code, bad input, two processes."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub.repocard_data import model_index_to_eval_results
+from transformers import AutoFeatureExtractor, pipeline
+
+from conftest import KEYWORDS, REPO
+from hf_token_prune.data import load_audio_classification
+
+
+TINY = [
+    "--recipe",
+    "demo",
+    "--config_overrides",
+    "hidden_size=32,num_attention_heads=2,intermediate_size=64,frequency_stride=16,time_stride=16",
+    "--num_mel_bins",
+    "32",
+    "--num_frames",
+    "64",
+    "--max_train_samples",
+    "32",
+    "--max_eval_samples",
+    "20",
+    "--per_device_train_batch_size",
+    "8",
+    "--num_train_epochs",
+    "2",
+    "--shrink_start_epoch",
+    "0.5",
+    "--shrink_epochs",
+    "1",
+    "--logging_steps",
+    "1",
+    "--eval_keep_rates",
+    "1.0,0.7,0.4",
+    "--disable_tqdm",
+    "true",
+    "--time_shift",  # not in the demo recipe: on here so the tests cover it
+    "true",
+]
+
+
+def load_recipe_module():
+    spec = importlib.util.spec_from_file_location("finetune", REPO / "recipes" / "finetune.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def finetune():
+    return load_recipe_module()
+
+
+@pytest.fixture(scope="module")
+def demo_run(finetune, tmp_path_factory):
+    output = tmp_path_factory.mktemp("demo") / "tiny-demo"
+    trainer = finetune.main(TINY + ["--output_dir", str(output)])
+    return output, trainer
+
+
+def test_recipes_cover_the_paper_and_parse(finetune):
+    assert finetune.available_recipes() == [
+        "ast-audioset",
+        "ast-esc50",
+        "ast-speechcommands",
+        "audiomae-audioset",
+        "audiomae-esc50",
+        "audiomae-speechcommands",
+        "audiomae-voxceleb1",
+        "demo",
+    ]
+    _, model_args, data_args, pruning_args, training_args = finetune.parse_arguments(
+        ["--recipe", "ast-esc50", "--learning_rate", "3e-5", "--fold", "4"]
+    )
+    assert (data_args.dataset_name, data_args.fold, training_args.learning_rate) == ("esc50", 4, 3e-5)
+    assert (pruning_args.shrink_start_epoch, pruning_args.shrink_epochs, pruning_args.optimizer) == (5, 15, "adam")
+    assert (training_args.per_device_train_batch_size, training_args.num_train_epochs) == (48, 30)
+    assert (training_args.adam_beta1, training_args.adam_beta2, training_args.weight_decay) == (0.95, 0.999, 5e-7)
+    _, _, data_args, pruning_args, training_args = finetune.parse_arguments(
+        ["--recipe", "audiomae-audioset", "--model_name_or_path", "x"]
+    )
+    assert (pruning_args.layer_decay, pruning_args.shrink_start_epoch, pruning_args.shrink_epochs) == (0.75, 30, 20)
+    assert (data_args.mixup, data_args.mixup_alpha, data_args.patch_mask_ratio, data_args.loss) == (
+        1.0,
+        0.5,
+        0.3,
+        "bce",
+    )
+    assert training_args.lr_scheduler_kwargs == {"min_lr": 1e-5}
+    with pytest.raises(SystemExit, match="needs --model_name_or_path"):
+        finetune.parse_arguments(["--recipe", "audiomae-esc50"])
+
+
+def test_help_lists_every_flag_and_the_recipes():
+    result = subprocess.run(
+        [sys.executable, str(REPO / "recipes" / "finetune.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for flag in (
+        "--recipe",
+        "--keep_rate",
+        "--shrink_start_epoch",
+        "--dataset_name",
+        "--fold",
+        "--mixup",
+        "--layer_decay",
+        "--push_to_hub",
+        "--learning_rate",
+        "ast-esc50",
+        "audiomae-voxceleb1",
+    ):
+        assert flag in result.stdout
+
+
+def test_demo_folder_card_and_table(demo_run, capsys):
+    output, trainer = demo_run
+    results = json.loads((output / "keep_rate_sweep.json").read_text())
+    assert [row["keep_rate"] for row in results] == [1.0, 0.7, 0.4]
+    assert results[0]["gmacs"] > results[1]["gmacs"] > results[2]["gmacs"]
+
+    card = ModelCard.load(output / "README.md")
+    data = card.data
+    assert isinstance(data, ModelCardData)
+    assert (data.keep_rate, data.pruning_layers, data.token_score) == (0.7, [3, 6, 9], "attention")
+    assert data.pipeline_tag == "audio-classification" and data.library_name == "transformers"
+    assert data.gmacs == round(results[1]["gmacs"], 3) and data.gmacs_unpruned == round(results[0]["gmacs"], 3)
+    # model-index: parsed back into evaluation results, one at the trained keep rate and one without pruning
+    model_name, eval_results = model_index_to_eval_results(data.to_dict()["model-index"])
+    assert model_name == "tiny-demo"
+    values = {result.metric_name: result.metric_value for result in eval_results}
+    assert values == {
+        "accuracy at keep rate 0.7": round(results[1]["metric"], 4),
+        "accuracy at keep rate 1.0": round(results[0]["metric"], 4),
+    }
+    assert all(result.task_type == "audio-classification" and result.dataset_split == "test" for result in eval_results)
+    assert ModelCardData(**data.to_dict()).to_dict() == data.to_dict()  # the metadata round-trips
+    assert "trust_remote_code=True" in card.text and "keep_rate_schedule.png" in card.text
+    for row in results:
+        assert f"| {row['keep_rate']:.2f} | {row['metric']:.4f} |" in card.text
+
+    image = (output / "keep_rate_schedule.png").read_bytes()
+    assert image.startswith(b"\x89PNG")
+    files = {path.name for path in output.iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "modeling_pruned_ast.py",
+        "configuration_pruned_ast.py",
+        "pruning.py",
+    } <= files
+    history = [entry for entry in trainer.state.log_history if "keep_rate" in entry]
+    assert history[0]["keep_rate"] == 1.0 and history[-1]["keep_rate"] == 0.7
+
+
+def test_trainer_push_writes_the_pruned_card(demo_run):
+    output, trainer = demo_run
+    (output / "README.md").unlink()
+    trainer.create_model_card()  # what push_to_hub calls before uploading the folder
+    assert "TopK token pruning" in (output / "README.md").read_text()
+
+
+def test_model_folder_loads_with_remote_code_without_the_package(demo_run, tmp_path):
+    output, trainer = demo_run
+    clip = sorted((KEYWORDS / "test" / "go").glob("*.flac"))[0]
+    wave, rate = soundfile.read(clip, dtype="float32")
+    features = trainer.processing_class(wave, sampling_rate=rate, return_tensors="pt")
+    trainer.model.eval()
+    with torch.no_grad():
+        expected = trainer.model(**features).logits
+    torch.save({"features": features["input_values"], "logits": expected}, tmp_path / "expected.pt")
+    script = textwrap.dedent(f"""
+        import importlib.abc, sys
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name == "hf_token_prune" or name.startswith("hf_token_prune."):
+                    raise ImportError("hf_token_prune is blocked for this test")
+        sys.meta_path.insert(0, Block())
+        import torch
+        from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, pipeline
+        folder = {str(output)!r}
+        expected = torch.load({str(tmp_path / "expected.pt")!r}, weights_only=True)
+        model = AutoModelForAudioClassification.from_pretrained(folder, trust_remote_code=True).eval()
+        assert type(model).__module__.startswith("transformers_modules"), type(model)
+        assert model.config.keep_rate == 0.7
+        extractor = AutoFeatureExtractor.from_pretrained(folder, trust_remote_code=True)
+        import soundfile
+        wave, rate = soundfile.read({str(clip)!r}, dtype="float32")
+        features = extractor(wave, sampling_rate=rate, return_tensors="pt")["input_values"]
+        assert torch.equal(features, expected["features"])
+        with torch.no_grad():
+            diff = (model(features).logits - expected["logits"]).abs().max().item()
+        assert diff <= 1e-5, diff
+        print("RESULT", pipeline("audio-classification", model=folder, trust_remote_code=True)({str(clip)!r}, top_k=1))
+        """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "RESULT [{'score'" in result.stdout
+
+
+def test_reported_accuracy_is_what_a_pipeline_gets_from_the_saved_folder(demo_run):
+    # Training moves clips in time (--time_shift); evaluation must still be exactly the saved feature extractor's
+    # features, or the card reports an accuracy that users of the folder do not get.
+    output, trainer = demo_run
+    reported = json.loads((output / "keep_rate_sweep.json").read_text())[1]
+    assert reported["keep_rate"] == 0.7
+    data = load_audio_classification("audiofolder", data_dir=str(KEYWORDS))
+    extractor = AutoFeatureExtractor.from_pretrained(output)
+    batch = next(iter(trainer.get_eval_dataloader()))
+    waves = [row["audio"]["array"] for row in data.eval.select(range(len(batch["input_values"])))]
+    saved = extractor(waves, sampling_rate=16000, return_tensors="pt")["input_values"]
+    assert torch.equal(batch["input_values"], saved)  # evaluation saw exactly what the saved extractor makes
+    test = data.test.select(range(20))
+    classifier = pipeline("audio-classification", model=str(output), trust_remote_code=True)
+    labels = test.features["labels"].names
+    clips = [{"raw": row["audio"]["array"].astype(np.float32), "sampling_rate": 16000} for row in test]
+    predicted = [classifier(clip, top_k=1)[0]["label"] for clip in clips]
+    accuracy = np.mean([guess == labels[row["labels"]] for guess, row in zip(predicted, test)])
+    assert accuracy == pytest.approx(reported["metric"], abs=1e-9)
+
+
+
+# bad input: each refused with a clear message before any training --------------------------------------------------
+
+
+def run_expecting_exit(finetune, argv, tmp_path):
+    output = tmp_path / "never-written"
+    with pytest.raises(SystemExit) as error:
+        finetune.main(argv + ["--output_dir", str(output)])
+    assert not output.exists()  # nothing trained, nothing saved
+    return str(error.value)
+
+
+def test_unknown_recipe_and_dataset(finetune, tmp_path):
+    assert "unknown recipe 'ast-mnist'" in run_expecting_exit(finetune, ["--recipe", "ast-mnist"], tmp_path)
+    message = run_expecting_exit(finetune, ["--recipe", "demo", "--dataset_name", "mnist"], tmp_path)
+    assert "unknown dataset 'mnist'" in message and "esc50" in message
+
+
+def test_missing_label_column(finetune, tmp_path):
+    message = run_expecting_exit(finetune, ["--recipe", "demo", "--label_column_name", "word"], tmp_path)
+    assert "no column 'word'" in message and "--label_column_name" in message
+
+
+@pytest.mark.parametrize("rate", ["0", "-8000"])
+def test_sampling_rate_zero(finetune, tmp_path, rate):
+    assert "--sampling_rate" in run_expecting_exit(finetune, ["--recipe", "demo", "--sampling_rate", rate], tmp_path)
+
+
+@pytest.mark.parametrize("keep_rate", ["0", "1.5", "-0.3", "nan"])
+def test_keep_rate_outside_zero_one(finetune, tmp_path, keep_rate):
+    message = run_expecting_exit(finetune, ["--recipe", "demo", "--keep_rate", keep_rate], tmp_path)
+    assert "--keep_rate" in message and "(0, 1]" in message
+
+
+def test_empty_audio(finetune, tmp_path):
+    folder = tmp_path / "clips"
+    for split in ("train", "test"):
+        for word in ("yes", "no"):
+            (folder / split / word).mkdir(parents=True)
+            soundfile.write(folder / split / word / "a.wav", np.full(4000, 0.1, np.float32), 16000)
+    soundfile.write(folder / "train" / "yes" / "silent.wav", np.zeros(0, np.float32), 16000)
+    message = run_expecting_exit(finetune, ["--recipe", "demo", "--data_dir", str(folder)], tmp_path)
+    assert "1 of 3 rows of the train split cannot be used: train/yes/silent.wav: empty audio" in message
+
+
+# two processes ------------------------------------------------------------------------------------------------------
+
+
+def test_two_process_accelerate_run_ends_with_identical_weights(tmp_path):
+    script = tmp_path / "run_and_save_weights.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import importlib.util, sys, torch
+        spec = importlib.util.spec_from_file_location("finetune", {str(REPO / "recipes" / "finetune.py")!r})
+        finetune = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(finetune)
+        trainer = finetune.main(sys.argv[1:])
+        torch.save({{"world_size": trainer.args.world_size, "weights": trainer.model.state_dict()}},
+                   {str(tmp_path)!r} + f"/rank{{trainer.args.process_index}}.pt")
+        """)
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(script),
+        *TINY,
+        "--max_steps",
+        "3",
+        "--ddp_find_unused_parameters",
+        "false",
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
+    assert ranks[0]["weights"].keys() == ranks[1]["weights"].keys()
+    for name, weight in ranks[0]["weights"].items():
+        assert torch.equal(weight, ranks[1]["weights"][name]), name
+    assert (tmp_path / "out" / "README.md").is_file()
+
+
+def test_audiomae_recipe_path_trains_a_tiny_model(finetune, tmp_path):
+    hf_token_prune = pytest.importorskip("hf_token_prune")
+    if not hasattr(hf_token_prune, "PrunedAudioMAEForAudioClassification"):
+        pytest.skip("PrunedAudioMAE has not landed yet")
+    output = tmp_path / "tiny-audiomae"
+    trainer = finetune.main(
+        [
+            "--recipe",
+            "demo",
+            "--model_type",
+            "pruned-audiomae",
+            "--config_overrides",
+            "hidden_size=32,num_attention_heads=2,intermediate_size=64",
+            "--num_mel_bins",
+            "32",
+            "--num_frames",
+            "64",
+            "--max_train_samples",
+            "16",
+            "--max_eval_samples",
+            "8",
+            "--per_device_train_batch_size",
+            "8",
+            "--max_steps",
+            "2",
+            "--layer_decay",
+            "0.75",
+            "--patch_mask_ratio",
+            "0.3",
+            "--eval_keep_rates",
+            "1.0,0.5",
+            "--disable_tqdm",
+            "true",
+            "--output_dir",
+            str(output),
+        ]
+    )
+    assert type(trainer.model).__name__ == "PrunedAudioMAEForAudioClassification"
+    assert type(trainer.processing_class).__name__ == "AudioMAEFeatureExtractor"
+    assert ModelCard.load(output / "README.md").data.keep_rate == 0.7
+
+
+@pytest.mark.parametrize("same_classes", [True, False])
+def test_pretrained_head_is_kept_for_its_classes_and_replaced_for_others(finetune, tmp_path, same_classes):
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+
+    words = ["down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes"]
+    names = list(reversed(words)) if same_classes else [f"class {i}" for i in range(10)]
+    config = ASTConfig(
+        hidden_size=32,
+        num_hidden_layers=12,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_mel_bins=32,
+        max_length=64,
+        frequency_stride=16,
+        time_stride=16,
+        num_labels=10,
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+    )
+    checkpoint = ASTForAudioClassification(config)
+    checkpoint.save_pretrained(tmp_path / "checkpoint")
+    ASTFeatureExtractor(num_mel_bins=32, max_length=64).save_pretrained(tmp_path / "checkpoint")
+    trainer = finetune.main(
+        [
+            "--recipe",
+            "demo",
+            "--model_name_or_path",
+            str(tmp_path / "checkpoint"),
+            "--num_frames",
+            "64",
+            "--learning_rate",
+            "0",
+            "--max_steps",
+            "1",
+            "--max_train_samples",
+            "8",
+            "--max_eval_samples",
+            "8",
+            "--eval_keep_rates",
+            "1.0",
+            "--disable_tqdm",
+            "true",
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
+    model = trainer.model
+    assert [model.config.id2label[i] for i in range(10)] == (names if same_classes else words)
+    kept = torch.equal(model.classifier.dense.weight, checkpoint.classifier.dense.weight)
+    assert kept is same_classes
+    encoder = model.audio_spectrogram_transformer.layers[5].mlp.fc1.weight
+    assert torch.equal(encoder, checkpoint.audio_spectrogram_transformer.layers[5].mlp.fc1.weight)
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    assert card.data.base_model is None  # a local folder is no Hub id: named in the text only
+    assert f"fine-tuned from `{tmp_path / 'checkpoint'}`" in card.text
+
+
+def test_fbank_padding_minimum_turns_a_checkpoints_ast_extractor_into_one_that_pads_with_the_minimum(finetune):
+    from transformers import ASTFeatureExtractor
+
+    stock = ASTFeatureExtractor(num_mel_bins=32, max_length=100, mean=-3.0, std=2.5)
+    minimum = finetune.with_fbank_padding(stock, "minimum")
+    assert finetune.with_fbank_padding(stock, "zero") is stock and finetune.with_fbank_padding(stock, None) is stock
+    assert (minimum.num_mel_bins, minimum.max_length, minimum.mean, minimum.std) == (32, 100, -3.0, 2.5)
+    wave = np.random.default_rng(0).normal(0, 0.1, 4800).astype(np.float32)  # 28 frames of 100
+    ours = minimum(wave, sampling_rate=16000, return_tensors="pt")["input_values"][0]
+    theirs = stock(wave, sampling_rate=16000, return_tensors="pt")["input_values"][0]
+    assert torch.equal(ours[:28], theirs[:28])
+    assert (ours[28:] == ours[:28].min()).all() and (theirs[28:] == (0 + 3.0) / 5.0).all()
