@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from .pruning import kept_token_counts, num_kept_tokens
+from .pruning import kept_token_counts, num_kept_tokens, parse_keep_rates
 
 
 AST_MODEL_TYPES = ("audio-spectrogram-transformer", "pruned-audio-spectrogram-transformer")
@@ -363,7 +363,10 @@ def main(argv=None):
         return 0 if _print_table_ii() else 1
 
     config = _load_config(args.model)
-    keep_rates = _parse_list(args.keep_rates, float, "keep_rates")
+    try:
+        keep_rates = parse_keep_rates(args.keep_rates)
+    except ValueError as error:
+        raise SystemExit(f"--keep_rates {error}") from None
     lengths = _parse_list(args.max_length, int, "max_length") if args.max_length else [config.max_length]
     if args.batch_size < 1:
         raise SystemExit(f"--batch_size={args.batch_size}: must be at least 1.")

@@ -47,6 +47,18 @@ def validate_pruning_config(keep_rate, pruning_layers, token_score, num_hidden_l
         raise ValueError(f"token_score={token_score!r} is invalid: choose one of {', '.join(TOKEN_SCORES)}.")
 
 
+def parse_keep_rates(text: str) -> list[float]:
+    """Keep rates from a command-line list such as ``"1.0,0.7,0.5"``; ``ValueError`` names what is wrong."""
+    try:
+        rates = [float(value) for value in str(text).split(",")]
+    except ValueError:
+        raise ValueError(f"{text!r}: give comma-separated keep rates in (0, 1], e.g. 1.0,0.7,0.5") from None
+    bad = [rate for rate in rates if not 0.0 < rate <= 1.0]
+    if bad:
+        raise ValueError(f"{text!r} contains {bad}: every keep rate must lie in (0, 1].")
+    return rates
+
+
 def num_kept_tokens(num_tokens: int, keep_rate: float) -> int:
     """``ceil(num_tokens * keep_rate)``, at least one token."""
     return max(1, math.ceil(num_tokens * keep_rate - _CEIL_TOLERANCE))

@@ -46,12 +46,19 @@ from hf_token_prune.analysis import (
     variation_clusters,
 )
 from hf_token_prune.analysis.report import write_index
-from hf_token_prune.pruning import TOKEN_SCORES
+from hf_token_prune.pruning import TOKEN_SCORES, parse_keep_rates
 
 
 def _analyses(text):
     try:
         return parse_analyses(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error))
+
+
+def _keep_rates(text):
+    try:
+        return parse_keep_rates(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error))
 
@@ -79,7 +86,7 @@ def parse_args(argv=None):
     parser.add_argument("--output_dir", type=Path, default=Path("analysis"))
     parser.add_argument("--keep_rate", type=float,
                         help="keep rate for patterns, kendall and histograms (default: the model's own, else 0.5)")
-    parser.add_argument("--keep_rates", type=_numbers(float), default=list(DEFAULT_KEEP_RATES),
+    parser.add_argument("--keep_rates", type=_keep_rates, default=list(DEFAULT_KEEP_RATES),
                         help="sweep keep rates (default: 1.0,0.9,...,0.4)")
     parser.add_argument("--token_scores", type=_numbers(str), default=list(TOKEN_SCORES),
                         help=f"sweep token scores (default: {','.join(TOKEN_SCORES)})")

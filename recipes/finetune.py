@@ -36,6 +36,7 @@ from transformers import (
 
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
 from hf_token_prune import metrics as metric_modules
+from hf_token_prune import pruning
 from hf_token_prune.data import (
     DATASETS,
     AudioFeatureTransform,
@@ -289,13 +290,9 @@ def read_recipe(name):
 
 def parse_keep_rates(text, flag):
     try:
-        rates = [float(value) for value in str(text).split(",")]
-    except ValueError:
-        raise SystemExit(f"{flag}={text!r}: give comma-separated keep rates in (0, 1], e.g. 1.0,0.7,0.5")
-    bad = [rate for rate in rates if not 0.0 < rate <= 1.0]
-    if bad:
-        raise SystemExit(f"{flag} contains {bad}: every keep rate must lie in (0, 1].")
-    return rates
+        return pruning.parse_keep_rates(text)
+    except ValueError as error:
+        raise SystemExit(f"{flag} {error}") from None
 
 
 def validate(data_args, pruning_args, training_args):

@@ -19,6 +19,7 @@ import torch
 from transformers import ASTFeatureExtractor
 
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
+from hf_token_prune.pruning import parse_keep_rates
 from hf_token_prune.visualization import kept_patch_mask, plot_pruning_stages
 
 
@@ -43,17 +44,6 @@ def parse_args():
     parser.add_argument("--output_dir", type=Path, default=Path("outputs/inference_demo"))
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
-
-
-def parse_keep_rates(text):
-    try:
-        rates = [float(value) for value in text.split(",")]
-    except ValueError:
-        raise SystemExit(f"--keep_rates={text!r}: give comma-separated numbers in (0, 1], e.g. 1.0,0.7,0.5")
-    bad = [rate for rate in rates if not 0.0 < rate <= 1.0]
-    if bad:
-        raise SystemExit(f"--keep_rates contains {bad}: every keep rate must lie in (0, 1].")
-    return rates
 
 
 def load_audio(path, sampling_rate):
@@ -86,7 +76,10 @@ def build_model(args):
 
 def main():
     args = parse_args()
-    keep_rates = parse_keep_rates(args.keep_rates)
+    try:
+        keep_rates = parse_keep_rates(args.keep_rates)
+    except ValueError as error:
+        raise SystemExit(f"--keep_rates {error}") from None
     torch.set_num_threads(args.num_threads)
     model, extractor = build_model(args)
     model.eval()

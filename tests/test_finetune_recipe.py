@@ -330,9 +330,6 @@ def test_two_process_accelerate_run_ends_with_identical_weights(tmp_path):
 
 
 def test_audiomae_recipe_path_trains_a_tiny_model(finetune, tmp_path):
-    hf_token_prune = pytest.importorskip("hf_token_prune")
-    if not hasattr(hf_token_prune, "PrunedAudioMAEForAudioClassification"):
-        pytest.skip("PrunedAudioMAE has not landed yet")
     output = tmp_path / "tiny-audiomae"
     trainer = finetune.main(
         [

@@ -1,5 +1,6 @@
 import json
 import math
+import re
 import warnings
 
 import numpy as np
@@ -15,7 +16,7 @@ from transformers.utils import logging
 from conftest import run_with_package_blocked, tiny_ast_kwargs
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification, PrunedASTModel, kept_token_counts
 from hf_token_prune.modeling_pruned_ast import PrunedASTAttention
-from hf_token_prune.pruning import PatchLayout, num_kept_tokens
+from hf_token_prune.pruning import PatchLayout, num_kept_tokens, parse_keep_rates
 from hf_token_prune.visualization import kept_patch_mask
 
 
@@ -499,3 +500,10 @@ def test_non_finite_input_raises(bad):
     inputs[1, 7, 3] = bad
     with pytest.raises(ValueError, match="NaN or infinite"):
         model(inputs)
+
+
+def test_keep_rate_lists_from_the_command_line():
+    assert parse_keep_rates("1.0,0.7,0.5") == [1.0, 0.7, 0.5]
+    for bad, message in (("1.0,x", "comma-separated"), ("0.5,1.5", "[1.5]"), ("0", "(0, 1]"), ("nan", "[nan]")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            parse_keep_rates(bad)
