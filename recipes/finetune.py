@@ -369,7 +369,7 @@ def build_model(model_args, data_args, pruning_args, pruning_layers, num_frames,
 
 def with_fbank_padding(extractor, fbank_padding):
     """The extractor, padding short clips as asked. transformers' `ASTFeatureExtractor` only pads with zero; the
-    minimum needs ours, the same Kaldi fbank with a padding choice, which the model folder then carries as remote code."""
+    minimum needs ours, the same Kaldi fbank with a padding choice, which the model folder carries as remote code."""
     if fbank_padding is None or getattr(extractor, "fbank_padding", "zero") == fbank_padding:
         return extractor
     if hasattr(extractor, "fbank_padding"):

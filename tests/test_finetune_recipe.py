@@ -437,3 +437,18 @@ def test_fbank_padding_minimum_turns_a_checkpoints_ast_extractor_into_one_that_p
     theirs = stock(wave, sampling_rate=16000, return_tensors="pt")["input_values"][0]
     assert torch.equal(ours[:28], theirs[:28])
     assert (ours[28:] == ours[:28].min()).all() and (theirs[28:] == (0 + 3.0) / 5.0).all()
+
+
+def test_recipe_run_interrupted_and_resumed_ends_where_the_uninterrupted_one_does(finetune, tmp_path):
+    # Augmentation (time shift, SpecAugment) and the keep-rate schedule all have to pick up exactly where they were.
+    run = TINY + ["--max_steps", "8", "--save_strategy", "steps", "--save_steps", "3", "--freq_mask", "8",
+                  "--time_mask", "16", "--eval_strategy", "no", "--eval_keep_rates", "0.7"]  # fmt: skip
+    full = finetune.main(run + ["--output_dir", str(tmp_path / "full")])
+    checkpoint = str(tmp_path / "full" / "checkpoint-3")
+    resumed = finetune.main(run + ["--output_dir", str(tmp_path / "resumed"), "--resume_from_checkpoint", checkpoint])
+    trajectory = [(e["step"], e["keep_rate"]) for e in full.state.log_history if "keep_rate" in e]
+    # steps 1-3 come back from the checkpoint's trainer state, 4-8 are logged anew
+    assert [(e["step"], e["keep_rate"]) for e in resumed.state.log_history if "keep_rate" in e] == trajectory
+    assert trajectory[0][1] == 1.0 and trajectory[-1][1] == 0.7
+    for (name, weight), (_, other) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert (weight - other).abs().max().item() <= 1e-6, name
