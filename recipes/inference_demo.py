@@ -19,6 +19,7 @@ import torch
 from transformers import ASTFeatureExtractor
 
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
+from hf_token_prune.analysis.inputs import load_pruned_model
 from hf_token_prune.pruning import parse_keep_rates
 from hf_token_prune.visualization import kept_patch_mask, plot_pruning_stages
 
@@ -29,10 +30,11 @@ WORDS = ["down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes"]
 SPEECH_COMMANDS_NORM = (-6.845978, 5.5654526)  # mean / std of Speech Commands V2 fbanks (paper recipe)
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_name_or_path", help="pruned or stock AST checkpoint (folder or Hub id); "
-                        "default: a random-weight ViT-B AST for 128-frame clips")
+    parser.add_argument("--model_name_or_path",
+                        help="pruned AST / AudioMAE folder (e.g. outputs/demo after `make demo`) or stock AST "
+                        "checkpoint, with its feature extractor; default: a random-weight ViT-B AST for 128-frame clips")
     parser.add_argument("--audio", type=Path, help="audio file (any rate soundfile reads; resampled to 16 kHz). "
                         "Default: the first 'yes' clip of the shipped keyword test split")
     parser.add_argument("--keep_rates", default="1.0,0.9,0.8,0.7,0.6,0.5,0.4",
@@ -43,7 +45,7 @@ def parse_args():
     parser.add_argument("--num_threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--output_dir", type=Path, default=Path("outputs/inference_demo"))
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def load_audio(path, sampling_rate):
@@ -62,8 +64,12 @@ def load_audio(path, sampling_rate):
 
 def build_model(args):
     if args.model_name_or_path:
-        model = PrunedASTForAudioClassification.from_pretrained(args.model_name_or_path, token_score=args.token_score)
-        return model, ASTFeatureExtractor.from_pretrained(args.model_name_or_path)
+        try:
+            model, extractor = load_pruned_model(args.model_name_or_path)
+        except ValueError as error:
+            raise SystemExit(f"--model_name_or_path: {error}") from None
+        model.config.token_score = args.token_score
+        return model, extractor
     torch.manual_seed(args.seed)
     config = PrunedASTConfig(
         max_length=128, frequency_stride=16, time_stride=16, token_score=args.token_score,
@@ -74,8 +80,8 @@ def build_model(args):
     return PrunedASTForAudioClassification(config), extractor
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    args = parse_args(argv)
     try:
         keep_rates = parse_keep_rates(args.keep_rates)
     except ValueError as error:

@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import subprocess
 import sys
@@ -16,6 +17,14 @@ import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 KEYWORDS = REPO / "data" / "keywords"
+
+
+def load_recipe(name):
+    """A script of recipes/ as a module, so tests call its `main(argv)` in-process."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_ast_kwargs(**overrides):

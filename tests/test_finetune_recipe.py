@@ -1,6 +1,5 @@
 """recipes/finetune.py end to end: the model folder and its card, remote code, bad input, two processes."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,7 +14,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from transformers import AutoFeatureExtractor, pipeline
 
-from conftest import KEYWORDS, REPO
+from conftest import KEYWORDS, REPO, load_recipe
 from hf_token_prune.data import load_audio_classification
 
 
@@ -51,16 +50,9 @@ TINY = [
 ]
 
 
-def load_recipe_module():
-    spec = importlib.util.spec_from_file_location("finetune", REPO / "recipes" / "finetune.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def finetune():
-    return load_recipe_module()
+    return load_recipe("finetune")
 
 
 @pytest.fixture(scope="module")
