@@ -575,23 +575,32 @@ class PatchMasking:
 
 @dataclass
 class Mixup:
-    """Mix each clip, with probability `probability`, with another clip of the batch: features and targets are
-    combined with a weight drawn from Beta(alpha, alpha). AST: probability 0.5-0.6, alpha 10; AudioMAE: 1.0, 0.5.
+    """Mix each clip, with probability `probability`, with another clip of the batch, in the waveform, as AST's and
+    AudioMAE's data loaders do: `w * a + (1 - w) * b` with `b` cut or zero-padded to `a`'s length, the mean removed,
+    `w ~ Beta(alpha, alpha)`; the targets are mixed with the same `w`. Both papers: probability 0.5 (AST on Speech
+    Commands 0.6), alpha 10. The partner comes from the (shuffled) batch rather than the whole dataset.
     Targets must be float (one-hot or multi-hot): mixup needs a BCE-style loss."""
 
     probability: float = 0.0
     alpha: float = 10.0
     enabled: bool = True
 
-    def __call__(self, features: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator):
-        if not self.enabled or self.probability <= 0 or len(features) < 2:
-            return features, targets
-        batch = len(features)
-        partner = torch.as_tensor(rng.integers(0, batch, batch))
-        weight = rng.beta(self.alpha, self.alpha, batch)
-        weight = torch.as_tensor(np.where(rng.random(batch) < self.probability, weight, 1.0), dtype=features.dtype)
-        mixed = weight.view(-1, 1, 1) * features + (1 - weight.view(-1, 1, 1)) * features[partner]
-        return mixed, weight.view(-1, 1) * targets + (1 - weight.view(-1, 1)) * targets[partner]
+    def __call__(self, waves: list[np.ndarray], targets: torch.Tensor, rng: np.random.Generator):
+        if not self.enabled or self.probability <= 0 or len(waves) < 2:
+            return waves, targets
+        batch = len(waves)
+        partner = (np.arange(batch) + rng.integers(1, batch, batch)) % batch  # never the clip itself
+        weight = np.where(rng.random(batch) < self.probability, rng.beta(self.alpha, self.alpha, batch), 1.0)
+        mixed = []
+        for wave, other, w in zip(waves, (waves[j] for j in partner), weight):
+            if w == 1.0:
+                mixed.append(wave)
+                continue
+            other = other[: len(wave)] if len(other) >= len(wave) else np.pad(other, (0, len(wave) - len(other)))
+            blend = w * wave + (1 - w) * other
+            mixed.append((blend - blend.mean()).astype(np.float32))
+        w = torch.as_tensor(weight, dtype=targets.dtype).view(-1, 1)
+        return mixed, w * targets + (1 - w) * targets[torch.as_tensor(partner)]
 
 
 def normalised_zero(feature_extractor) -> float:
@@ -606,8 +615,8 @@ class AudioFeatureTransform:
     on the training split, augment.
 
     Targets are class indices for a cross-entropy loss (`one_hot=False`) and float one-hot / multi-hot vectors for a
-    BCE loss, the multi-label case or mixup. `time_shift` (if any) moves each clip in the input, then feature
-    augmentations run in the order given, then mixup.
+    BCE loss, the multi-label case or mixup. Mixup blends waveforms before the features are made; `time_shift`
+    (if any) moves each clip in the input, then feature augmentations run in the order given.
 
     Random draws come from a numpy generator seeded by `seed`, `epoch` and the ids of the batch's clips, not from
     torch's global generator: a run resumed from a checkpoint then augments every batch exactly as the uninterrupted
@@ -654,21 +663,21 @@ class AudioFeatureTransform:
         waves = [np.asarray(audio["array"], dtype=np.float32) for audio in batch["audio"]]
         random = self.augmentations or self.mixup is not None or self.time_shift is not None
         rng = self.rng(batch["id"]) if random else None
+        targets = self.targets(batch["labels"])
         if self.time_shift is not None:
             waves = self.time_shift.crop(waves, rng)
+        if self.mixup is not None:
+            waves, targets = self.mixup(waves, targets, rng)
         features = torch.as_tensor(
             self.feature_extractor(waves, sampling_rate=self.feature_extractor.sampling_rate, return_tensors="np")[
                 "input_values"
             ]
         )
-        targets = self.targets(batch["labels"])
         if rng is not None:
             if self.time_shift is not None:
                 features = self.time_shift.roll(features, waves, rng)
             for augmentation in self.augmentations:
                 features = augmentation(features, rng)
-            if self.mixup is not None:
-                features, targets = self.mixup(features, targets, rng)
         return {"input_values": features, "labels": targets}
 
 

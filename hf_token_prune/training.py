@@ -141,13 +141,15 @@ def layer_decay_parameter_groups(model, learning_rate: float, weight_decay: floa
     return [groups[key] for key in sorted(groups)]
 
 
-def step_decay_lambda(steps_per_epoch: int, start_epoch: int, every_epochs: int, factor: float):
+def step_decay_lambda(steps_per_epoch: int, start_epoch: int, every_epochs: int, factor: float, warmup_steps: int = 0):
     """AST's learning-rate schedule per optimizer step: multiplied by `factor` at epoch `start_epoch` and every
-    `every_epochs` epochs after (torch's MultiStepLR stepped per epoch in the original code)."""
+    `every_epochs` epochs after (torch's MultiStepLR stepped per epoch in the original code), after a linear warm-up
+    over the first `warmup_steps` steps (AST's AudioSet recipe warms up over 1000)."""
 
     def multiplier(step: int) -> float:
         epoch = step // steps_per_epoch
-        return 1.0 if epoch < start_epoch else factor ** ((epoch - start_epoch) // every_epochs + 1)
+        decay = 1.0 if epoch < start_epoch else factor ** ((epoch - start_epoch) // every_epochs + 1)
+        return decay * min(1.0, step / warmup_steps) if warmup_steps else decay
 
     return multiplier
 
@@ -159,18 +161,21 @@ class PrunedModelTrainer(Trainer):
         layer_decay (`float`, *optional*): layer-wise learning-rate decay (AudioMAE: 0.75); parameter groups get
             `lr * layer_decay ** (num_layers + 1 - depth)`.
         lr_step_decay (`tuple(int, int, float)`, *optional*): `(start_epoch, every_epochs, factor)`, AST's step decay
-            of the learning rate; replaces `args.lr_scheduler_type`.
+            of the learning rate; replaces `args.lr_scheduler_type` (the warm-up of `args` still applies).
+        warmup_epochs (`float`, *optional*): linear warm-up over this many epochs; replaces `args.warmup_steps` once
+            the steps per epoch are known (AudioMAE: 4).
 
     Set `model_card` (a `huggingface_hub.ModelCard`) after evaluation: `push_to_hub` then publishes it as README.md
     instead of transformers' generic card.
     """
 
-    def __init__(self, *args, layer_decay: float | None = None, lr_step_decay=None, **kwargs):
+    def __init__(self, *args, layer_decay: float | None = None, lr_step_decay=None, warmup_epochs=None, **kwargs):
         super().__init__(*args, **kwargs)
         if layer_decay is not None and not 0.0 < layer_decay <= 1.0:
             raise ValueError(f"layer_decay={layer_decay} is invalid: it must lie in (0, 1] (AudioMAE uses 0.75).")
         self.layer_decay = layer_decay
         self.lr_step_decay = lr_step_decay
+        self.warmup_epochs = warmup_epochs
         self.model_card = None
         self.update_steps_per_epoch = None
         # Callbacks run in order: put the keep-rate schedule first, so that every reporter sees `keep_rate` in the logs.
@@ -182,6 +187,8 @@ class PrunedModelTrainer(Trainer):
     def set_initial_training_values(self, args, dataloader):
         values = super().set_initial_training_values(args, dataloader)
         self.update_steps_per_epoch = values[1]
+        if self.warmup_epochs is not None:
+            args.warmup_steps = round(self.warmup_epochs * self.update_steps_per_epoch)
         return values
 
     def create_optimizer(self, model=None):
@@ -208,7 +215,13 @@ class PrunedModelTrainer(Trainer):
         start_epoch, every_epochs, factor = self.lr_step_decay
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer or self.optimizer,
-            step_decay_lambda(self.update_steps_per_epoch, start_epoch, every_epochs, factor),
+            step_decay_lambda(
+                self.update_steps_per_epoch,
+                start_epoch,
+                every_epochs,
+                factor,
+                self.args.get_warmup_steps(num_training_steps),
+            ),
         )
         self._created_lr_scheduler = True
         return self.lr_scheduler

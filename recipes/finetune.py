@@ -7,9 +7,10 @@
     python recipes/finetune.py --dataset_name audiofolder --data_dir my_sounds/ --model_name_or_path <AST checkpoint> \\
         --keep_rate 0.7 --shrink_start_epoch 2 --shrink_epochs 5 --num_train_epochs 10 --output_dir my-model
 
-A recipe (recipes/configs/<name>.json) sets every flag below to the paper's value for one setting; flags given on the
-command line override it. After training, the model is evaluated at each of --eval_keep_rates on the test split and
-the output folder receives the weights with their remote code, the feature extractor, a model card (README.md) and a
+A recipe (recipes/configs/<name>.json) sets the flags of one of the paper's settings (its "source" says where each
+value comes from and what is not reproduced; `demo` is ours); flags given on the command line override it. Batch
+sizes are per process, as --per_device_train_batch_size always is. After training, the model is evaluated at each
+of --eval_keep_rates on the test split and the output folder receives the weights with their remote code, the feature extractor, a model card (README.md) and a
 plot of the keep-rate schedule. Distributed: run the same command under `accelerate launch` (configure NCCL, FSDP or
 DeepSpeed with `accelerate config`); on CPU: `accelerate launch --multi_gpu --num_processes 2 --num_machines 1
 --mixed_precision no --dynamo_backend no recipes/finetune.py ...`.
@@ -96,7 +97,16 @@ class ModelArguments:
         metadata={"help": "Config fields of a model built from scratch, e.g. 'hidden_size=192,num_attention_heads=3'."},
     )
     attn_implementation: str = field(default="sdpa", metadata={"help": "Attention kernel: sdpa or eager."})
-    drop_path_rate: float | None = field(default=None, metadata={"help": "Stochastic depth (AudioMAE recipes: 0.1)."})
+    drop_path_rate: float | None = field(
+        default=None, metadata={"help": "Stochastic depth of a PrunedAudioMAE (its recipes: 0.1); AST has none."}
+    )
+    reset_classifier: bool = field(
+        default=False,
+        metadata={
+            "help": "Start the classifier head afresh even when the checkpoint's classes are the dataset's (the "
+            "paper's AST on AudioSet-20K). A head for other classes is always new."
+        },
+    )
     cache_dir: str | None = field(default=None, metadata={"help": "Where Hub models and datasets are cached."})
     torch_threads: int | None = field(
         default=None,
@@ -163,7 +173,11 @@ class DataArguments:
         metadata={"help": "Fraction of time-patch columns and frequency-patch rows blanked (AudioMAE masking)."},
     )
     mixup: float = field(
-        default=0.0, metadata={"help": "Probability that a training clip is mixed with another (needs --loss bce)."}
+        default=0.0,
+        metadata={
+            "help": "Probability that a training clip's waveform is blended with another clip's (targets too); needs "
+            "--loss bce, the default only for multi-label data."
+        },
     )
     time_shift: bool = field(
         default=False,
@@ -174,7 +188,7 @@ class DataArguments:
         },
     )
     mixup_alpha: float = field(
-        default=10.0, metadata={"help": "Mixup weight ~ Beta(alpha, alpha) (AST 10, AudioMAE 0.5)."}
+        default=10.0, metadata={"help": "Mixup weight ~ Beta(alpha, alpha) (AST and AudioMAE data loaders: 10)."}
     )
     loss: str | None = field(
         default=None,
@@ -204,7 +218,13 @@ class PruningArguments:
         default="attention",
         metadata={"help": "How tokens are ranked.", "choices": ["attention", "intensity", "variation", "random"]},
     )
-    shrink_start_epoch: float = field(default=0.0, metadata={"help": "Epoch at which the keep rate starts to shrink."})
+    shrink_start_epoch: float = field(
+        default=0.0,
+        metadata={
+            "help": "Epochs trained at keep rate 1.0 before it starts to shrink (0-based: 14 = from the 15th epoch); "
+            "SpecAugment and patch masking stop there unless --augment_while_pruning."
+        },
+    )
     shrink_epochs: float = field(
         default=0.0, metadata={"help": "Epochs over which it shrinks from 1.0 to --keep_rate."}
     )
@@ -215,8 +235,16 @@ class PruningArguments:
     optimizer: str = field(
         default="adamw",
         metadata={
-            "help": "adamw (decoupled weight decay, --optim) or adam (L2 weight decay, AST's recipes).",
+            "help": "adamw: the Trainer's --optim (decoupled weight decay); adam: torch.optim.Adam with L2 weight "
+            "decay, as AST's recipes (then --optim is not used).",
             "choices": ["adamw", "adam"],
+        },
+    )
+    base_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "AudioMAE's rule: --learning_rate = this x global batch / 256, the global batch being "
+            "--per_device_train_batch_size x processes x --gradient_accumulation_steps (AudioMAE recipes: 1e-3)."
         },
     )
     layer_decay: float | None = field(
@@ -229,7 +257,7 @@ class PruningArguments:
         },
     )
     warmup_epochs: float | None = field(
-        default=None, metadata={"help": "Linear warm-up in epochs (sets --warmup_steps)."}
+        default=None, metadata={"help": "Linear warm-up in epochs (replaces --warmup_steps; AudioMAE recipes: 4)."}
     )
     eval_keep_rates: str = field(
         default="1.0,0.9,0.8,0.7,0.6,0.5,0.4",
@@ -304,8 +332,20 @@ def validate(data_args, pruning_args, training_args):
         raise SystemExit(
             f"--sampling_rate {data_args.sampling_rate}: audio needs a positive rate (16000 in every recipe)."
         )
-    if data_args.mixup > 0 and data_args.loss == "ce":
-        raise SystemExit("--mixup blends targets, which the ce loss cannot take: use --loss bce or --mixup 0.")
+    multi_label = data_args.dataset_name in DATASETS and DATASETS[data_args.dataset_name].multi_label
+    if data_args.mixup > 0 and (data_args.loss or ("bce" if multi_label else "ce")) != "bce":
+        raise SystemExit(
+            "--mixup blends targets, which needs --loss bce (the default loss of single-label data is ce): add "
+            "--loss bce or set --mixup 0."
+        )
+    shrink_end = pruning_args.shrink_start_epoch + pruning_args.shrink_epochs
+    if keep_rate < 1.0 and training_args.max_steps <= 0 and shrink_end > training_args.num_train_epochs:
+        raise SystemExit(
+            f"--shrink_start_epoch {pruning_args.shrink_start_epoch:g} + --shrink_epochs {pruning_args.shrink_epochs:g}"
+            f" = {shrink_end:g} epochs, but --num_train_epochs is {training_args.num_train_epochs:g}: training would "
+            f"stop before the keep rate reaches {keep_rate}, at which the model is evaluated and saved. Shrink earlier "
+            "or train longer."
+        )
     if pruning_args.shrink_start_epoch < 0 or pruning_args.shrink_epochs < 0:
         raise SystemExit("--shrink_start_epoch and --shrink_epochs must be >= 0.")
     try:
@@ -476,6 +516,19 @@ def main(argv=None):
     if model_args.torch_threads:
         torch.set_num_threads(model_args.torch_threads)
     set_seed(training_args.seed)
+    if pruning_args.base_learning_rate is not None:
+        global_batch = (
+            training_args.per_device_train_batch_size
+            * training_args.world_size
+            * training_args.gradient_accumulation_steps
+        )
+        training_args.learning_rate = pruning_args.base_learning_rate * global_batch / 256
+        logger.info(
+            "learning rate %.3g = base %.3g x global batch %d / 256",
+            training_args.learning_rate,
+            pruning_args.base_learning_rate,
+            global_batch,
+        )
 
     with training_args.main_process_first(desc="loading and checking the dataset"):
         try:
@@ -494,7 +547,7 @@ def main(argv=None):
             logger.info("classes renumbered in the order of the checkpoint's classifier, which is kept")
         same_classes = checkpoint_labels == data.label_names
     model, extractor = build_model(model_args, data_args, pruning_args, pruning_layers, num_frames, data.label_names)
-    if model_args.model_name_or_path and not same_classes:
+    if model_args.model_name_or_path and (model_args.reset_classifier or not same_classes):
         # A head of the same size for other classes would load silently (only size mismatches are re-initialised), and
         # `_init_weights` skips loaded weights: take the head of a freshly initialised model instead.
         model.classifier.load_state_dict(type(model)(model.config).classifier.state_dict())
@@ -512,13 +565,20 @@ def main(argv=None):
         num_frames=num_frames,
     )
 
-    if pruning_args.warmup_epochs is not None:
-        training_args.warmup_steps = pruning_args.warmup_epochs / training_args.num_train_epochs
+    # As the paper: augmentation stops when shrinking starts, only in runs that prune.
+    stop_augmenting = keep_rate < 1.0 and not pruning_args.augment_while_pruning
+    if stop_augmenting and pruning_args.shrink_start_epoch == 0 and (
+        data_args.freq_mask or data_args.time_mask or data_args.patch_mask_ratio
+    ):
+        logger.warning(
+            "--freq_mask / --time_mask / --patch_mask_ratio have no effect: augmentation stops when the keep rate "
+            "starts shrinking, which is at epoch 0 (--shrink_start_epoch). --augment_while_pruning true keeps it."
+        )
     schedule = KeepRateScheduleCallback(
         keep_rate,
         pruning_args.shrink_start_epoch,
         pruning_args.shrink_epochs,
-        augmentations=() if pruning_args.augment_while_pruning else augmentations,
+        augmentations=augmentations if stop_augmenting else (),
     )
     optimizer = None
     if pruning_args.optimizer == "adam":
@@ -542,6 +602,7 @@ def main(argv=None):
         optimizer_cls_and_kwargs=optimizer,
         layer_decay=pruning_args.layer_decay,
         lr_step_decay=lr_step_decay,
+        warmup_epochs=pruning_args.warmup_epochs,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 

@@ -379,23 +379,28 @@ def test_patch_masking_blanks_whole_patch_rows_and_columns():
         assert (columns, rows) == (int(8 * 0.3), int(4 * 0.3))
 
 
-def test_mixup_mixes_features_and_targets_with_the_same_weight():
-    features, targets = torch.randn(16, 10, 4), torch.eye(16)  # one class per clip: the targets reveal the partner
-    mixed, mixed_targets = Mixup(probability=0.6, alpha=10.0)(features, targets, np.random.default_rng(0))
+def test_mixup_blends_waveforms_and_targets_with_the_same_weight():
+    generator = np.random.default_rng(3)
+    waves = [generator.normal(0, 0.1, int(n)).astype(np.float32) for n in generator.integers(3000, 5000, 16)]
+    targets = torch.eye(16)  # one class per clip: the targets reveal the partner
+    mixed, mixed_targets = Mixup(probability=0.6, alpha=10.0)(waves, targets, np.random.default_rng(0))
     num_mixed = 0
     for i in range(16):
         others = [j for j in range(16) if j != i and mixed_targets[i, j] > 0]
-        if not others:  # left alone, or mixed with itself
-            assert torch.allclose(mixed[i], features[i]) and mixed_targets[i, i] == 1
+        if not others:  # left alone
+            assert mixed[i] is waves[i] and mixed_targets[i, i] == 1
             continue
-        (j,) = others
-        weight = mixed_targets[i, i]
-        assert 0 < weight < 1 and torch.isclose(weight + mixed_targets[i, j], torch.tensor(1.0))
-        assert torch.allclose(mixed[i], weight * features[i] + (1 - weight) * features[j], atol=1e-6)
+        (j,) = others  # never mixed with itself
+        weight = mixed_targets[i, i].item()
+        assert 0 < weight < 1 and mixed_targets[i, j].item() == pytest.approx(1 - weight)
+        # the partner cut or zero-padded to this clip's length, the blend's mean removed (AST's data loader)
+        other = np.pad(waves[j], (0, max(0, len(waves[i]) - len(waves[j]))))[: len(waves[i])]
+        blend = weight * waves[i] + (1 - weight) * other
+        assert len(mixed[i]) == len(waves[i]) and np.allclose(mixed[i], blend - blend.mean(), atol=1e-6)
         num_mixed += 1
     assert 3 <= num_mixed <= 14
-    untouched, same = Mixup(probability=0.0)(features, targets, np.random.default_rng(0))
-    assert untouched is features and same is targets
+    untouched, same = Mixup(probability=0.0)(waves, targets, np.random.default_rng(0))
+    assert untouched is waves and same is targets
 
 
 def test_mixup_needs_float_targets():

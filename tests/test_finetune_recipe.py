@@ -77,7 +77,9 @@ def test_recipes_cover_the_paper_and_parse(finetune):
         ["--recipe", "ast-esc50", "--learning_rate", "3e-5", "--fold", "4"]
     )
     assert (data_args.dataset_name, data_args.fold, training_args.learning_rate) == ("esc50", 4, 3e-5)
-    assert (pruning_args.shrink_start_epoch, pruning_args.shrink_epochs, pruning_args.optimizer) == (5, 15, "adam")
+    # the paper's code counts epochs from 1: "shrink from epoch 5" is 4 finished epochs at keep rate 1.0
+    assert (pruning_args.shrink_start_epoch, pruning_args.shrink_epochs, pruning_args.optimizer) == (4, 15, "adam")
+    assert (data_args.fbank_padding, training_args.max_grad_norm) == ("minimum", 0.0)
     assert (training_args.per_device_train_batch_size, training_args.num_train_epochs) == (48, 30)
     assert (training_args.adam_beta1, training_args.adam_beta2, training_args.weight_decay) == (0.95, 0.999, 5e-7)
     _, _, data_args, pruning_args, training_args = finetune.parse_arguments(
@@ -85,11 +87,12 @@ def test_recipes_cover_the_paper_and_parse(finetune):
     )
     assert (pruning_args.layer_decay, pruning_args.shrink_start_epoch, pruning_args.shrink_epochs) == (0.75, 30, 20)
     assert (data_args.mixup, data_args.mixup_alpha, data_args.patch_mask_ratio, data_args.loss) == (
-        1.0,
         0.5,
+        10.0,
         0.3,
         "bce",
     )
+    assert (pruning_args.base_learning_rate, training_args.max_grad_norm) == (1e-3, 0.0)
     assert training_args.lr_scheduler_kwargs == {"min_lr": 1e-5}
     with pytest.raises(SystemExit, match="needs --model_name_or_path"):
         finetune.parse_arguments(["--recipe", "audiomae-esc50"])
@@ -259,6 +262,24 @@ def test_sampling_rate_zero(finetune, tmp_path, rate):
 def test_keep_rate_outside_zero_one(finetune, tmp_path, keep_rate):
     message = run_expecting_exit(finetune, ["--recipe", "demo", "--keep_rate", keep_rate], tmp_path)
     assert "--keep_rate" in message and "(0, 1]" in message
+
+
+def test_schedule_longer_than_training(finetune, tmp_path):
+    argv = ["--recipe", "demo", "--shrink_start_epoch", "20", "--shrink_epochs", "8", "--num_train_epochs", "24"]
+    message = run_expecting_exit(finetune, argv, tmp_path)
+    assert "= 28 epochs, but --num_train_epochs is 24" in message
+
+
+def test_mixup_with_the_default_single_label_loss(finetune, tmp_path):
+    assert "--mixup blends targets, which needs --loss bce" in run_expecting_exit(
+        finetune, ["--recipe", "demo", "--mixup", "0.5"], tmp_path
+    )
+
+
+def test_base_learning_rate_scales_with_the_global_batch(finetune, tmp_path):
+    argv = TINY + ["--max_steps", "1", "--base_learning_rate", "2e-3", "--gradient_accumulation_steps", "2"]
+    trainer = finetune.main(argv + ["--eval_strategy", "no", "--output_dir", str(tmp_path / "out")])
+    assert trainer.args.learning_rate == pytest.approx(2e-3 * 8 * 1 * 2 / 256)
 
 
 def test_empty_audio(finetune, tmp_path):

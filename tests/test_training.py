@@ -197,6 +197,12 @@ def test_step_decay_matches_ast_multistep_schedule():
         reference.step()
 
 
+def test_step_decay_warms_up_linearly_first():
+    multiplier = step_decay_lambda(steps_per_epoch=10, start_epoch=2, every_epochs=1, factor=0.5, warmup_steps=4)
+    assert [multiplier(step) for step in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    assert multiplier(20) == 0.5 and multiplier(35) == 0.25  # the decay is untouched after the warm-up
+
+
 class RandomFeatures(torch.utils.data.Dataset):
     def __init__(self, config, size):
         generator = torch.Generator().manual_seed(0)
@@ -241,3 +247,31 @@ def test_trainer_applies_layer_decay_and_ast_step_decay(tmp_path):
     logged = [entry["learning_rate"] for entry in trainer.state.log_history if "learning_rate" in entry]
     # 3 steps per epoch; the first group (depth 0 here: embeddings) is what Trainer reports
     assert logged == pytest.approx([1e-3 * 0.5**13] * 3 + [1e-4 * 0.5**13] * 3 + [1e-5 * 0.5**13] * 3)
+
+
+def test_warmup_in_epochs_becomes_steps_once_the_epoch_length_is_known(tmp_path):
+    config = PrunedASTConfig(**tiny_ast_kwargs(hidden_size=32, num_attention_heads=2, intermediate_size=64))
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        num_train_epochs=3,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=True,
+    )
+    trainer = PrunedModelTrainer(
+        model=PrunedASTForAudioClassification(config),
+        args=args,
+        train_dataset=RandomFeatures(config, 12),
+        lr_step_decay=(2, 1, 0.1),
+        warmup_epochs=1.5,  # 3 steps per epoch: 4.5 -> 4 warm-up steps (AudioMAE counts warm-up in epochs)
+    )
+    trainer.train()
+    assert trainer.args.warmup_steps == 4
+    logged = [entry["learning_rate"] for entry in trainer.state.log_history if "learning_rate" in entry]
+    # the learning rate each step ran with: warm-up 0..3/4 (from 0, as transformers' linear warm-up), then full,
+    # then AST's decay from epoch 2
+    assert logged == pytest.approx([0.0, 2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-4, 1e-4, 1e-4])
