@@ -11,9 +11,9 @@ A recipe (recipes/configs/<name>.json) sets the flags of one of the paper's sett
 value comes from and what is not reproduced; `demo` is ours); flags given on the command line override it. Batch
 sizes are per process, as --per_device_train_batch_size always is. After training, the model is evaluated at each
 of --eval_keep_rates on the test split and the output folder receives the weights with their remote code, the
-feature extractor, a model card (README.md) and a plot of the keep-rate schedule. Distributed: run the same command under `accelerate launch` (configure NCCL, FSDP or
-DeepSpeed with `accelerate config`); on CPU: `accelerate launch --multi_gpu --num_processes 2 --num_machines 1
---mixed_precision no --dynamo_backend no recipes/finetune.py ...`.
+feature extractor, a model card (README.md) and a plot of the keep-rate schedule. Distributed: run the same command
+under `accelerate launch` (configure NCCL, FSDP or DeepSpeed with `accelerate config`); on CPU: `accelerate launch
+--multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no recipes/finetune.py ...`.
 """
 
 import argparse
