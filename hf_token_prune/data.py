@@ -412,7 +412,8 @@ def load_audio_classification(
 
 
 def find_unusable_audio(split: Dataset, sampling_rate: int, description: str = "checking audio") -> list[tuple]:
-    """`(id, reason)` for every row whose audio does not decode, is empty or holds NaN / infinite samples.
+    """`(id, reason)` for every row whose audio does not decode, is empty, shorter than one 25 ms fbank window or
+    holds NaN / infinite samples.
 
     Decoding each row once here, before training, turns a bad file into a report instead of a crash mid-epoch; the
     result is cached by `datasets`, so a second run over the same data is free.
@@ -435,6 +436,8 @@ def find_unusable_audio(split: Dataset, sampling_rate: int, description: str = "
                 continue
             if samples.size == 0:
                 problems.append("empty audio (0 samples)")
+            elif num_fbank_frames(samples.size, sampling_rate) == 0:
+                problems.append(f"{samples.size} samples, shorter than one 25 ms fbank window")
             elif not np.isfinite(samples).all():
                 problems.append("NaN or infinite samples")
             else:

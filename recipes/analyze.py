@@ -56,6 +56,11 @@ def _analyses(text):
         raise argparse.ArgumentTypeError(str(error))
 
 
+def _keep_rate(text):
+    (keep_rate,) = _keep_rates(text)
+    return keep_rate
+
+
 def _keep_rates(text):
     try:
         return parse_keep_rates(text)
@@ -84,7 +89,7 @@ def parse_args(argv=None):
     parser.add_argument("--analyses", type=_analyses, default=list(ANALYSES),
                         help=f"comma-separated subset of {','.join(ANALYSES)} (default: all)")
     parser.add_argument("--output_dir", type=Path, default=Path("analysis"))
-    parser.add_argument("--keep_rate", type=float,
+    parser.add_argument("--keep_rate", type=_keep_rate,
                         help="keep rate for patterns, kendall and histograms (default: the model's own, else 0.5)")
     parser.add_argument("--keep_rates", type=_keep_rates, default=list(DEFAULT_KEEP_RATES),
                         help="sweep keep rates (default: 1.0,0.9,...,0.4)")

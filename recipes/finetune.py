@@ -157,7 +157,10 @@ class DataArguments:
     )
     num_frames: int | None = field(
         default=None,
-        metadata={"help": "Fbank frames per clip (10 ms each); default: the dataset's (table in NOTES.md)."},
+        metadata={
+            "help": "Fbank frames per clip (10 ms each); default: the dataset's (audioset 1024, speech_commands 128, "
+            "esc50 512, voxceleb1 1024), else the checkpoint's max_length."
+        },
     )
     num_mel_bins: int = field(default=128, metadata={"help": "Mel bins of a model built from scratch."})
     feature_mean: float | None = field(
@@ -280,6 +283,9 @@ def parse_arguments(argv=None):
     # Without an accelerator, `accelerate launch --multi_gpu` starts the processes but TrainingArguments only joins
     # them (gloo) with use_cpu: make that the default there.
     parser.set_defaults(use_cpu=not torch.accelerator.is_available())
+    # Every parameter takes part in every step (pruning drops tokens, not modules): DDP's search for unused ones
+    # only costs time and warns.
+    parser.set_defaults(ddp_find_unused_parameters=False)
     argv = sys.argv[1:] if argv is None else list(argv)
     recipe_args, _ = HfArgumentParser(RecipeArguments, add_help=False).parse_known_args(argv)
     required = []
@@ -352,6 +358,10 @@ def validate(data_args, pruning_args, training_args):
         pruning_layers = [int(layer) for layer in pruning_args.pruning_layers.split(",")]
     except ValueError:
         raise SystemExit(f"--pruning_layers {pruning_args.pruning_layers!r}: give 0-based layer indices, e.g. 3,6,9.")
+    if pruning_layers != sorted(set(pruning_layers)) or pruning_layers[0] < 0:
+        raise SystemExit(
+            f"--pruning_layers {pruning_args.pruning_layers!r}: give sorted, distinct, 0-based layer indices, e.g. 3,6,9."
+        )
     lr_step_decay = None
     if pruning_args.lr_step_decay:
         try:
@@ -367,11 +377,8 @@ def validate(data_args, pruning_args, training_args):
 def build_model(model_args, data_args, pruning_args, pruning_layers, num_frames, label_names):
     """The model and its feature extractor: a checkpoint to fine-tune, or a fresh model of --model_type."""
     pruning = {"keep_rate": 1.0, "pruning_layers": pruning_layers, "token_score": pruning_args.token_score}
-    labels = {
-        "num_labels": len(label_names),
-        "id2label": dict(enumerate(label_names)),
-        "label2id": {name: i for i, name in enumerate(label_names)},
-    }
+    # num_labels follows id2label; passing both to from_pretrained warns when the checkpoint had other classes
+    labels = {"id2label": dict(enumerate(label_names)), "label2id": {name: i for i, name in enumerate(label_names)}}
     extra = {} if model_args.drop_path_rate is None else {"drop_path_rate": model_args.drop_path_rate}
     if model_args.model_name_or_path:
         checkpoint_type = checkpoint_config(model_args).get("model_type", "")
@@ -538,6 +545,8 @@ def main(argv=None):
 
     spec = data.spec
     num_frames = data_args.num_frames or spec.num_frames
+    if num_frames is None and model_args.model_name_or_path:
+        num_frames = checkpoint_config(model_args).get("max_length")
     if num_frames is None:
         raise SystemExit(f"--num_frames is needed for {data_args.dataset_name} (fbank frames of 10 ms per clip).")
     same_classes = False
@@ -546,7 +555,12 @@ def main(argv=None):
         if data.align_labels(checkpoint_labels):
             logger.info("classes renumbered in the order of the checkpoint's classifier, which is kept")
         same_classes = checkpoint_labels == data.label_names
-    model, extractor = build_model(model_args, data_args, pruning_args, pruning_layers, num_frames, data.label_names)
+    try:
+        model, extractor = build_model(
+            model_args, data_args, pruning_args, pruning_layers, num_frames, data.label_names
+        )
+    except ValueError as error:  # a config value the model refuses, e.g. a pruning layer it does not have
+        raise SystemExit(f"finetune.py: {error}") from error
     if model_args.model_name_or_path and (model_args.reset_classifier or not same_classes):
         # A head of the same size for other classes would load silently (only size mismatches are re-initialised), and
         # `_init_weights` skips loaded weights: take the head of a freshly initialised model instead.
@@ -610,9 +624,9 @@ def main(argv=None):
         set(parse_keep_rates(pruning_args.eval_keep_rates, "--eval_keep_rates")) | {keep_rate, 1.0}, reverse=True
     )
     results = keep_rate_sweep(trainer, data.test, keep_rates, spec.metric)
-    print_table(results, spec.metric, data.splits["test"], keep_rate)
     trainer.save_model()
     if trainer.is_world_process_zero():
+        print_table(results, spec.metric, data.splits["test"], keep_rate)
         write_card(trainer, model, model_args, data_args, pruning_args, training_args, data, results, recipe.recipe)
     if training_args.push_to_hub:
         trainer.push_to_hub()

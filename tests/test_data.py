@@ -307,6 +307,7 @@ def keyword_copy_with_bad_files(tmp_path):
                 soundfile.write(folder / split / word / f"{word}_{i}.wav", tone(0.3, 16000), 16000)
     soundfile.write(folder / "train" / "no" / "no_empty.wav", np.zeros(0, np.float32), 16000)
     (folder / "train" / "yes" / "yes_broken.wav").write_bytes(b"RIFF this is not audio")
+    soundfile.write(folder / "train" / "yes" / "yes_click.wav", tone(0.00625, 16000), 16000)  # 100 samples
     return folder
 
 
@@ -316,8 +317,9 @@ def test_unusable_rows_are_reported_with_their_ids_before_training(tmp_path):
     with pytest.raises(ValueError) as error:
         drop_unusable_audio(data, 16000, drop=False)
     message = str(error.value)
-    assert "2 of 6 rows of the train split cannot be used" in message
+    assert "3 of 7 rows of the train split cannot be used" in message
     assert "train/no/no_empty.wav: empty audio" in message
+    assert "train/yes/yes_click.wav: 100 samples, shorter than one 25 ms fbank window" in message
     assert "train/yes/yes_broken.wav: does not decode" in message
     assert "--drop_unusable_rows" in message
 

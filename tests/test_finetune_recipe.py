@@ -282,6 +282,13 @@ def test_base_learning_rate_scales_with_the_global_batch(finetune, tmp_path):
     assert trainer.args.learning_rate == pytest.approx(2e-3 * 8 * 1 * 2 / 256)
 
 
+def test_bad_pruning_layers(finetune, tmp_path):
+    message = run_expecting_exit(finetune, ["--recipe", "demo", "--pruning_layers", "6,3"], tmp_path)
+    assert "sorted, distinct, 0-based" in message
+    message = run_expecting_exit(finetune, ["--recipe", "demo", "--pruning_layers", "3,6,12"], tmp_path)
+    assert "contains [12], outside the model's layers" in message and "[0, 11]" in message
+
+
 def test_empty_audio(finetune, tmp_path):
     folder = tmp_path / "clips"
     for split in ("train", "test"):
@@ -326,8 +333,6 @@ def test_two_process_accelerate_run_ends_with_identical_weights(tmp_path):
         *TINY,
         "--max_steps",
         "3",
-        "--ddp_find_unused_parameters",
-        "false",
         "--output_dir",
         str(tmp_path / "out"),
     ]
@@ -381,12 +386,10 @@ def test_audiomae_recipe_path_trains_a_tiny_model(finetune, tmp_path):
     assert ModelCard.load(output / "README.md").data.keep_rate == 0.7
 
 
-@pytest.mark.parametrize("same_classes", [True, False])
-def test_pretrained_head_is_kept_for_its_classes_and_replaced_for_others(finetune, tmp_path, same_classes):
+def stock_ast_checkpoint(folder, names):
+    """A tiny transformers AST for 64 frames x 32 mel bins with its feature extractor, saved to `folder`."""
     from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 
-    words = ["down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes"]
-    names = list(reversed(words)) if same_classes else [f"class {i}" for i in range(10)]
     config = ASTConfig(
         hidden_size=32,
         num_hidden_layers=12,
@@ -396,13 +399,33 @@ def test_pretrained_head_is_kept_for_its_classes_and_replaced_for_others(finetun
         max_length=64,
         frequency_stride=16,
         time_stride=16,
-        num_labels=10,
+        num_labels=len(names),
         id2label=dict(enumerate(names)),
         label2id={n: i for i, n in enumerate(names)},
     )
     checkpoint = ASTForAudioClassification(config)
-    checkpoint.save_pretrained(tmp_path / "checkpoint")
-    ASTFeatureExtractor(num_mel_bins=32, max_length=64).save_pretrained(tmp_path / "checkpoint")
+    checkpoint.save_pretrained(folder)
+    ASTFeatureExtractor(num_mel_bins=32, max_length=64).save_pretrained(folder)
+    return checkpoint
+
+
+def test_any_audio_folder_fine_tunes_a_checkpoint_at_its_own_input_length(finetune, tmp_path):
+    stock_ast_checkpoint(tmp_path / "checkpoint", [f"class {i}" for i in range(10)])
+    trainer = finetune.main(
+        ["--dataset_name", "audiofolder", "--data_dir", str(KEYWORDS), "--model_name_or_path",
+         str(tmp_path / "checkpoint"), "--max_steps", "1", "--max_train_samples", "8", "--max_eval_samples", "8",
+         "--eval_keep_rates", "1.0", "--disable_tqdm", "true", "--output_dir", str(tmp_path / "out")]
+    )  # fmt: skip
+    assert trainer.model.config.max_length == 64 and trainer.processing_class.max_length == 64
+
+
+@pytest.mark.parametrize("same_classes, reset_classifier", [(True, False), (False, False), (True, True)])
+def test_pretrained_head_is_kept_for_its_classes_and_replaced_for_others(
+    finetune, tmp_path, same_classes, reset_classifier
+):
+    words = ["down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes"]
+    names = list(reversed(words)) if same_classes else [f"class {i}" for i in range(10)]
+    checkpoint = stock_ast_checkpoint(tmp_path / "checkpoint", names)
     trainer = finetune.main(
         [
             "--recipe",
@@ -423,6 +446,8 @@ def test_pretrained_head_is_kept_for_its_classes_and_replaced_for_others(finetun
             "1.0",
             "--disable_tqdm",
             "true",
+            "--reset_classifier",
+            str(reset_classifier),
             "--output_dir",
             str(tmp_path / "out"),
         ]
@@ -430,7 +455,7 @@ def test_pretrained_head_is_kept_for_its_classes_and_replaced_for_others(finetun
     model = trainer.model
     assert [model.config.id2label[i] for i in range(10)] == (names if same_classes else words)
     kept = torch.equal(model.classifier.dense.weight, checkpoint.classifier.dense.weight)
-    assert kept is same_classes
+    assert kept is (same_classes and not reset_classifier)
     encoder = model.audio_spectrogram_transformer.layers[5].mlp.fc1.weight
     assert torch.equal(encoder, checkpoint.audio_spectrogram_transformer.layers[5].mlp.fc1.weight)
     card = ModelCard.load(tmp_path / "out" / "README.md")
