@@ -191,6 +191,12 @@ class PrunedModelTrainer(Trainer):
             args.warmup_steps = round(self.warmup_epochs * self.update_steps_per_epoch)
         return values
 
+    def get_decay_parameter_names(self, model) -> list[str]:
+        # timm's ViTs (and AudioMAE's fine-tuning) exempt the extra tokens and position embeddings from weight decay,
+        # besides the biases and LayerNorm weights Trainer already exempts.
+        exempt = ("cls_token", "distillation_token", "position_embeddings")
+        return [name for name in super().get_decay_parameter_names(model) if name.rsplit(".", 1)[-1] not in exempt]
+
     def create_optimizer(self, model=None):
         if self.layer_decay is None or self.optimizer is not None:
             return super().create_optimizer(model)

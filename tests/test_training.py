@@ -275,3 +275,13 @@ def test_warmup_in_epochs_becomes_steps_once_the_epoch_length_is_known(tmp_path)
     # the learning rate each step ran with: warm-up 0..3/4 (from 0, as transformers' linear warm-up), then full,
     # then AST's decay from epoch 2
     assert logged == pytest.approx([0.0, 2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-4, 1e-4, 1e-4])
+
+
+def test_extra_tokens_and_position_embeddings_get_no_weight_decay(tmp_path):
+    model = PrunedASTForAudioClassification(PrunedASTConfig(**tiny_ast_kwargs()))
+    trainer = PrunedModelTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to="none"))
+    decayed = set(trainer.get_decay_parameter_names(model))
+    embeddings = "audio_spectrogram_transformer.embeddings."
+    exempt = {embeddings + name for name in ("cls_token", "distillation_token", "position_embeddings")}
+    assert exempt <= dict(model.named_parameters()).keys() and not exempt & decayed
+    assert "audio_spectrogram_transformer.layers.0.mlp.fc1.weight" in decayed
