@@ -216,11 +216,11 @@ class RandomFeatures(torch.utils.data.Dataset):
         return {"input_values": self.inputs[index], "labels": self.labels[index]}
 
 
-def test_trainer_applies_layer_decay_and_ast_step_decay(tmp_path):
+def three_epoch_run(output_dir):
+    """A tiny AST config and the arguments of a 3-epoch run of 3 steps each over `RandomFeatures(config, 12)`."""
     config = PrunedASTConfig(**tiny_ast_kwargs(hidden_size=32, num_attention_heads=2, intermediate_size=64))
-    model = PrunedASTForAudioClassification(config)
     args = TrainingArguments(
-        output_dir=str(tmp_path),
+        output_dir=str(output_dir),
         num_train_epochs=3,
         per_device_train_batch_size=4,
         learning_rate=1e-3,
@@ -230,6 +230,12 @@ def test_trainer_applies_layer_decay_and_ast_step_decay(tmp_path):
         disable_tqdm=True,
         use_cpu=True,
     )
+    return config, args
+
+
+def test_trainer_applies_layer_decay_and_ast_step_decay(tmp_path):
+    config, args = three_epoch_run(tmp_path)
+    model = PrunedASTForAudioClassification(config)
     trainer = PrunedModelTrainer(
         model=model,
         args=args,
@@ -250,18 +256,7 @@ def test_trainer_applies_layer_decay_and_ast_step_decay(tmp_path):
 
 
 def test_warmup_in_epochs_becomes_steps_once_the_epoch_length_is_known(tmp_path):
-    config = PrunedASTConfig(**tiny_ast_kwargs(hidden_size=32, num_attention_heads=2, intermediate_size=64))
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        num_train_epochs=3,
-        per_device_train_batch_size=4,
-        learning_rate=1e-3,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        use_cpu=True,
-    )
+    config, args = three_epoch_run(tmp_path)
     trainer = PrunedModelTrainer(
         model=PrunedASTForAudioClassification(config),
         args=args,
