@@ -344,6 +344,11 @@ def validate(data_args, pruning_args, training_args):
             "--mixup blends targets, which needs --loss bce (the default loss of single-label data is ce): add "
             "--loss bce or set --mixup 0."
         )
+    if training_args.dataloader_persistent_workers and training_args.dataloader_num_workers > 0:
+        raise SystemExit(
+            "--dataloader_persistent_workers keeps each worker's copy of the feature transform from the first epoch: "
+            "augmentation would repeat the same draws every epoch and never switch off. Leave it off."
+        )
     shrink_end = pruning_args.shrink_start_epoch + pruning_args.shrink_epochs
     if keep_rate < 1.0 and training_args.max_steps <= 0 and shrink_end > training_args.num_train_epochs:
         raise SystemExit(
@@ -360,7 +365,8 @@ def validate(data_args, pruning_args, training_args):
         raise SystemExit(f"--pruning_layers {pruning_args.pruning_layers!r}: give 0-based layer indices, e.g. 3,6,9.")
     if pruning_layers != sorted(set(pruning_layers)) or pruning_layers[0] < 0:
         raise SystemExit(
-            f"--pruning_layers {pruning_args.pruning_layers!r}: give sorted, distinct, 0-based layer indices, e.g. 3,6,9."
+            f"--pruning_layers {pruning_args.pruning_layers!r}: give sorted, distinct, 0-based layer indices, "
+            "e.g. 3,6,9."
         )
     lr_step_decay = None
     if pruning_args.lr_step_decay:
@@ -694,7 +700,7 @@ def write_card(trainer, model, model_args, data_args, pruning_args, training_arg
         dataset_id=data.source if data_args.dataset_name != "audiofolder" else Path(data.source).name,
         dataset_pretty_name=data.spec.pretty_name
         if data_args.dataset_name != "audiofolder"
-        else f"the audio files of {Path(data.source).name}/",
+        else f"{Path(data.source).name} (audio folder)",
         dataset_config=data.config_name,
         dataset_split=data.splits["test"],
         metric=data.spec.metric,
@@ -706,6 +712,13 @@ def write_card(trainer, model, model_args, data_args, pruning_args, training_arg
     card.save(output / "README.md")
     trainer.model_card = card
     print(f"\nwrote {output}: weights, remote code, feature extractor, README.md (model card), {plot_file}")
+    print(f"next: one clip at each keep rate: python recipes/inference_demo.py --model_name_or_path {output}")
+    if data_args.dataset_name not in DATASETS or data_args.dataset_name == "audiofolder":
+        print(
+            f"      which patches it keeps: python recipes/analyze.py --model_name_or_path {output} --dataset_name "
+            f"{data_args.dataset_name}" + (f" --data_dir {data_args.data_dir}" if data_args.data_dir else "")
+            + f" --split {data.splits['test']} --output_dir {output / 'analysis'}"
+        )
 
 
 if __name__ == "__main__":

@@ -270,6 +270,11 @@ def test_schedule_longer_than_training(finetune, tmp_path):
     assert "= 28 epochs, but --num_train_epochs is 24" in message
 
 
+def test_persistent_workers_would_freeze_augmentation(finetune, tmp_path):
+    argv = ["--recipe", "demo", "--dataloader_persistent_workers", "true"]
+    assert "--dataloader_persistent_workers keeps each worker's copy" in run_expecting_exit(finetune, argv, tmp_path)
+
+
 def test_mixup_with_the_default_single_label_loss(finetune, tmp_path):
     assert "--mixup blends targets, which needs --loss bce" in run_expecting_exit(
         finetune, ["--recipe", "demo", "--mixup", "0.5"], tmp_path
