@@ -674,12 +674,14 @@ def write_card(trainer, model, model_args, data_args, pruning_args, training_arg
         "keep rate schedule": f"1.0 until epoch {pruning_args.shrink_start_epoch}, cosine to {pruning_args.keep_rate} "
         f"over {pruning_args.shrink_epochs} epochs, stepped per optimizer step",
         "epochs": training_args.num_train_epochs,
-        "batch size": training_args.per_device_train_batch_size
+        "batch size (global)": training_args.per_device_train_batch_size
         * training_args.world_size
         * training_args.gradient_accumulation_steps,
         "optimizer": f"{pruning_args.optimizer}, betas ({training_args.adam_beta1}, {training_args.adam_beta2}), "
         f"weight decay {training_args.weight_decay}",
         "learning rate": training_args.learning_rate,
+        "warm-up steps": trainer.args.warmup_steps,
+        "gradient clipping (max norm)": training_args.max_grad_norm or "-",
         "learning-rate schedule": f"step decay (start epoch, every, factor) {pruning_args.lr_step_decay}"
         if pruning_args.lr_step_decay
         else str(training_args.lr_scheduler_type.value),
@@ -690,6 +692,7 @@ def write_card(trainer, model, model_args, data_args, pruning_args, training_arg
         "mixup (probability, alpha)": f"{data_args.mixup}, {data_args.mixup_alpha}",
         "fbank frames / normalisation": f"{model.config.max_length} / mean {trainer.processing_class.mean:.4f}, "
         f"std {trainer.processing_class.std:.4f}",
+        "short clips padded with": getattr(trainer.processing_class, "fbank_padding", "zero"),
         "time shift (each clip at a random position of the input)": data_args.time_shift,
     }
     card = build_model_card(
