@@ -14,7 +14,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from transformers import AutoFeatureExtractor, pipeline
 
-from conftest import KEYWORDS, REPO, load_recipe
+from conftest import KEYWORDS, REPO, load_recipe, tiny_ast_kwargs
 from hf_token_prune.data import load_audio_classification
 
 
@@ -395,16 +395,9 @@ def stock_ast_checkpoint(folder, names):
     """A tiny transformers AST for 64 frames x 32 mel bins with its feature extractor, saved to `folder`."""
     from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 
+    tiny = tiny_ast_kwargs(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_mel_bins=32, max_length=64)
     config = ASTConfig(
-        hidden_size=32,
-        num_hidden_layers=12,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_mel_bins=32,
-        max_length=64,
-        frequency_stride=16,
-        time_stride=16,
-        num_labels=len(names),
+        **{**tiny, "num_labels": len(names)},
         id2label=dict(enumerate(names)),
         label2id={n: i for i, n in enumerate(names)},
     )
