@@ -516,7 +516,7 @@ class TimeShift:
 
 def samples_for_frames(num_frames: int, sampling_rate: int) -> int:
     """Waveform length that gives exactly `num_frames` Kaldi fbank frames (25 ms windows, 10 ms shift)."""
-    return (num_frames - 1) * sampling_rate // 100 + sampling_rate * 25 // 1000
+    return (num_frames - 1) * (sampling_rate // 100) + sampling_rate * 25 // 1000
 
 
 def num_fbank_frames(num_samples: int, sampling_rate: int) -> int:
@@ -599,8 +599,9 @@ class Mixup:
             if w == 1.0:
                 mixed.append(wave)
                 continue
+            other = other - other.mean()  # before padding, so the padding is silence for any DC offset
             other = other[: len(wave)] if len(other) >= len(wave) else np.pad(other, (0, len(wave) - len(other)))
-            blend = w * wave + (1 - w) * other
+            blend = w * (wave - wave.mean()) + (1 - w) * other
             mixed.append((blend - blend.mean()).astype(np.float32))
         w = torch.as_tensor(weight, dtype=targets.dtype).view(-1, 1)
         return mixed, w * targets + (1 - w) * targets[torch.as_tensor(partner)]

@@ -247,7 +247,8 @@ class PruningArguments:
         default=None,
         metadata={
             "help": "AudioMAE's rule: --learning_rate = this x global batch / 256, the global batch being "
-            "--per_device_train_batch_size x processes x --gradient_accumulation_steps (AudioMAE recipes: 1e-3)."
+            "--per_device_train_batch_size x devices x --gradient_accumulation_steps (AudioMAE recipes: 1e-3). "
+            "Ignored when --learning_rate is given on the command line."
         },
     )
     layer_decay: float | None = field(
@@ -307,6 +308,8 @@ def parse_arguments(argv=None):
         )
     if values["dataset_name"] is None:
         parser.error(f"give --dataset_name or a --recipe ({', '.join(available_recipes())}).")
+    if any(arg == "--learning_rate" or arg.startswith("--learning_rate=") for arg in argv):
+        parsed[3].base_learning_rate = None  # a learning rate given outright wins over a recipe's base rate
     return parsed
 
 
@@ -337,6 +340,12 @@ def validate(data_args, pruning_args, training_args):
     if data_args.sampling_rate <= 0:
         raise SystemExit(
             f"--sampling_rate {data_args.sampling_rate}: audio needs a positive rate (16000 in every recipe)."
+        )
+    if data_args.sampling_rate != 16000:
+        raise SystemExit(
+            f"--sampling_rate {data_args.sampling_rate}: the fbank feature extractors frame 400-sample windows every "
+            "160 samples, i.e. 25 ms / 10 ms only at 16000 Hz, the rate of every recipe and checkpoint here. Audio "
+            "is resampled when it is decoded: keep 16000."
         )
     multi_label = data_args.dataset_name in DATASETS and DATASETS[data_args.dataset_name].multi_label
     if data_args.mixup > 0 and (data_args.loss or ("bce" if multi_label else "ce")) != "bce":
@@ -375,6 +384,13 @@ def validate(data_args, pruning_args, training_args):
             lr_step_decay = (int(start), int(every), float(factor))
         except ValueError:
             raise SystemExit(f"--lr_step_decay {pruning_args.lr_step_decay!r}: give start_epoch,every_epochs,factor.")
+        if lr_step_decay[0] < 0 or lr_step_decay[1] < 1 or lr_step_decay[2] <= 0:
+            raise SystemExit(
+                f"--lr_step_decay {pruning_args.lr_step_decay!r}: start_epoch must be >= 0, every_epochs >= 1 and the "
+                "factor > 0, e.g. 5,1,0.85."
+            )
+    if pruning_args.warmup_epochs is not None and pruning_args.warmup_epochs < 0:
+        raise SystemExit(f"--warmup_epochs {pruning_args.warmup_epochs}: give a number of epochs >= 0.")
     # The transforms need the audio and labels columns that Trainer would otherwise strip as "unused".
     training_args.remove_unused_columns = False
     return keep_rate, pruning_layers, lr_step_decay
@@ -531,9 +547,7 @@ def main(argv=None):
     set_seed(training_args.seed)
     if pruning_args.base_learning_rate is not None:
         global_batch = (
-            training_args.per_device_train_batch_size
-            * training_args.world_size
-            * training_args.gradient_accumulation_steps
+            training_args.train_batch_size * training_args.world_size * training_args.gradient_accumulation_steps
         )
         training_args.learning_rate = pruning_args.base_learning_rate * global_batch / 256
         logger.info(
@@ -567,6 +581,12 @@ def main(argv=None):
         )
     except ValueError as error:  # a config value the model refuses, e.g. a pruning layer it does not have
         raise SystemExit(f"finetune.py: {error}") from error
+    if extractor.sampling_rate != data_args.sampling_rate:
+        # the Kaldi fbank frames 25 ms windows in samples of the extractor's rate: other audio would be misread
+        raise SystemExit(
+            f"--sampling_rate {data_args.sampling_rate}: the feature extractor expects {extractor.sampling_rate} Hz "
+            f"audio; decode at --sampling_rate {extractor.sampling_rate}."
+        )
     if model_args.model_name_or_path and (model_args.reset_classifier or not same_classes):
         # A head of the same size for other classes would load silently (only size mismatches are re-initialised), and
         # `_init_weights` skips loaded weights: take the head of a freshly initialised model instead.
@@ -673,7 +693,7 @@ def write_card(trainer, model, model_args, data_args, pruning_args, training_arg
         "recipe": recipe_name or "-",
         "keep rate schedule": f"1.0 until epoch {pruning_args.shrink_start_epoch}, cosine to {pruning_args.keep_rate} "
         f"over {pruning_args.shrink_epochs} epochs, stepped per optimizer step",
-        "epochs": training_args.num_train_epochs,
+        "epochs": round(trainer.state.epoch, 2),
         "batch size (global)": training_args.per_device_train_batch_size
         * training_args.world_size
         * training_args.gradient_accumulation_steps,

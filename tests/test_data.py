@@ -395,9 +395,9 @@ def test_mixup_blends_waveforms_and_targets_with_the_same_weight():
         (j,) = others  # never mixed with itself
         weight = mixed_targets[i, i].item()
         assert 0 < weight < 1 and mixed_targets[i, j].item() == pytest.approx(1 - weight)
-        # the partner cut or zero-padded to this clip's length, the blend's mean removed (AST's data loader)
-        other = np.pad(waves[j], (0, max(0, len(waves[i]) - len(waves[j]))))[: len(waves[i])]
-        blend = weight * waves[i] + (1 - weight) * other
+        # both de-meaned, the partner cut or zero-padded to this clip's length, the blend de-meaned (AST's loader)
+        other = np.pad(waves[j] - waves[j].mean(), (0, max(0, len(waves[i]) - len(waves[j]))))[: len(waves[i])]
+        blend = weight * (waves[i] - waves[i].mean()) + (1 - weight) * other
         assert len(mixed[i]) == len(waves[i]) and np.allclose(mixed[i], blend - blend.mean(), atol=1e-6)
         num_mixed += 1
     assert 3 <= num_mixed <= 14

@@ -253,7 +253,7 @@ def test_missing_label_column(finetune, tmp_path):
     assert "no column 'word'" in message and "--label_column_name" in message
 
 
-@pytest.mark.parametrize("rate", ["0", "-8000"])
+@pytest.mark.parametrize("rate", ["0", "-8000", "8000"])
 def test_sampling_rate_zero(finetune, tmp_path, rate):
     assert "--sampling_rate" in run_expecting_exit(finetune, ["--recipe", "demo", "--sampling_rate", rate], tmp_path)
 
@@ -279,6 +279,18 @@ def test_mixup_with_the_default_single_label_loss(finetune, tmp_path):
     assert "--mixup blends targets, which needs --loss bce" in run_expecting_exit(
         finetune, ["--recipe", "demo", "--mixup", "0.5"], tmp_path
     )
+
+
+def test_bad_learning_rate_step_decay_and_warmup(finetune, tmp_path):
+    message = run_expecting_exit(finetune, ["--recipe", "demo", "--lr_step_decay", "5,0,0.85"], tmp_path)
+    assert "every_epochs >= 1" in message
+    assert "--warmup_epochs -1.0" in run_expecting_exit(finetune, ["--recipe", "demo", "--warmup_epochs", "-1"], tmp_path)
+
+
+def test_a_learning_rate_given_outright_wins_over_a_recipes_base_rate(finetune):
+    argv = ["--recipe", "audiomae-esc50", "--model_name_or_path", "x"]
+    assert finetune.parse_arguments(argv)[3].base_learning_rate == 1e-3
+    assert finetune.parse_arguments(argv + ["--learning_rate", "5e-4"])[3].base_learning_rate is None
 
 
 def test_base_learning_rate_scales_with_the_global_batch(finetune, tmp_path):
