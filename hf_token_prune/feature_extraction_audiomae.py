@@ -56,6 +56,15 @@ class AudioMAEFeatureExtractor(ASTFeatureExtractor):
         )
         self.fbank_padding = fbank_padding
 
+    def __call__(self, raw_speech, sampling_rate=None, **kwargs):
+        # transformers' own check names the whole extractor config; say the two rates and the fix instead
+        if sampling_rate is not None and sampling_rate != self.sampling_rate:
+            raise ValueError(
+                f"sampling rate {sampling_rate} Hz: this feature extractor takes {self.sampling_rate} Hz audio; resample "
+                "the clip first (e.g. scipy.signal.resample_poly)."
+            )
+        return super().__call__(raw_speech, sampling_rate=sampling_rate, **kwargs)
+
     def _extract_fbank_features(self, waveform: np.ndarray, max_length: int) -> np.ndarray:
         waveform = np.asarray(waveform)
         if waveform.ndim != 1:
