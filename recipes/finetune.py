@@ -51,7 +51,7 @@ from hf_token_prune.data import (
     load_audio_classification,
     normalised_zero,
 )
-from hf_token_prune.model_card import build_model_card, plot_training
+from hf_token_prune.model_card import METRIC_NAMES, build_model_card, plot_training
 from hf_token_prune.training import KeepRateScheduleCallback, PrunedModelTrainer, keep_rate_sweep
 
 
@@ -660,7 +660,7 @@ def main(argv=None):
 
 
 def print_table(results, metric, split, keep_rate):
-    name = {"accuracy": "accuracy", "mean_average_precision": "mAP"}[metric]
+    name = METRIC_NAMES[metric]
     full = results[[row["keep_rate"] for row in results].index(1.0)]
     lines = [
         f"\n{name} on the {split} split per keep rate (trained to {keep_rate}):",

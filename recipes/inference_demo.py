@@ -20,6 +20,7 @@ from transformers import ASTFeatureExtractor
 
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
 from hf_token_prune.analysis.inputs import load_pruned_model
+from hf_token_prune.data import DATASETS
 from hf_token_prune.pruning import parse_keep_rates
 from hf_token_prune.visualization import kept_patch_mask, plot_pruning_stages
 
@@ -27,7 +28,6 @@ from hf_token_prune.visualization import kept_patch_mask, plot_pruning_stages
 REPO = Path(__file__).resolve().parent.parent
 KEYWORD_TEST_DIR = REPO / "data" / "keywords" / "test"
 WORDS = ["down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes"]
-SPEECH_COMMANDS_NORM = (-6.845978, 5.5654526)  # mean / std of Speech Commands V2 fbanks (paper recipe)
 
 
 def parse_args(argv=None):
@@ -75,7 +75,7 @@ def build_model(args):
         max_length=128, frequency_stride=16, time_stride=16, token_score=args.token_score,
         id2label=dict(enumerate(WORDS)), label2id={word: i for i, word in enumerate(WORDS)},
     )
-    mean, std = SPEECH_COMMANDS_NORM
+    mean, std = DATASETS["speech_commands"].mean, DATASETS["speech_commands"].std  # the paper's normalisation
     extractor = ASTFeatureExtractor(max_length=128, num_mel_bins=128, mean=mean, std=std)
     return PrunedASTForAudioClassification(config), extractor
 

@@ -2,6 +2,7 @@
 
 import torch
 
+from .. import metrics
 from .inputs import model_settings
 
 
@@ -11,12 +12,10 @@ def classification_metric(logits, labels, multi_label):
     if len(labels) == 0:
         return float("nan")
     if not multi_label:
-        return (logits.argmax(dim=-1) == labels).float().mean().item()
-    from sklearn.metrics import average_precision_score
-
-    targets = labels.numpy() > 0.5
-    present = targets.any(axis=0)
-    return float(average_precision_score(targets[:, present], logits.numpy()[:, present], average="macro"))
+        return metrics.load("accuracy").compute(predictions=logits.numpy(), references=labels.numpy())["accuracy"]
+    targets = (labels.numpy() > 0.5).astype("int64")
+    result = metrics.load("mean_average_precision").compute(predictions=logits.numpy(), references=targets)
+    return result["mean_average_precision"]
 
 
 def predict(model, data, desc=None, **forward_kwargs):

@@ -1,5 +1,6 @@
 """The paper's metrics as local `evaluate` modules, loadable offline (Hub metrics need the network)."""
 
+from functools import cache
 from pathlib import Path
 
 import evaluate
@@ -8,6 +9,7 @@ import evaluate
 METRICS = ("accuracy", "mean_average_precision")
 
 
+@cache  # analyses score many subsets; `compute` on whole arrays leaves a module reusable
 def load(name: str) -> evaluate.EvaluationModule:
     """`evaluate.load` of a metric shipped in this package: "accuracy" or "mean_average_precision"."""
     if name not in METRICS:
