@@ -169,7 +169,7 @@ def test_speech_commands_v2_parquet_export_layout(tmp_path):
         }
         write_parquet(rows, features, tmp_path / "v0.02" / split / "0000.parquet")
 
-    data = load_audio_classification("speech_commands", source=str(tmp_path))
+    data = load_audio_classification("speech_commands", source=str(tmp_path), accept_hub_test_split=True)
     assert len(data.label_names) == 35 and "_silence_" not in data.label_names
     assert data.label_names == SPEECH_COMMANDS_V2[:35]
     assert data.train["labels"] == [0, 34, 12]  # the _silence_ row is gone
