@@ -927,16 +927,21 @@ class AugmentationEpochCallback(TrainerCallback):
         self.transform.epoch = math.floor(state.epoch or 0)
 
 
-def estimate_normalization(split: Dataset, feature_extractor, max_clips: int = 1000, seed: int = 0):
+def estimate_normalization(split, feature_extractor, max_clips: int = 1000, seed: int = 0):
     """Mean and std of the extractor's un-normalised fbank over up to `max_clips` training clips (padding included,
-    as AST's statistics are), for datasets without published statistics."""
+    as AST's statistics are), for datasets without published statistics: a random sample of a map-style split, the
+    first clips of a stream."""
     raw = copy.deepcopy(feature_extractor)
     raw.do_normalize = False
-    if len(split) > max_clips:
-        split = split.shuffle(seed=seed).select(range(max_clips))
+    if isinstance(split, Dataset):
+        if len(split) > max_clips:
+            split = split.shuffle(seed=seed).select(range(max_clips))
+        batches = (split[start : start + 64]["audio"] for start in range(0, len(split), 64))
+    else:
+        batches = (batch["audio"] for batch in split.take(max_clips).iter(batch_size=64))
     total, total_sq, count = 0.0, 0.0, 0
-    for start in tqdm(range(0, len(split), 64), desc="feature statistics"):
-        waves = [np.asarray(a["array"], dtype=np.float32) for a in split[start : start + 64]["audio"]]
+    for audio in tqdm(batches, desc="feature statistics"):
+        waves = [np.asarray(a["array"], dtype=np.float32) for a in audio]
         features = raw(waves, sampling_rate=raw.sampling_rate, return_tensors="np")["input_values"].astype(np.float64)
         total += features.sum()
         total_sq += (features**2).sum()
