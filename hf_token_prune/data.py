@@ -101,9 +101,10 @@ def _label_feature(names, multi_label):
     return Sequence(ClassLabel(names=names)) if multi_label else ClassLabel(names=names)
 
 
-def _load(source, config_name=None, data_dir=None, revision=None, cache_dir=None, streaming=False):
-    """`load_dataset` for a Hub id or a local folder; whatever goes wrong comes back as a one-line `ValueError` that
-    says what to do (the recipes print it without a traceback)."""
+def _load(source, config_name=None, data_dir=None, revision=None, cache_dir=None, streaming=False, columns=None):
+    """`load_dataset` for a Hub id or a local folder (`columns`: read only these columns of parquet files); whatever
+    goes wrong comes back as a one-line `ValueError` that says what to do (the recipes print it without a
+    traceback)."""
     local = os.path.isdir(source)
     where = f"{source!r}" + (f" (config {config_name!r})" if config_name else "") + (
         f" (data_dir {data_dir!r})" if data_dir else ""
@@ -118,6 +119,7 @@ def _load(source, config_name=None, data_dir=None, revision=None, cache_dir=None
             revision=None if local else revision,
             cache_dir=cache_dir,
             streaming=streaming,
+            **({"columns": columns} if columns else {}),
         )
     except RuntimeError as error:
         if "Dataset scripts are no longer supported" not in str(error):
@@ -212,10 +214,13 @@ def _load_audioset(source, config_name, data_dir, revision, cache_dir, streaming
     raw = _load(source, config_name, data_dir, revision, cache_dir, streaming)
     _require_splits(raw, ["train"], "AudioSet", "use the config balanced or unbalanced (splits train and test).")
     _require_columns(raw, ["audio", "labels", "human_labels"], "AudioSet rows need ontology ids and their names.")
+    # a stream reads the label columns alone for the class list (parquet column projection: no audio bytes)
+    columns = ["labels", "human_labels"]
+    labels = _load(source, config_name, data_dir, revision, cache_dir, True, columns) if streaming else raw
     names = {}
-    for split in raw.values():
-        for ids, human in zip(_column(split, "labels"), _column(split, "human_labels")):
-            names.update(zip(ids, human))
+    for split in labels.values():
+        for row in split.select_columns(columns) if streaming else split.select_columns(columns).to_list():
+            names.update(zip(row["labels"], row["human_labels"]))
     ontology_ids = sorted(names)
     index = {mid: i for i, mid in enumerate(ontology_ids)}
     label_names = [names[mid] for mid in ontology_ids]
