@@ -1000,8 +1000,8 @@ class StreamingTrainingData(torch.utils.data.IterableDataset):
             raise ValueError(f"shuffle_buffer_size={shuffle_buffer_size}: give a number of rows >= 0 (0: no shuffling).")
         if not num_rows or num_rows <= 0:
             raise ValueError(
-                "the number of training rows is unknown: the epochs of a stream are counted in rows; give it "
-                "(--streaming_num_rows) or --max_steps."
+                "the number of training rows is unknown (the dataset's metadata does not give it): a stream's epochs "
+                "are counted in rows; give it with --streaming_num_rows."
             )
         if shuffle_buffer_size:
             dataset = dataset.shuffle(

@@ -7,6 +7,7 @@ split (`data.StreamingTrainingData`) has no length: its epochs are counted by `s
 position is saved with every checkpoint and restored on resuming (`StreamPositionCallback`).
 """
 
+import inspect
 import json
 import logging
 import math
@@ -242,11 +243,14 @@ class PrunedModelTrainer(Trainer):
     """
 
     def __init__(self, *args, layer_decay: float | None = None, lr_step_decay=None, warmup_epochs=None, **kwargs):
-        train_dataset = kwargs.get("train_dataset", args[2] if len(args) > 2 else None)
+        given = inspect.signature(Trainer.__init__).bind_partial(self, *args, **kwargs).arguments
         self.streaming_steps_per_epoch = None
-        if isinstance(train_dataset, StreamingTrainingData):
-            self._set_up_streaming(kwargs.get("args", args[1] if len(args) > 1 else None), train_dataset, kwargs)
+        stream = given.get("train_dataset")
+        if isinstance(stream, StreamingTrainingData):
+            self._set_up_streaming(given["args"], stream)
         super().__init__(*args, **kwargs)
+        if self.streaming_steps_per_epoch is not None:
+            self.add_callback(StreamPositionCallback(stream, self.streaming_steps_per_epoch))
         if layer_decay is not None and not 0.0 < layer_decay <= 1.0:
             raise ValueError(f"layer_decay={layer_decay} is invalid: it must lie in (0, 1] (AudioMAE uses 0.75).")
         self.layer_decay = layer_decay
@@ -263,9 +267,10 @@ class PrunedModelTrainer(Trainer):
             if self.streaming_steps_per_epoch is not None and schedule.steps_per_epoch is None:
                 schedule.steps_per_epoch = self.streaming_steps_per_epoch
 
-    def _set_up_streaming(self, args, stream, kwargs):
+    def _set_up_streaming(self, args, stream):
         """A streamed training split: epochs counted by `streaming_steps_per_epoch`, `max_steps` from the epochs
-        unless given, each process reading its own part, the stream position saved with checkpoints."""
+        unless given, epoch-wise evaluation / saving / logging every that many steps, each process reading its own
+        part."""
         if args.dataloader_num_workers:
             raise ValueError(
                 f"--dataloader_num_workers {args.dataloader_num_workers}: a streamed training split is read in the "
@@ -274,6 +279,12 @@ class PrunedModelTrainer(Trainer):
         self.streaming_steps_per_epoch = streaming_steps_per_epoch(stream.num_rows, args)
         if args.max_steps <= 0:
             args.max_steps = math.ceil(args.num_train_epochs * self.streaming_steps_per_epoch)
+        # Trainer's epoch of an endless stream is the whole run: "every epoch" becomes every epoch's steps
+        for kind in ("eval", "save", "logging"):
+            strategy = getattr(args, f"{kind}_strategy")
+            if strategy == "epoch":
+                setattr(args, f"{kind}_strategy", type(strategy)("steps"))
+                setattr(args, f"{kind}_steps", self.streaming_steps_per_epoch)
         logger.info(
             "streaming: %d rows / (%d per device x %d processes x %d accumulation) = %d optimizer steps per epoch; "
             "training stops after %d steps",
@@ -288,7 +299,6 @@ class PrunedModelTrainer(Trainer):
         # no skipping of consumed batches on resuming (the stream restores its own position).
         args.accelerator_config.dispatch_batches = False
         args.ignore_data_skip = True
-        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), StreamPositionCallback(stream, self.streaming_steps_per_epoch)]
 
     def get_train_dataloader(self):
         loader = super().get_train_dataloader()

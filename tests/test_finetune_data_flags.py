@@ -79,8 +79,12 @@ def test_streamed_run_counts_epochs_in_steps(finetune, tmp_path):
     output = tmp_path / "out"
     trainer = finetune.main(
         ["--dataset_name", "audioset", "--dataset_source", str(source), "--dataset_config_name", "unbalanced",
-         "--streaming", "true", "--shuffle_buffer_size", "8", "--output_dir", str(output), *TINY]
+         "--streaming", "true", "--shuffle_buffer_size", "8", "--eval_strategy", "epoch", "--save_strategy", "epoch",
+         "--output_dir", str(output), *TINY]
     )
+    # "every epoch" is every 6 steps of the stream: evaluated and checkpointed (with the stream position) twice
+    assert [entry["step"] for entry in trainer.state.log_history if "eval_loss" in entry] == [6, 12]
+    assert (output / "checkpoint-6" / "stream_position_rank0.json").is_file()
     # 24 rows (the card's dataset_info) / 4 per step = 6 steps per epoch, 2 epochs
     assert trainer.state.max_steps == 12 and trainer.state.global_step == 12
     assert trainer.state.epoch == pytest.approx(2.0)

@@ -1,14 +1,13 @@
 """Speech Commands V2 and VoxCeleb-1 read from their official archives' layouts (tiny generated copies), the Hub
 copies' test-split and missing-split refusals, and one-line errors for datasets that cannot be read."""
 
-import textwrap
-
 import numpy as np
 import pytest
 import soundfile
 from datasets import Audio, ClassLabel, Dataset, Features, Value
 
 from hf_token_prune.data import load_audio_classification
+from test_streaming import audioset_copy
 
 
 SPEECH_COMMANDS_WORDS = (
@@ -155,24 +154,8 @@ def test_unreadable_datasets_give_one_line_errors(tmp_path):
     assert "loading script" in one_line_error(dataset_name=str(script_only))
     assert "refs/convert/parquet" in one_line_error(dataset_name=str(script_only))
 
-    copy = tmp_path / "copy"
-    (copy / "data").mkdir(parents=True)
-    (copy / "README.md").write_text(
-        textwrap.dedent("""\
-        ---
-        configs:
-        - config_name: balanced
-          data_files:
-          - split: train
-            path: data/*.parquet
-        ---
-        """)
-    )
-    features = Features({"audio": Audio(sampling_rate=16000), "label": Value("string")})
-    rows = {"audio": [{"array": np.zeros(1600, np.float32), "sampling_rate": 16000}], "label": ["a"]}
-    Dataset.from_dict(rows, features=features).to_parquet(str(copy / "data" / "train.parquet"))
-    message = one_line_error(dataset_name=str(copy), config_name="unbalanced")
-    assert "could not load the dataset" in message and "'unbalanced'" in message and "balanced" in message
-    message = one_line_error(dataset_name=str(copy), data_dir="v0.02")
+    copy = audioset_copy(tmp_path / "copy", shards=1, rows_per_shard=2)
+    message = one_line_error(dataset_name="audioset", source=str(copy), config_name="full")
+    assert "could not load the dataset" in message and "'full'" in message and "'balanced', 'unbalanced'" in message
+    message = one_line_error(dataset_name="audioset", source=str(copy), data_dir="v0.02")
     assert "has no folder 'v0.02'" in message and "--data_dir" in message
-    assert "no validation or test split" in one_line_error(dataset_name=str(copy))

@@ -22,6 +22,29 @@ from hf_token_prune.data import AudioFeatureTransform, StreamingTrainingData, lo
 CLASSES = {"/m/09x0r": "Speech", "/m/04rlf": "Music", "/t/dd00088": "Gush", "/m/0dgw9r": "Human sounds"}
 
 
+AUDIOSET_CONFIGS = """\
+configs:
+- config_name: balanced
+  data_files:
+  - split: train
+    path: data/bal_train/*.parquet
+  - split: test
+    path: data/eval/*.parquet
+- config_name: unbalanced
+  data_files:
+  - split: train
+    path: data/unbal_train/*.parquet
+  - split: test
+    path: data/eval/*.parquet
+"""
+
+
+def write_audioset_card(root, dataset_info=""):
+    """agkphysics/AudioSet's README.md front matter: its configs (and `dataset_info`, if given)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "README.md").write_text(f"---\n{dataset_info}{AUDIOSET_CONFIGS}---\n")
+
+
 def audioset_copy(root, shards=4, rows_per_shard=6, with_sizes=True):
     """agkphysics/AudioSet's layout: README configs balanced (data/bal_train, data/eval) and unbalanced
     (data/unbal_train, data/eval), parquet shards of `video_id`, `audio`, `labels` (ontology ids), `human_labels`.
@@ -37,27 +60,7 @@ def audioset_copy(root, shards=4, rows_per_shard=6, with_sizes=True):
             num_bytes: {4 * 16044}
             num_examples: 4
         """)
-    (root / "README.md").parent.mkdir(parents=True, exist_ok=True)
-    (root / "README.md").write_text(
-        "---\n"
-        + (sizes if with_sizes else "")
-        + textwrap.dedent("""\
-        configs:
-        - config_name: balanced
-          data_files:
-          - split: train
-            path: data/bal_train/*.parquet
-          - split: test
-            path: data/eval/*.parquet
-        - config_name: unbalanced
-          data_files:
-          - split: train
-            path: data/unbal_train/*.parquet
-          - split: test
-            path: data/eval/*.parquet
-        ---
-        """)
-    )
+    write_audioset_card(root, sizes if with_sizes else "")
     features = Features(
         {"video_id": Value("string"), "audio": Audio(), "labels": List(Value("string")), "human_labels": List(Value("string"))}
     )
