@@ -313,7 +313,8 @@ class PrunedModelTrainer(Trainer):
             folder = resume_from_checkpoint
             if folder is True:
                 folder = get_last_checkpoint(self.args.output_dir)
-            StreamPositionCallback.resume(self.train_dataset, folder, self.args)
+            if folder is not None:  # none: Trainer says so
+                StreamPositionCallback.resume(self.train_dataset, folder, self.args)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def set_initial_training_values(self, args, dataloader):
