@@ -2,8 +2,10 @@
 
 Every loader maps its Hub layout to the same three columns: `audio` (decoded at 16 kHz by `datasets.Audio`),
 `labels` (a class index, or a list of class indices for multi-label data) and `id` (a row name for reports), plus the
-class names. Features are made on the fly by the model's feature extractor (`set_transform`), with SpecAugment, patch
-masking and mixup on the training split when a recipe asks for them.
+class names. Features are made on the fly by the model's feature extractor (`set_transform`, or `StreamingTrainingData`
+for a streamed training split), with SpecAugment, patch masking and mixup on the training split when a recipe asks
+for them. Speech Commands and VoxCeleb-1 also read their official archives (word folders + `testing_list.txt`,
+`wav/` + `iden_split.txt`); `streaming=True` reads any loader as `datasets.IterableDataset`s.
 """
 
 import copy
@@ -16,7 +18,18 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from datasets import Audio, ClassLabel, Dataset, DatasetDict, Features, Sequence, load_dataset
+from datasets import (
+    Audio,
+    ClassLabel,
+    Dataset,
+    DatasetDict,
+    Features,
+    IterableDataset,
+    IterableDatasetDict,
+    Sequence,
+    Value,
+    load_dataset,
+)
 from datasets.exceptions import DatasetNotFoundError
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
@@ -56,6 +69,8 @@ class AudioClassificationData:
     source: str
     config_name: str | None = None
     splits: dict = field(default_factory=dict)  # which source split each role came from, for the model card
+    test_set: str | None = None  # what the test split is, in words, for the model card
+    num_rows: dict = field(default_factory=dict)  # rows per role when known without reading the data (streaming)
 
     def align_labels(self, model_label_names: list[str]) -> bool:
         """Renumber the classes in the order of a pretrained head that knows the same class names (e.g. the 527
@@ -86,9 +101,16 @@ def _label_feature(names, multi_label):
     return Sequence(ClassLabel(names=names)) if multi_label else ClassLabel(names=names)
 
 
-def _load(source, config_name=None, data_dir=None, revision=None, cache_dir=None):
-    """`load_dataset` for a Hub id or a local folder, with an error that says what to do when it is neither."""
+def _load(source, config_name=None, data_dir=None, revision=None, cache_dir=None, streaming=False, columns=None):
+    """`load_dataset` for a Hub id or a local folder (`columns`: read only these columns of parquet files); whatever
+    goes wrong comes back as a one-line `ValueError` that says what to do (the recipes print it without a
+    traceback)."""
     local = os.path.isdir(source)
+    where = f"{source!r}" + (f" (config {config_name!r})" if config_name else "") + (
+        f" (data_dir {data_dir!r})" if data_dir else ""
+    )
+    if local and data_dir and not os.path.isdir(os.path.join(source, data_dir)):
+        raise ValueError(f"{source!r} has no folder {data_dir!r}: fix --data_dir (a folder inside the dataset).")
     try:
         return load_dataset(
             source,
@@ -96,13 +118,47 @@ def _load(source, config_name=None, data_dir=None, revision=None, cache_dir=None
             data_dir=data_dir,
             revision=None if local else revision,
             cache_dir=cache_dir,
+            streaming=streaming,
+            **({"columns": columns} if columns else {}),
         )
-    except (DatasetNotFoundError, FileNotFoundError, ConnectionError) as error:
+    except RuntimeError as error:
+        if "Dataset scripts are no longer supported" not in str(error):
+            raise
         raise ValueError(
-            f"could not load the dataset {source!r}{f' (config {config_name!r})' if config_name else ''}: {error}. "
-            f"Give a local folder, a Hub dataset id you can reach (offline: download it first), or one of the named "
-            f"datasets: {', '.join(DATASETS)}."
+            f"{where} is a loading script, which datasets >= 4 no longer runs: use its parquet export "
+            "(--dataset_revision refs/convert/parquet, if the Hub made one) or a local copy in a layout datasets reads "
+            "(--dataset_source <folder>)."
         ) from error
+    except (DatasetNotFoundError, FileNotFoundError, ConnectionError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"could not load the dataset {where}: {reason}. Give a local folder, a Hub dataset id you can reach "
+            f"(offline: download it first) with an existing config and data_dir, or one of the named datasets: "
+            f"{', '.join(DATASETS)}."
+        ) from error
+
+
+def _require_splits(dataset, needed, what: str, hint: str):
+    """Refuse a copy that lacks a split a benchmark needs, naming the splits it has."""
+    missing = [name for name in needed if name not in dataset]
+    if missing:
+        raise ValueError(
+            f"{what} needs the split{'s' if len(missing) > 1 else ''} {', '.join(missing)}, but this copy has only "
+            f"{', '.join(dataset) or 'none'}: {hint}"
+        )
+
+
+def _column(split, name):
+    """All values of one column; a streamed split is read once for it, without decoding audio."""
+    if isinstance(split, Dataset):
+        return split[name]
+    return [row[name] for row in split.select_columns([name])]
+
+
+def _from_files(rows: dict, label_names: list[str]) -> Dataset:
+    """A split from local audio files: `audio` (path, decoded by `datasets.Audio`), `file`, `labels`."""
+    features = Features({"audio": Audio(), "file": Value("string"), "labels": ClassLabel(names=label_names)})
+    return Dataset.from_dict(rows, features=features)
 
 
 def _require_columns(dataset: DatasetDict, columns, hint: str):
@@ -115,9 +171,9 @@ def _require_columns(dataset: DatasetDict, columns, hint: str):
             )
 
 
-def _finish(dataset: DatasetDict, audio_column: str, sampling_rate: int) -> DatasetDict:
+def _finish(dataset, audio_column: str, sampling_rate: int):
     """Keep `audio`, `labels`, `id`; decode audio at `sampling_rate` (resampling when the source differs)."""
-    dataset = DatasetDict(
+    dataset = type(dataset)(
         {
             name: split.select_columns([audio_column, "labels", "id"]).rename_columns(
                 {audio_column: "audio"} if audio_column != "audio" else {}
@@ -128,82 +184,161 @@ def _finish(dataset: DatasetDict, audio_column: str, sampling_rate: int) -> Data
     return dataset.cast_column("audio", Audio(sampling_rate=sampling_rate))
 
 
-def _with_ids(split: Dataset, candidates=("file", "id")):
+def _with_ids(split, candidates=("file", "id")):
     """An `id` column naming each row in reports: the first of `candidates` the split has, else the row number."""
     column = next((name for name in candidates if name in split.column_names), None)
-    if column is not None:
-        return split.map(
-            lambda values: {"id": [str(v) for v in values]}, input_columns=column, batched=True, desc="row ids"
-        )
-    return split.add_column("id", [f"row {i}" for i in range(len(split))])
+    if column is None and isinstance(split, Dataset):
+        return split.add_column("id", [f"row {i}" for i in range(len(split))])
+    # a stream's features are only known after a map that is told them
+    features = Features({**split.features, "id": Value("string")}) if split.features is not None else None
+    if column is None:
+        return split.map(lambda _, index: {"id": f"row {index}"}, with_indices=True, features=features)
+    return split.map(
+        lambda values: {"id": [str(v) for v in values]}, input_columns=column, batched=True, features=features
+    )
 
 
-def _load_audioset(source, config_name, data_dir, revision, cache_dir, **_):
+def _with_labels(split, function, input_column, label_feature):
+    """`labels` computed from `input_column` by a batched `function`, typed as `label_feature`."""
+    features = Features({**split.features, "labels": label_feature}) if split.features is not None else None
+    return split.map(
+        lambda values: {"labels": function(values)}, input_columns=input_column, batched=True, features=features
+    )
+
+
+def _load_audioset(source, config_name, data_dir, revision, cache_dir, streaming=False, **_):
     """agkphysics/AudioSet: `video_id`, `audio`, `labels` (list of ontology ids such as "/m/09x0r"), `human_labels`
-    (their names); config "balanced" has `train` (bal_train, AS-20K) and `test` (eval)."""
-    raw = _load(source, config_name, data_dir, revision, cache_dir)
+    (their names), parquet shards under data/bal_train, data/unbal_train and data/eval. Config "balanced" has `train`
+    (bal_train, AS-20K) and `test` (eval); "unbalanced" has `train` (unbal_train, 1,738,788 clips on the card: the
+    AudioSet-2M scale, to be streamed) and the same `test`. The classes are the ontology ids the copy uses."""
+    raw = _load(source, config_name, data_dir, revision, cache_dir, streaming)
+    _require_splits(raw, ["train"], "AudioSet", "use the config balanced or unbalanced (splits train and test).")
     _require_columns(raw, ["audio", "labels", "human_labels"], "AudioSet rows need ontology ids and their names.")
+    # a stream reads the label columns alone for the class list (parquet column projection: no audio bytes)
+    columns = ["labels", "human_labels"]
+    labels = _load(source, config_name, data_dir, revision, cache_dir, True, columns) if streaming else raw
     names = {}
-    for split in raw.values():
-        for ids, human in zip(split["labels"], split["human_labels"]):
-            names.update(zip(ids, human))
+    for split in labels.values():
+        for row in split.select_columns(columns) if streaming else split.select_columns(columns).to_list():
+            names.update(zip(row["labels"], row["human_labels"]))
     ontology_ids = sorted(names)
     index = {mid: i for i, mid in enumerate(ontology_ids)}
     label_names = [names[mid] for mid in ontology_ids]
-    dataset = DatasetDict()
+    dataset = type(raw)()
     for split_name, split in raw.items():
-        split = _with_ids(split, ["video_id"])
-        split = split.map(
-            lambda ids: {"labels": [[index[mid] for mid in row] for row in ids]},
-            input_columns="labels",
-            batched=True,
-            features=Features({**split.features, "labels": _label_feature(label_names, True)}),
+        dataset[split_name] = _with_labels(
+            _with_ids(split, ["video_id"]),
+            lambda rows: [[index[mid] for mid in row] for row in rows],
+            "labels",
+            _label_feature(label_names, True),
         )
-        dataset[split_name] = split
-    return dataset, label_names, {"train": "train", "eval": "test", "test": "test"}
+    held_out = "test" if "test" in dataset else next(name for name in dataset if name != "train")
+    return dataset, label_names, {"train": "train", "eval": held_out, "test": held_out}
 
 
-def _load_speech_commands(source, config_name, data_dir, revision, cache_dir, **_):
-    """google/speech_commands v0.02 (its parquet export): `file`, `audio`, `label` (36 names: 35 words and
-    `_silence_`), `is_unknown`, `speaker_id`, `utterance_id`; splits train / validation / test. The paper's 35-class
-    task has no silence class: those rows are dropped."""
-    raw = _load(source, config_name, data_dir, revision, cache_dir)
+def _speech_commands_archive(source):
+    """The `speech_commands_v0.02` folder of the official archive at or directly inside `source`, else None."""
+    if source is None or not os.path.isdir(source):
+        return None
+    for folder in (source, os.path.join(source, "speech_commands_v0.02")):
+        if os.path.isfile(os.path.join(folder, "testing_list.txt")):
+            return folder
+    return None
+
+
+def _read_list(path):
+    with open(path) as handle:
+        return [line.strip() for line in handle if line.strip()]
+
+
+def _missing_files(folder, relative_paths, list_name):
+    missing = [path for path in relative_paths if not os.path.isfile(os.path.join(folder, path))]
+    if missing:
+        raise ValueError(
+            f"{list_name} names {len(missing)} files that are not in {folder!r} (first: {', '.join(missing[:3])}): an "
+            "incomplete copy of the archive; extract it again."
+        )
+
+
+def _load_speech_commands_archive(folder):
+    """The official speech_commands_v0.02 archive: one folder per word (35), `validation_list.txt` and
+    `testing_list.txt` naming the validation and test clips (`<word>/<speaker>_nohash_<n>.wav`), every other clip
+    training; `_background_noise_` (long noise recordings, no word) is not a class. The real archive gives
+    84,843 / 9,981 / 11,005 clips, the split of AST's prep_sc.py and of the paper."""
+    words = sorted(
+        name for name in os.listdir(folder) if os.path.isdir(os.path.join(folder, name)) and not name.startswith("_")
+    )
+    if not words:
+        raise ValueError(f"{folder!r} has testing_list.txt but no word folders: not a Speech Commands archive.")
+    lists = {}
+    for split_name, list_name in (("validation", "validation_list.txt"), ("test", "testing_list.txt")):
+        path = os.path.join(folder, list_name)
+        if not os.path.isfile(path):
+            raise ValueError(f"{folder!r} has no {list_name}: the official archive ships it next to the word folders.")
+        lists[split_name] = _read_list(path)
+        _missing_files(folder, lists[split_name], list_name)
+    held_out = {path: split_name for split_name, paths in lists.items() for path in paths}
+    index = {word: i for i, word in enumerate(words)}
+    rows = {name: {"audio": [], "file": [], "labels": []} for name in ("train", "validation", "test")}
+    for word in words:
+        for clip in sorted(os.listdir(os.path.join(folder, word))):
+            if not clip.endswith(".wav"):
+                continue
+            relative = f"{word}/{clip}"
+            split_rows = rows[held_out.get(relative, "train")]
+            split_rows["audio"].append(os.path.join(folder, word, clip))
+            split_rows["file"].append(relative)
+            split_rows["labels"].append(index[word])
+    dataset = DatasetDict({name: _with_ids(_from_files(split, words)) for name, split in rows.items()})
+    return dataset, words, {"train": "train", "eval": "validation", "test": "test"}
+
+
+def _load_speech_commands(
+    source, config_name, data_dir, revision, cache_dir, streaming=False, accept_hub_test_split=False, **_
+):
+    """Speech Commands V2, 35 words. Either the official archive (a folder holding `speech_commands_v0.02/` or its
+    contents: see `_load_speech_commands_archive`), or google/speech_commands v0.02 on the Hub (its parquet export):
+    `file`, `audio`, `label` (36 names: 35 words and `_silence_`), `is_unknown`, `speaker_id`, `utterance_id`; splits
+    train / validation / test, the `_silence_` rows dropped. The Hub's test split is TensorFlow's 12-class test set,
+    not the archive's testing_list.txt, so it is refused unless `accept_hub_test_split`."""
+    archive = _speech_commands_archive(source)
+    if archive is not None:
+        dataset, words, roles = _load_speech_commands_archive(archive)
+        return dataset, words, roles
+    if not accept_hub_test_split:
+        raise ValueError(
+            f"the test split of {source!r} (the Hub's Speech Commands) is TensorFlow's 12-class test set, not the "
+            "11,005 clips of testing_list.txt that the paper and AST test on (no Hub split holds those): give the "
+            "official archive with --dataset_source <folder holding speech_commands_v0.02/>, or accept the Hub's "
+            "test set with --accept_hub_test_split."
+        )
+    raw = _load(source, config_name, data_dir, revision, cache_dir, streaming)
+    _require_splits(raw, ["train", "validation", "test"], "Speech Commands", "use the v0.02 config (data_dir v0.02).")
     _require_columns(raw, ["audio", "label"], "Speech Commands rows need `audio` and a `label` class.")
     names = raw["train"].features["label"].names
     words = [name for name in names if name != "_silence_"]
     mapping = {names.index(word): i for i, word in enumerate(words)}
-    dataset = DatasetDict()
+    dataset = type(raw)()
     for split_name, split in raw.items():
         split = split.filter(lambda labels: [label in mapping for label in labels], input_columns="label", batched=True)
-        split = _with_ids(split, ["file"])
-        split = split.map(
-            lambda labels: {"labels": [mapping[label] for label in labels]},
-            input_columns="label",
-            batched=True,
-            features=Features({**split.features, "labels": ClassLabel(names=words)}),
+        dataset[split_name] = _with_labels(
+            _with_ids(split, ["file"]), lambda labels: [mapping[label] for label in labels], "label", ClassLabel(names=words)
         )
-        dataset[split_name] = split
     return dataset, words, {"train": "train", "eval": "validation", "test": "test"}
 
 
-def _load_esc50(source, config_name, data_dir, revision, cache_dir, fold=None, **_):
+def _load_esc50(source, config_name, data_dir, revision, cache_dir, fold=None, streaming=False, **_):
     """ashraq/esc50: one `train` split of 2000 clips with `filename`, `fold` (1-5), `target` (0-49), `category`,
     `esc10`, `src_file`, `take`, `audio`. The paper's protocol is 5-fold cross-validation: fold `fold` is held out."""
     if fold not in (1, 2, 3, 4, 5):
         raise ValueError(f"fold={fold!r} is invalid: ESC-50 has folds 1 to 5; choose the held-out one with --fold.")
-    raw = _load(source, config_name, data_dir, revision, cache_dir)
+    raw = _load(source, config_name, data_dir, revision, cache_dir, streaming)
     _require_columns(raw, ["audio", "fold", "target", "category"], "ESC-50 rows need `fold`, `target`, `category`.")
     split = raw["train"] if "train" in raw else next(iter(raw.values()))
-    names = dict(zip(split["target"], split["category"]))
+    names = dict(zip(_column(split, "target"), _column(split, "category")))
     label_names = [names.get(target, f"class {target}") for target in range(max(names) + 1)]
-    split = _with_ids(split, ["filename"])
-    split = split.map(
-        lambda targets: {"labels": targets},
-        input_columns="target",
-        batched=True,
-        features=Features({**split.features, "labels": ClassLabel(names=label_names)}),
-    )
-    dataset = DatasetDict(
+    split = _with_labels(_with_ids(split, ["filename"]), list, "target", ClassLabel(names=label_names))
+    dataset = type(raw)(
         {
             "train": split.filter(lambda folds: [f != fold for f in folds], input_columns="fold", batched=True),
             f"fold{fold}": split.filter(lambda folds: [f == fold for f in folds], input_columns="fold", batched=True),
@@ -212,54 +347,100 @@ def _load_esc50(source, config_name, data_dir, revision, cache_dir, fold=None, *
     return dataset, label_names, {"train": "train", "eval": f"fold{fold}", "test": f"fold{fold}"}
 
 
-def _labels_from_column(raw: DatasetDict, label_column: str, hint: str):
+def _labels_from_column(raw, label_column: str, hint: str):
     """Class indices from a label column holding class names, speaker ids or a `ClassLabel`."""
     _require_columns(raw, [label_column], f"Name the label column with --label_column_name ({hint}).")
-    feature = raw["train" if "train" in raw else next(iter(raw))].features[label_column]
+    features = raw["train" if "train" in raw else next(iter(raw))].features
+    feature = features[label_column] if features is not None else None
     if isinstance(feature, ClassLabel):
         label_names, to_index = list(feature.names), None
     else:
-        label_names = sorted({str(value) for split in raw.values() for value in split[label_column]})
+        label_names = sorted({str(value) for split in raw.values() for value in _column(split, label_column)})
         to_index = {name: i for i, name in enumerate(label_names)}
-    dataset = DatasetDict()
+    dataset = type(raw)()
     for split_name, split in raw.items():
-        split = _with_ids(split)
-        dataset[split_name] = split.map(
-            lambda values: {"labels": values if to_index is None else [to_index[str(v)] for v in values]},
-            input_columns=label_column,
-            batched=True,
-            features=Features({**split.features, "labels": ClassLabel(names=label_names)}),
+        dataset[split_name] = _with_labels(
+            _with_ids(split),
+            lambda values: values if to_index is None else [to_index[str(v)] for v in values],
+            label_column,
+            ClassLabel(names=label_names),
         )
     return dataset, label_names, _default_roles(dataset)
 
 
-def _load_voxceleb1(source, config_name, data_dir, revision, cache_dir, label_column=None, **_):
-    """VoxCeleb-1 speaker identification (1251 speakers), in the layout of the Hub's VoxCeleb copies: `audio` and
-    `speaker_id` ("id10001", ...), optionally `file`; splits train / validation / test of the official
-    iden_split.txt (1 = train, 2 = validation, 3 = test)."""
+VOXCELEB_SPLITS = {"1": "train", "2": "validation", "3": "test"}
+
+
+def _load_voxceleb1_official(folder):
+    """The official VoxCeleb-1 layout: `wav/<speaker>/<video>/<clip>.wav` and `iden_split.txt`, one line per clip,
+    `<1|2|3> <speaker>/<video>/<clip>.wav` (1 train, 2 validation, 3 test); the speaker (`id10001`...) is the
+    class."""
+    rows = {name: {"audio": [], "file": [], "labels": []} for name in VOXCELEB_SPLITS.values()}
+    entries = []
+    for number, line in enumerate(_read_list(os.path.join(folder, "iden_split.txt")), start=1):
+        parts = line.split()
+        if len(parts) != 2 or parts[0] not in VOXCELEB_SPLITS or parts[1].count("/") != 2:
+            raise ValueError(
+                f"iden_split.txt line {number} reads {line!r}: expected '<1|2|3> <speaker>/<video>/<clip>.wav' "
+                "(the official identification split)."
+            )
+        entries.append((VOXCELEB_SPLITS[parts[0]], parts[1]))
+    _missing_files(os.path.join(folder, "wav"), [path for _, path in entries], "iden_split.txt")
+    speakers = sorted({path.split("/")[0] for _, path in entries})
+    index = {speaker: i for i, speaker in enumerate(speakers)}
+    for split_name, path in entries:
+        rows[split_name]["audio"].append(os.path.join(folder, "wav", path))
+        rows[split_name]["file"].append(path)
+        rows[split_name]["labels"].append(index[path.split("/")[0]])
+    empty = [name for name, split in rows.items() if not split["file"]]
+    if empty:
+        raise ValueError(f"iden_split.txt in {folder!r} puts no clip in the {', '.join(empty)} split.")
+    dataset = DatasetDict({name: _with_ids(_from_files(split, speakers)) for name, split in rows.items()})
+    return dataset, speakers, {"train": "train", "eval": "validation", "test": "test"}
+
+
+def _load_voxceleb1(source, config_name, data_dir, revision, cache_dir, label_column=None, streaming=False, **_):
+    """VoxCeleb-1 speaker identification (1251 speakers): the official layout (a folder with `wav/` and
+    `iden_split.txt`), or a Hub / local copy with `audio` and `speaker_id` ("id10001", ...) columns and the
+    train / validation / test splits of iden_split.txt."""
     if source is None:
         raise ValueError(
-            "VoxCeleb-1 cannot be downloaded anonymously: pass --dataset_source with your copy (a Hub id or a local "
-            "folder) holding `audio` and `speaker_id` columns and train / validation / test splits."
+            "VoxCeleb-1 cannot be downloaded anonymously: pass --dataset_source with your copy, the official layout "
+            "(a folder with wav/<speaker>/<video>/<clip>.wav and iden_split.txt) or a Hub id / folder with `audio` and "
+            "`speaker_id` columns and train / validation / test splits."
         )
-    raw = _load(source, config_name, data_dir, revision, cache_dir)
+    if os.path.isfile(os.path.join(source, "iden_split.txt")):
+        return _load_voxceleb1_official(source)
+    if os.path.isdir(os.path.join(source, "wav")):
+        raise ValueError(
+            f"{source!r} has a wav/ folder but no iden_split.txt: put the official identification split "
+            "(iden_split.txt, from the VoxCeleb-1 site) next to wav/."
+        )
+    raw = _load(source, config_name, data_dir, revision, cache_dir, streaming)
+    _require_splits(
+        raw,
+        ["train", "test"],
+        "VoxCeleb-1 identification",
+        "give the official layout (wav/ and iden_split.txt) or a copy with all splits of iden_split.txt as "
+        "--dataset_source.",
+    )
     return _labels_from_column(raw, label_column or "speaker_id", "VoxCeleb names the speaker in speaker_id")
 
 
-def _load_audiofolder(source, config_name, data_dir, revision, cache_dir, label_column=None, **_):
+def _load_audiofolder(source, config_name, data_dir, revision, cache_dir, label_column=None, streaming=False, **_):
     """Local files in `audiofolder` layout (`<split>/<label>/<clip>`, or a metadata.csv); labels from folder names."""
     folder = data_dir or source
     if folder is None or not os.path.isdir(folder):
         raise ValueError(f"audiofolder needs --data_dir pointing at a folder of audio files, got {folder!r}.")
     try:
-        raw = load_dataset("audiofolder", data_dir=folder, cache_dir=cache_dir)
+        raw = load_dataset("audiofolder", data_dir=folder, cache_dir=cache_dir, streaming=streaming)
     except (FileNotFoundError, ValueError) as error:
         raise ValueError(f"could not read audio files from {folder!r}: {error}") from error
 
     def relative_paths(audio):
         return {"file": [os.path.relpath(value["path"], folder) for value in audio]}
 
-    raw = DatasetDict(
+    raw = type(raw)(
         {
             name: split.cast_column("audio", Audio(decode=False))
             .map(relative_paths, input_columns="audio", batched=True)
@@ -270,9 +451,9 @@ def _load_audiofolder(source, config_name, data_dir, revision, cache_dir, label_
     return _labels_from_column(raw, label_column or "label", "audiofolder takes labels from folder names")
 
 
-def _load_generic(source, config_name, data_dir, revision, cache_dir, label_column=None, **_):
+def _load_generic(source, config_name, data_dir, revision, cache_dir, label_column=None, streaming=False, **_):
     """Any Hub or local dataset with an audio column and a label column (class names or indices)."""
-    raw = _load(source, config_name, data_dir, revision, cache_dir)
+    raw = _load(source, config_name, data_dir, revision, cache_dir, streaming)
     return _labels_from_column(raw, label_column or "label", "one class per clip")
 
 
@@ -335,6 +516,31 @@ DATASETS = {
 }
 
 
+def _streamed_num_rows(source, config_name, data_dir, revision, cache_dir) -> dict:
+    """Rows per split of a streamed dataset without reading its data: the split sizes of the dataset's metadata (the
+    card's `dataset_info`), else the row counts in the footers of its parquet files. Splits of other formats are left
+    out (their size is unknown until read)."""
+    import fsspec
+    import pyarrow.parquet as pq
+    from datasets import load_dataset_builder
+
+    local = os.path.isdir(source)
+    builder = load_dataset_builder(
+        source, config_name, data_dir=data_dir, revision=None if local else revision, cache_dir=cache_dir
+    )
+    if builder.info.splits:
+        return {name: info.num_examples for name, info in builder.info.splits.items() if info.num_examples}
+    rows = {}
+    for name, files in (builder.config.data_files or {}).items():
+        if files and all(str(path).endswith(".parquet") for path in files):
+            total = 0
+            for path in files:
+                with fsspec.open(path) as handle:
+                    total += pq.ParquetFile(handle).metadata.num_rows
+            rows[name] = total
+    return rows
+
+
 def load_audio_classification(
     dataset_name: str,
     source: str | None = None,
@@ -346,12 +552,17 @@ def load_audio_classification(
     label_column_name: str | None = None,
     sampling_rate: int = 16000,
     cache_dir: str | None = None,
+    streaming: bool = False,
+    accept_hub_test_split: bool = False,
 ) -> AudioClassificationData:
     """Load a named benchmark (`audioset`, `speech_commands`, `esc50`, `voxceleb1`, `audiofolder`) or any Hub / local
     dataset with an audio and a label column, as `AudioClassificationData`.
 
-    `source` replaces the benchmark's Hub id (e.g. a local copy in the same layout); `config_name`, `data_dir` and
-    `revision` go to `load_dataset`.
+    `source` replaces the benchmark's Hub id: a local copy in the same layout, or, for `speech_commands` and
+    `voxceleb1`, the folder of the official archive. `config_name`, `data_dir` and `revision` go to `load_dataset`.
+    `streaming=True` returns `datasets.IterableDataset` splits, read as they are iterated (nothing is downloaded up
+    front), with `num_rows` filled where the size is known without reading the data. `accept_hub_test_split` lets
+    `speech_commands` test on the Hub copy's test split, which is not the benchmark's test set.
     """
     if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, int) or sampling_rate <= 0:
         raise ValueError(
@@ -380,6 +591,8 @@ def load_audio_classification(
         cache_dir=cache_dir,
         fold=fold,
         label_column=label_column_name,
+        streaming=streaming,
+        accept_hub_test_split=accept_hub_test_split,
     )
     if audio_column_name not in next(iter(dataset.values())).column_names:
         raise ValueError(
@@ -387,6 +600,15 @@ def load_audio_classification(
             "with --audio_column_name."
         )
     dataset = _finish(dataset, audio_column_name, sampling_rate)
+    num_rows = {}
+    if streaming and isinstance(dataset, DatasetDict):  # built from a file list: its size is known
+        num_rows = {name: len(split) for name, split in dataset.items()}
+        # shards let split_dataset_by_node give each process its own files rather than every n-th row
+        dataset = IterableDatasetDict(
+            {name: split.to_iterable_dataset(num_shards=min(64, len(split))) for name, split in dataset.items()}
+        )
+    elif streaming and spec.loader is not _load_audiofolder:
+        num_rows = _streamed_num_rows(source, config_name, data_dir, revision, cache_dir)
     if spec.num_classes is not None and len(label_names) != spec.num_classes:
         logger.warning(
             "%s has %d classes here, the benchmark has %d: a partial copy of the dataset?",
@@ -394,6 +616,15 @@ def load_audio_classification(
             len(label_names),
             spec.num_classes,
         )
+    test_set = f"the {roles['test']!r} split of {source or data_dir}"
+    if dataset_name == "speech_commands":
+        test_set = (
+            "testing_list.txt of the official speech_commands_v0.02 archive (the paper's and AST's test set)"
+            if _speech_commands_archive(source)
+            else "the Hub copy's test split: TensorFlow's 12-class test set, NOT the paper's testing_list.txt"
+        )
+    elif dataset_name == "voxceleb1" and os.path.isfile(os.path.join(source or "", "iden_split.txt")):
+        test_set = "the clips marked 3 in iden_split.txt (the official identification test set)"
     return AudioClassificationData(
         train=dataset[roles["train"]],
         eval=dataset[roles["eval"]],
@@ -404,6 +635,8 @@ def load_audio_classification(
         source=source or data_dir,
         config_name=config_name,
         splits=roles,
+        test_set=test_set,
+        num_rows={role: num_rows[split] for role, split in roles.items() if split in num_rows},
     )
 
 
@@ -651,6 +884,9 @@ class AudioFeatureTransform:
         self.epoch = 0
         self.time_shift = time_shift
 
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
     def targets(self, labels) -> torch.Tensor:
         if not self.one_hot:
             return torch.as_tensor(labels, dtype=torch.long)
@@ -696,19 +932,163 @@ class AugmentationEpochCallback(TrainerCallback):
         self.transform.epoch = math.floor(state.epoch or 0)
 
 
-def estimate_normalization(split: Dataset, feature_extractor, max_clips: int = 1000, seed: int = 0):
+def estimate_normalization(split, feature_extractor, max_clips: int = 1000, seed: int = 0):
     """Mean and std of the extractor's un-normalised fbank over up to `max_clips` training clips (padding included,
-    as AST's statistics are), for datasets without published statistics."""
+    as AST's statistics are), for datasets without published statistics: a random sample of a map-style split, the
+    first clips of a stream."""
     raw = copy.deepcopy(feature_extractor)
     raw.do_normalize = False
-    if len(split) > max_clips:
-        split = split.shuffle(seed=seed).select(range(max_clips))
+    if isinstance(split, Dataset):
+        if len(split) > max_clips:
+            split = split.shuffle(seed=seed).select(range(max_clips))
+        batches = (split[start : start + 64]["audio"] for start in range(0, len(split), 64))
+    else:
+        batches = (batch["audio"] for batch in split.take(max_clips).iter(batch_size=64))
     total, total_sq, count = 0.0, 0.0, 0
-    for start in tqdm(range(0, len(split), 64), desc="feature statistics"):
-        waves = [np.asarray(a["array"], dtype=np.float32) for a in split[start : start + 64]["audio"]]
+    for audio in tqdm(batches, desc="feature statistics"):
+        waves = [np.asarray(a["array"], dtype=np.float32) for a in audio]
         features = raw(waves, sampling_rate=raw.sampling_rate, return_tensors="np")["input_values"].astype(np.float64)
         total += features.sum()
         total_sq += (features**2).sum()
         count += features.size
     mean = total / count
     return float(mean), float(np.sqrt(total_sq / count - mean**2))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Streaming
+
+
+class StreamingTrainingData(torch.utils.data.IterableDataset):
+    """A streamed training split as `Trainer` reads it: featurised examples in one endless stream of epochs.
+
+    Each process reads its own part of `dataset` (`datasets.distributed.split_dataset_by_node`: whole shards when the
+    number of shards divides by `world_size`, else every `world_size`-th row), shuffled through a buffer of
+    `shuffle_buffer_size` rows filled from up to `max_buffer_input_shards` shards at a time (seeded, shard order and
+    rows reshuffled every epoch with `set_epoch`; 0: source order). Rows are featurised
+    `batch_size` at a time by `transform` (an `AudioFeatureTransform`), so mixup partners and augmentation draws come
+    from the training batch, as on map-style data. Epochs follow each other without a break: `Trainer` stops at
+    `max_steps`, and `epoch_hooks` (called with each epoch number as it starts) switch epoch-wise settings such as
+    augmentation.
+
+    The position reached after every batch is kept until the next checkpoint (`position_after`), and a run resumed
+    with `resume_from(position)` continues the stream exactly where the checkpoint left it: through
+    `IterableDataset.load_state_dict` without a shuffle buffer, and by skipping the consumed rows of the epoch with
+    one (a shuffle buffer's content is not part of `datasets`' state, so its state alone would drop those rows). Rows
+    are skipped before decoding, so no audio is decoded twice.
+
+    Read in the main process: data-loader workers would each hold a part of the position (use
+    `dataloader_num_workers=0`).
+    """
+
+    def __init__(
+        self,
+        dataset: IterableDataset,
+        transform: "AudioFeatureTransform",
+        batch_size: int,
+        num_rows: int,
+        shuffle_buffer_size: int = 1000,
+        max_buffer_input_shards: int = 10,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        epoch_hooks: tuple = (),
+    ):
+        from datasets.distributed import split_dataset_by_node
+
+        if shuffle_buffer_size < 0:
+            raise ValueError(f"shuffle_buffer_size={shuffle_buffer_size}: give a number of rows >= 0 (0: no shuffling).")
+        if not num_rows or num_rows <= 0:
+            raise ValueError(
+                "the number of training rows is unknown (the dataset's metadata does not give it): a stream's epochs "
+                "are counted in rows; give it with --streaming_num_rows."
+            )
+        if shuffle_buffer_size:
+            dataset = dataset.shuffle(
+                seed=seed, buffer_size=shuffle_buffer_size, max_buffer_input_shards=max_buffer_input_shards
+            )
+        if world_size > 1:
+            dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
+        self.dataset = dataset
+        self.transform = transform
+        self.batch_size = batch_size
+        self.num_rows = num_rows
+        self.shuffled = bool(shuffle_buffer_size)
+        self.epoch_hooks = [transform.set_epoch, *epoch_hooks]
+        self.rank = rank
+        self.start = {"epoch": 0, "rows": 0, "dataset": None}
+        self.batches = 0  # batches handed out since `start`
+        self._positions = {}  # batches handed out -> position after them
+
+    def resume_from(self, position: dict, batches: int):
+        """Continue after `batches` batches, at `position` (from `position_after` of the interrupted run)."""
+        self.start, self.batches, self._positions = dict(position), batches, {}
+
+    def position_after(self, batches: int) -> dict:
+        """Where the stream stood once `batches` batches had been handed out; forgets the positions before."""
+        if batches == self.batches and not self._positions:
+            return dict(self.start)
+        if batches not in self._positions:
+            raise RuntimeError(f"the stream position after batch {batches} was not recorded (reached: {self.batches}).")
+        self._positions = {key: value for key, value in self._positions.items() if key >= batches}
+        return self._positions[batches]
+
+    def _epoch_rows(self, epoch: int, skip: int, state):
+        self.dataset.set_epoch(epoch)
+        if not skip:
+            return self.dataset
+        if not self.shuffled:
+            self.dataset.load_state_dict(state)
+            return self.dataset
+        rest = self.dataset.skip(skip)
+        rest.set_epoch(epoch)
+        return rest
+
+    def __iter__(self):
+        if torch.utils.data.get_worker_info() is not None:
+            raise RuntimeError(
+                "StreamingTrainingData is read in the main process, where its position is saved with each "
+                "checkpoint: set dataloader_num_workers=0 (--dataloader_num_workers 0)."
+            )
+        epoch, skip, state = self.start["epoch"], self.start["rows"], self.start["dataset"]
+        rows = []  # a last partial batch of an epoch is completed with the first rows of the next one
+        while True:
+            for hook in self.epoch_hooks:
+                hook(epoch)
+            stream, read = self._epoch_rows(epoch, skip, state), skip
+            for row in stream:
+                rows.append(row)
+                read += 1
+                if len(rows) < self.batch_size:
+                    continue
+                batch = self.transform({key: [row[key] for row in rows] for key in rows[0]})
+                self.batches += 1
+                self._positions[self.batches] = {
+                    "epoch": epoch,
+                    "rows": read,
+                    "dataset": None if self.shuffled else stream.state_dict(),
+                }
+                rows = []
+                for i in range(len(batch["labels"])):
+                    yield {key: value[i] for key, value in batch.items()}
+            if read == 0:
+                raise ValueError("the training stream is empty: no rows to train on.")
+            epoch, skip, state = epoch + 1, 0, None
+
+
+class StreamingEvalData(torch.utils.data.IterableDataset):
+    """A streamed evaluation or test split, featurised row by row with a deterministic `transform`.
+
+    A plain torch `IterableDataset` on purpose: accelerate then gives every process the same number of batches
+    (`IterableDatasetShard`, padded at the end, which `Trainer` trims), where shards of unequal size would leave one
+    process waiting for the others. Every process reads the whole split for that.
+    """
+
+    def __init__(self, dataset: IterableDataset, transform: "AudioFeatureTransform"):
+        self.dataset = dataset
+        self.transform = transform
+
+    def __iter__(self):
+        for row in self.dataset:
+            batch = self.transform({key: [value] for key, value in row.items()})
+            yield {key: value[0] for key, value in batch.items()}

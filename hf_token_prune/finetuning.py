@@ -53,6 +53,8 @@ from .data import (
     Mixup,
     PatchMasking,
     SpecAugment,
+    StreamingEvalData,
+    StreamingTrainingData,
     TimeShift,
     drop_unusable_audio,
     estimate_normalization,
@@ -164,8 +166,10 @@ class DataArguments:
     dataset_source: str | None = field(
         default=None,
         metadata={
-            "help": "Where a named dataset is read from instead of its Hub id (a copy in the same layout; "
-            "required for voxceleb1)."
+            "help": "Where a named dataset is read from instead of its Hub id: a copy in the same layout, or the "
+            "official archive of speech_commands (the folder holding speech_commands_v0.02/: word folders, "
+            "validation_list.txt, testing_list.txt) or of voxceleb1 (wav/<speaker>/<video>/<clip>.wav and "
+            "iden_split.txt; required for voxceleb1)."
         },
     )
     dataset_config_name: str | None = field(
@@ -244,6 +248,32 @@ class DataArguments:
         default=False,
         metadata={"help": "Drop clips that do not decode, are empty or hold NaN (they are reported); default: stop."},
     )
+    accept_hub_test_split: bool = field(
+        default=False,
+        metadata={
+            "help": "speech_commands from the Hub: test on its test split, TensorFlow's 12-class test set (4,890 "
+            "clips), not the paper's testing_list.txt (11,005 clips, only in the official archive: --dataset_source). "
+            "Refused without this flag; the model card names the test set either way."
+        },
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Read the dataset as it is iterated (datasets' IterableDataset), for data that does not fit in "
+            "memory or on disk (AudioSet-2M: --dataset_config_name unbalanced). Each process reads its own part; "
+            "epochs become optimizer steps: steps per epoch = training rows / (per-device batch x processes x "
+            "gradient accumulation), rounded up, the rows taken from the dataset's metadata (or "
+            "--streaming_num_rows). Audio is not checked up front; needs --dataloader_num_workers 0."
+        },
+    )
+    shuffle_buffer_size: int = field(
+        default=1000,
+        metadata={"help": "--streaming: rows in the shuffle buffer of the training stream (0: the source order)."},
+    )
+    streaming_num_rows: int | None = field(
+        default=None,
+        metadata={"help": "--streaming: training rows, when the dataset's metadata does not give them."},
+    )
 
     def __post_init__(self):
         if self.sampling_rate <= 0:
@@ -256,6 +286,13 @@ class DataArguments:
                 "160 samples, i.e. 25 ms / 10 ms only at 16000 Hz, the rate of every recipe and checkpoint here. "
                 "Audio is resampled when it is decoded: keep 16000."
             )
+        if self.streaming and self.drop_unusable_rows:
+            raise ValueError(
+                "--drop_unusable_rows checks every clip before training, which a stream cannot do: drop --streaming "
+                "or --drop_unusable_rows."
+            )
+        if self.shuffle_buffer_size < 0 or (self.streaming_num_rows is not None and self.streaming_num_rows <= 0):
+            raise ValueError("--shuffle_buffer_size must be >= 0 and --streaming_num_rows > 0.")
         if self.mixup > 0 and self.training_loss != "bce":
             raise ValueError(
                 "--mixup blends targets, which needs --loss bce (the default loss of single-label data is ce): add "
@@ -605,7 +642,18 @@ def load_data(data_args, cache_dir):
         label_column_name=data_args.label_column_name,
         sampling_rate=data_args.sampling_rate,
         cache_dir=cache_dir,
+        streaming=data_args.streaming,
+        accept_hub_test_split=data_args.accept_hub_test_split,
     )
+    if data_args.streaming:
+        if data_args.streaming_num_rows:
+            data.num_rows["train"] = data_args.streaming_num_rows
+        if data_args.max_train_samples:
+            data.train = data.train.take(data_args.max_train_samples)
+            data.num_rows["train"] = min(data_args.max_train_samples, data.num_rows.get("train", math.inf))
+        if data_args.max_eval_samples:
+            data.eval, data.test = data.eval.take(data_args.max_eval_samples), data.test.take(data_args.max_eval_samples)
+        return data
     if data_args.max_train_samples:
         data.train = data.train.select(range(min(data_args.max_train_samples, len(data.train))))
     if data_args.max_eval_samples:
@@ -646,6 +694,9 @@ def set_transforms(data, extractor, data_args, patch_size, one_hot, seed, num_fr
         time_shift=TimeShift(num_frames, data_args.sampling_rate) if data_args.time_shift else None,
     )
     plain = AudioFeatureTransform(extractor, num_labels, data.multi_label, one_hot)
+    if data_args.streaming:  # the training stream is featurised by StreamingTrainingData, once the schedule exists
+        data.eval, data.test = StreamingEvalData(data.eval, plain), StreamingEvalData(data.test, plain)
+        return train, augmentations
     data.train.set_transform(train)
     data.eval.set_transform(plain)
     data.test.set_transform(plain)
@@ -742,7 +793,10 @@ def write_card(trainer, model_args, data_args, pruning_args, data, results, reci
         dataset_split=data.splits["test"],
         metric=data.spec.metric,
         results=results,
-        hyperparameters=training_hyperparameters(trainer, model, data_args, pruning_args, recipe_name),
+        hyperparameters={
+            "test set": data.test_set,
+            **training_hyperparameters(trainer, model, data_args, pruning_args, recipe_name),
+        },
         plot_file=plot_file,
         repo_id=trainer.hub_model_id if trainer.args.push_to_hub else str(output),
     )
@@ -829,6 +883,28 @@ def main(argv=None):
         pruning_args.shrink_epochs,
         augmentations=augmentations if stop_augmenting else (),
     )
+    callbacks = [schedule, AugmentationEpochCallback(train_transform)]
+    if data_args.streaming:
+        if training_args.dataloader_num_workers:
+            raise SystemExit(
+                f"finetune: --dataloader_num_workers {training_args.dataloader_num_workers}: a training stream is "
+                "read in the main process, where its position is saved with each checkpoint; use 0."
+            )
+        try:
+            data.train = StreamingTrainingData(
+                data.train,
+                train_transform,
+                training_args.per_device_train_batch_size,
+                data.num_rows.get("train"),
+                shuffle_buffer_size=data_args.shuffle_buffer_size,
+                seed=training_args.seed,
+                rank=training_args.process_index,
+                world_size=training_args.world_size,
+                epoch_hooks=[schedule.augment_epoch],
+            )
+        except ValueError as error:
+            raise SystemExit(f"finetune: {error}") from None
+        callbacks = [schedule]  # the stream sets the augmentation epoch itself
     trainer = PrunedModelTrainer(
         model=model,
         args=training_args,
@@ -836,7 +912,7 @@ def main(argv=None):
         eval_dataset=data.eval,
         processing_class=extractor,
         compute_metrics=make_compute_metrics(data.spec.metric),
-        callbacks=[schedule, AugmentationEpochCallback(train_transform)],
+        callbacks=callbacks,
         optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(pruning_args.optimizer, training_args),
         layer_decay=pruning_args.layer_decay,
         lr_step_decay=pruning_args.step_decay,

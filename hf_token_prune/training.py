@@ -2,9 +2,14 @@
 optimiser details of the paper's recipes (layer-wise learning-rate decay, AST's step decay, the pruned-model card).
 
 The schedule is a pure function of the optimizer step, so a run resumed from a checkpoint continues exactly where it
-stopped; the callback holds no state of its own besides the number of optimizer steps per epoch.
+stopped; the callback holds no state of its own besides the number of optimizer steps per epoch. A streamed training
+split (`data.StreamingTrainingData`) has no length: its epochs are counted by `streaming_steps_per_epoch`, and its
+position is saved with every checkpoint and restored on resuming (`StreamPositionCallback`).
 """
 
+import inspect
+import json
+import logging
 import math
 import os
 import re
@@ -12,8 +17,13 @@ from collections.abc import Iterable
 
 import torch
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from .data import StreamingTrainingData
 from .macs import count_macs
+
+
+logger = logging.getLogger(__name__)
 
 
 def keep_rate_at(step: int, target: float, start_step: int, num_shrink_steps: int) -> float:
@@ -35,6 +45,13 @@ def num_update_steps_per_epoch(train_dataloader, gradient_accumulation_steps: in
     return max(math.ceil(len(train_dataloader) / gradient_accumulation_steps), 1)
 
 
+def streaming_steps_per_epoch(num_rows: int, args) -> int:
+    """Optimizer steps in one epoch of a streamed training split of `num_rows` rows: the rows over the global batch
+    (per-device batch x processes x gradient accumulation), rounded up, as `Trainer` counts a map-style epoch."""
+    global_batch = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+    return max(math.ceil(num_rows / global_batch), 1)
+
+
 class KeepRateScheduleCallback(TrainerCallback):
     """Shrink the model's keep rate from 1.0 to `target` with EViT's cosine, stepped every optimizer step.
 
@@ -44,13 +61,23 @@ class KeepRateScheduleCallback(TrainerCallback):
         num_epochs (`float`): length of the shrinking phase in epochs (0: jump to `target` at `start_epoch`).
         augmentations (iterable of objects with an `enabled` attribute): switched off, as the paper does (pruning
             already masks strongly), from the first epoch that does not start before `start_epoch`. They are switched
-            at epoch boundaries, before the epoch's data loader is created, so data-loader workers see the change.
+            at epoch boundaries, before the epoch's data loader is created, so data-loader workers see the change
+            (a streamed training split calls `augment_epoch` as each of its epochs starts).
+        steps_per_epoch (`int`, *optional*): optimizer steps per epoch; by default counted from the training data
+            loader when training begins (`PrunedModelTrainer` sets it for a streamed training split).
 
     The model must have `set_keep_rate` (every pruned model of this package). The keep rate used for the last training
     step is logged as `keep_rate` next to the loss.
     """
 
-    def __init__(self, target: float, start_epoch: float, num_epochs: float, augmentations: Iterable = ()):
+    def __init__(
+        self,
+        target: float,
+        start_epoch: float,
+        num_epochs: float,
+        augmentations: Iterable = (),
+        steps_per_epoch: int | None = None,
+    ):
         if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0.0 < target <= 1.0:
             raise ValueError(f"target keep rate {target!r} is invalid: it must be a number in (0, 1].")
         if start_epoch < 0 or num_epochs < 0:
@@ -62,7 +89,7 @@ class KeepRateScheduleCallback(TrainerCallback):
         self.start_epoch = start_epoch
         self.num_epochs = num_epochs
         self.augmentations = list(augmentations)
-        self.steps_per_epoch = None
+        self.steps_per_epoch = steps_per_epoch
 
     def keep_rate(self, step: int) -> float:
         if self.steps_per_epoch is None:
@@ -80,15 +107,23 @@ class KeepRateScheduleCallback(TrainerCallback):
         return [(step + 1) / self.steps_per_epoch for step in steps], [self.keep_rate(step) for step in steps]
 
     def on_train_begin(self, args, state, control, train_dataloader=None, model=None, **kwargs):
-        self.steps_per_epoch = num_update_steps_per_epoch(train_dataloader, args.gradient_accumulation_steps)
+        if self.steps_per_epoch is None:
+            if not hasattr(train_dataloader, "__len__"):
+                raise ValueError(
+                    "the training data has no length (a stream): give the keep-rate schedule its steps_per_epoch."
+                )
+            self.steps_per_epoch = num_update_steps_per_epoch(train_dataloader, args.gradient_accumulation_steps)
         if model is not None:  # an evaluation before the first step (eval_on_start) sees the target too
             model.set_keep_rate(self.target)
 
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        # The epoch about to run (also right after resuming mid-epoch): augment it only if shrinking starts later.
-        epoch = state.global_step // self.steps_per_epoch
+    def augment_epoch(self, epoch: int):
+        """Augment the epoch about to run only if shrinking starts later."""
         for augmentation in self.augmentations:
             augmentation.enabled = epoch < self.start_epoch
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # also right after resuming mid-epoch
+        self.augment_epoch(state.global_step // self.steps_per_epoch)
 
     def on_step_begin(self, args, state, control, model=None, **kwargs):
         model.set_keep_rate(self.keep_rate(state.global_step))
@@ -107,6 +142,44 @@ class KeepRateScheduleCallback(TrainerCallback):
             # Trainer stored a copy of `logs` in the history before calling back: keep trainer_state.json complete.
             if state.log_history and state.log_history[-1].get("step") == state.global_step:
                 state.log_history[-1]["keep_rate"] = keep_rate
+
+
+class StreamPositionCallback(TrainerCallback):
+    """Save the position of a streamed training split (`data.StreamingTrainingData`) in every checkpoint, one file per
+    process (`stream_position_rank<r>.json`: epoch, rows read in it, and `IterableDataset.state_dict()` without a
+    shuffle buffer), and keep `state.epoch` in epochs of the data. `PrunedModelTrainer` adds it for a stream and calls
+    `resume` when a run resumes from a checkpoint."""
+
+    def __init__(self, stream: StreamingTrainingData, steps_per_epoch: int):
+        self.stream = stream
+        self.steps_per_epoch = steps_per_epoch
+
+    @staticmethod
+    def file_name(rank: int) -> str:
+        return f"stream_position_rank{rank}.json"
+
+    @classmethod
+    def resume(cls, stream: StreamingTrainingData, folder: str, args):
+        path = os.path.join(folder, cls.file_name(args.process_index))
+        if not os.path.isfile(path):
+            raise ValueError(
+                f"{folder} holds no stream position for process {args.process_index} ({cls.file_name(args.process_index)}"
+                "): it was not written by a streamed run with as many processes; resume it the way it was started."
+            )
+        with open(path) as handle:
+            saved = json.load(handle)
+        stream.resume_from(saved["position"], saved["batches"])
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # Trainer knows no epochs in an endless stream: log epochs of the data, as the keep-rate schedule counts them
+        state.epoch = state.global_step / self.steps_per_epoch
+
+    def on_save(self, args, state, control, **kwargs):
+        batches = state.global_step * args.gradient_accumulation_steps
+        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, self.file_name(args.process_index)), "w") as handle:
+            json.dump({"batches": batches, "position": self.stream.position_after(batches)}, handle)
 
 
 def layer_id(parameter_name: str, num_layers: int) -> int:
@@ -170,7 +243,14 @@ class PrunedModelTrainer(Trainer):
     """
 
     def __init__(self, *args, layer_decay: float | None = None, lr_step_decay=None, warmup_epochs=None, **kwargs):
+        given = inspect.signature(Trainer.__init__).bind_partial(self, *args, **kwargs).arguments
+        self.streaming_steps_per_epoch = None
+        stream = given.get("train_dataset")
+        if isinstance(stream, StreamingTrainingData):
+            self._set_up_streaming(given["args"], stream)
         super().__init__(*args, **kwargs)
+        if self.streaming_steps_per_epoch is not None:
+            self.add_callback(StreamPositionCallback(stream, self.streaming_steps_per_epoch))
         if layer_decay is not None and not 0.0 < layer_decay <= 1.0:
             raise ValueError(f"layer_decay={layer_decay} is invalid: it must lie in (0, 1] (AudioMAE uses 0.75).")
         self.layer_decay = layer_decay
@@ -183,10 +263,63 @@ class PrunedModelTrainer(Trainer):
         for schedule in schedules:
             self.callback_handler.callbacks.remove(schedule)
         self.callback_handler.callbacks[:0] = schedules
+        for schedule in schedules:
+            if self.streaming_steps_per_epoch is not None and schedule.steps_per_epoch is None:
+                schedule.steps_per_epoch = self.streaming_steps_per_epoch
+
+    def _set_up_streaming(self, args, stream):
+        """A streamed training split: epochs counted by `streaming_steps_per_epoch`, `max_steps` from the epochs
+        unless given, epoch-wise evaluation / saving / logging every that many steps, each process reading its own
+        part."""
+        if args.dataloader_num_workers:
+            raise ValueError(
+                f"--dataloader_num_workers {args.dataloader_num_workers}: a streamed training split is read in the "
+                "main process, where its position is saved with each checkpoint; use 0."
+            )
+        self.streaming_steps_per_epoch = streaming_steps_per_epoch(stream.num_rows, args)
+        if args.max_steps <= 0:
+            args.max_steps = math.ceil(args.num_train_epochs * self.streaming_steps_per_epoch)
+        # Trainer's epoch of an endless stream is the whole run: "every epoch" becomes every epoch's steps
+        for kind in ("eval", "save", "logging"):
+            strategy = getattr(args, f"{kind}_strategy")
+            if strategy == "epoch":
+                setattr(args, f"{kind}_strategy", type(strategy)("steps"))
+                setattr(args, f"{kind}_steps", self.streaming_steps_per_epoch)
+        logger.info(
+            "streaming: %d rows / (%d per device x %d processes x %d accumulation) = %d optimizer steps per epoch; "
+            "training stops after %d steps",
+            stream.num_rows,
+            args.per_device_train_batch_size,
+            args.world_size,
+            args.gradient_accumulation_steps,
+            self.streaming_steps_per_epoch,
+            args.max_steps,
+        )
+        # Each process reads its own part (split_dataset_by_node): no batches dispatched from the first process, and
+        # no skipping of consumed batches on resuming (the stream restores its own position).
+        args.accelerator_config.dispatch_batches = False
+        args.ignore_data_skip = True
+
+    def get_train_dataloader(self):
+        loader = super().get_train_dataloader()
+        if self.streaming_steps_per_epoch is not None and hasattr(loader.dataset, "num_processes"):
+            # accelerate wraps an iterable dataset so that every process keeps every n-th batch of one shared stream;
+            # this stream is already split by process, so every process keeps all of its own batches.
+            loader.dataset.num_processes, loader.dataset.process_index = 1, 0
+        return loader
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        if self.streaming_steps_per_epoch is not None and resume_from_checkpoint:
+            folder = resume_from_checkpoint
+            if folder is True:
+                folder = get_last_checkpoint(self.args.output_dir)
+            if folder is not None:  # none: Trainer says so
+                StreamPositionCallback.resume(self.train_dataset, folder, self.args)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def set_initial_training_values(self, args, dataloader):
         values = super().set_initial_training_values(args, dataloader)
-        self.update_steps_per_epoch = values[1]
+        self.update_steps_per_epoch = self.streaming_steps_per_epoch or values[1]
         if self.warmup_epochs is not None:
             args.warmup_steps = round(self.warmup_epochs * self.update_steps_per_epoch)
         return values
@@ -276,9 +409,11 @@ def keep_rate_sweep(trainer: Trainer, dataset, keep_rates, metric: str) -> list[
 __all__ = [
     "KeepRateScheduleCallback",
     "PrunedModelTrainer",
+    "StreamPositionCallback",
     "keep_rate_at",
     "keep_rate_sweep",
     "layer_decay_parameter_groups",
     "num_update_steps_per_epoch",
     "step_decay_lambda",
+    "streaming_steps_per_epoch",
 ]

@@ -37,7 +37,7 @@ from hf_token_prune.analysis import (
     keep_rate_sweep,
     kendall_tau_per_block,
     kendall_tau_ties_concordant,
-    load_audio_dataset,
+    load_analysis_data,
     load_pruned_model,
     padding_kind,
     parse_analyses,
@@ -49,7 +49,7 @@ from hf_token_prune.analysis import (
 )
 from hf_token_prune.analysis import command as analysis_command
 from hf_token_prune.analysis.inputs import batch_patch_statistics
-from hf_token_prune.data import num_fbank_frames
+from hf_token_prune.data import load_audio_classification, num_fbank_frames
 
 
 SPEECH_COMMANDS_NORM = {"mean": -6.845978, "std": 5.5654526}
@@ -81,14 +81,17 @@ def tiny_audiomae():
     return model, AudioMAEFeatureExtractor(num_mel_bins=64, max_length=128, **SPEECH_COMMANDS_NORM)
 
 
+KEYWORD_DATA = load_audio_classification("audiofolder", data_dir=str(KEYWORDS))
+
+
 def keyword_subset():
     """One test clip of each of the ten words."""
-    dataset = load_audio_dataset("audiofolder", data_dir=str(KEYWORDS), split="test")
+    dataset = KEYWORD_DATA.test
     return dataset.select(range(0, len(dataset), len(dataset) // NUM_CLIPS))
 
 
 def analysis_setup(model, extractor, **references):
-    data = prepare_analysis_data(keyword_subset(), extractor, model, batch_size=4)
+    data = prepare_analysis_data(keyword_subset(), KEYWORD_DATA.label_names, False, extractor, model, batch_size=4)
     statistics = patch_statistics(model, data)
     return SimpleNamespace(
         model=model, extractor=extractor, data=data, statistics=statistics,
@@ -135,7 +138,7 @@ def features_and_labels(setup):
     rows = setup.data.dataset
     waves = [row["audio"]["array"] for row in rows]
     features = setup.extractor(waves, sampling_rate=16000, return_tensors="pt")["input_values"]
-    return features, torch.tensor(rows["label"]), waves
+    return features, torch.tensor(rows["labels"]), waves
 
 
 # 1. Kendall's tau -----------------------------------------------------------------------------------------------------
@@ -273,27 +276,27 @@ def test_padding_fraction_follows_the_clip_length(any_setup):
 
 
 def test_labels_are_matched_to_the_model_by_name(ast_setup):
-    words = ast_setup.data.dataset.features["label"].names
+    words = KEYWORD_DATA.label_names
     reversed_words = words[::-1]
     config = PrunedASTConfig(**tiny_ast_kwargs(num_labels=10, id2label=dict(enumerate(reversed_words))))
-    data = prepare_analysis_data(ast_setup.data.dataset, ast_setup.extractor, SimpleNamespace(config=config))
-    dataset_ids = ast_setup.data.dataset["label"]
+    data = prepare_analysis_data(ast_setup.data.dataset, words, False, ast_setup.extractor, SimpleNamespace(config=config))
+    dataset_ids = ast_setup.data.dataset["labels"]
     assert data.labels() == [reversed_words.index(words[i]) for i in dataset_ids]
     assert [data.label_names[i] for i in data.labels()] == [words[i] for i in dataset_ids]
 
 
 def test_multi_label_data_are_scored_with_map(ast_setup):
-    names = ast_setup.data.dataset.features["label"].names
-    features = ast_setup.data.dataset.features.copy()
-    features["tags"] = datasets.List(datasets.ClassLabel(names=names))
-    dataset = ast_setup.data.dataset.map(lambda row: {"tags": [row["label"], (row["label"] + 1) % 10]},
-                                         features=features)
-    data = prepare_analysis_data(dataset, ast_setup.extractor, ast_setup.model, label_column="tags")
+    names = KEYWORD_DATA.label_names
+    single = ast_setup.data.dataset
+    features = single.features.copy()
+    features["labels"] = datasets.List(datasets.ClassLabel(names=names))
+    dataset = single.map(lambda row: {"labels": [row["labels"], (row["labels"] + 1) % 10]}, features=features)
+    data = prepare_analysis_data(dataset, names, True, ast_setup.extractor, ast_setup.model)
     assert data.multi_label and data.metric_name == "mAP"
     value = evaluate_model(ast_setup.model, data, keep_rate=0.5)
     features, _, _ = features_and_labels(ast_setup)
     targets = np.zeros((NUM_CLIPS, 10), dtype=bool)
-    for row, label in enumerate(dataset["label"]):
+    for row, label in enumerate(single["labels"]):
         targets[row, [label, (label + 1) % 10]] = True
     with torch.no_grad():
         logits = ast_setup.model(features).logits.numpy()
@@ -473,12 +476,18 @@ def test_not_a_pruned_model_is_refused(tmp_path):
         load_pruned_model(tmp_path)
 
 
-def test_dataset_without_audio_column_is_refused(ast_setup):
-    dataset = datasets.Dataset.from_dict({"text": ["yes", "no"], "label": [0, 1]})
-    with pytest.raises(ValueError, match="no audio column"):
-        prepare_analysis_data(dataset, ast_setup.extractor, ast_setup.model)
-    with pytest.raises(ValueError, match="no column 'sound'"):
-        prepare_analysis_data(ast_setup.data.dataset, ast_setup.extractor, ast_setup.model, audio_column="sound")
+def test_analysis_data_come_through_the_data_loaders(ast_setup):
+    data = load_analysis_data(ast_setup.model, ast_setup.extractor, "audiofolder", "validation", data_dir=str(KEYWORDS))
+    assert len(data) == 60 and data.labels() == KEYWORD_DATA.eval["labels"]
+    batch = next(iter(data.batches(batch_size=3)))
+    rows = KEYWORD_DATA.eval.select(range(3))
+    expected = ast_setup.extractor([r["audio"]["array"] for r in rows], sampling_rate=16000, return_tensors="pt")
+    assert torch.equal(batch["input_values"], expected["input_values"])
+    with pytest.raises(ValueError, match="no split 'dev' here: choose --split from test, train, validation"):
+        load_analysis_data(ast_setup.model, ast_setup.extractor, "audiofolder", "dev", data_dir=str(KEYWORDS))
+    with pytest.raises(ValueError, match="no audio column 'sound'.*--audio_column_name"):
+        load_analysis_data(ast_setup.model, ast_setup.extractor, "audiofolder", data_dir=str(KEYWORDS),
+                           audio_column_name="sound")
 
 
 def test_unknown_analysis_is_refused(capsys):

@@ -1,7 +1,5 @@
 """Dataset loaders on tiny local copies in each dataset's real Hub layout, checks, features and augmentation."""
 
-import textwrap
-
 import numpy as np
 import pytest
 import soundfile
@@ -10,6 +8,7 @@ from datasets import Audio, ClassLabel, Dataset, Features, List, Value
 from transformers import ASTFeatureExtractor
 
 from conftest import KEYWORDS
+from test_streaming import write_audioset_card
 from hf_token_prune.data import (
     AudioFeatureTransform,
     Mixup,
@@ -50,19 +49,7 @@ def assert_decoded_at_16k(split, seconds):
 
 def test_audioset_balanced_layout(tmp_path):
     # agkphysics/AudioSet: config "balanced" = data/bal_train/*.parquet (train) + data/eval/*.parquet (test).
-    (tmp_path / "README.md").write_text(
-        textwrap.dedent("""\
-        ---
-        configs:
-        - config_name: balanced
-          data_files:
-          - split: train
-            path: data/bal_train/*.parquet
-          - split: test
-            path: data/eval/*.parquet
-        ---
-        """)
-    )
+    write_audioset_card(tmp_path)
     features = Features(
         {
             "video_id": Value("string"),
@@ -169,7 +156,7 @@ def test_speech_commands_v2_parquet_export_layout(tmp_path):
         }
         write_parquet(rows, features, tmp_path / "v0.02" / split / "0000.parquet")
 
-    data = load_audio_classification("speech_commands", source=str(tmp_path))
+    data = load_audio_classification("speech_commands", source=str(tmp_path), accept_hub_test_split=True)
     assert len(data.label_names) == 35 and "_silence_" not in data.label_names
     assert data.label_names == SPEECH_COMMANDS_V2[:35]
     assert data.train["labels"] == [0, 34, 12]  # the _silence_ row is gone

@@ -6,7 +6,7 @@ the markdown section ``recipes/analyze.py`` puts in ``index.md``)::
     from hf_token_prune.analysis import *
 
     model, extractor = load_pruned_model("path/to/pruned-model")
-    data = prepare_analysis_data(load_audio_dataset("audiofolder", data_dir="data/keywords"), extractor, model)
+    data = load_analysis_data(model, extractor, "audiofolder", "test", data_dir="data/keywords")
     sweep = keep_rate_sweep(model, data)                           # Table I (+ MACs, Table II)
     statistics = patch_statistics(model, data)
     clusters = intensity_clusters(statistics)                      # Table III, Fig. 5
@@ -34,7 +34,7 @@ from .inputs import (
     AnalysisData,
     analysis_keep_rate,
     check_pruned_model,
-    load_audio_dataset,
+    load_analysis_data,
     load_pruned_model,
     padding_kind,
     padding_note,
@@ -85,7 +85,7 @@ __all__ = [
     "keep_rate_sweep",
     "kendall_tau_per_block",
     "kendall_tau_ties_concordant",
-    "load_audio_dataset",
+    "load_analysis_data",
     "load_pruned_model",
     "padding_kind",
     "padding_note",

@@ -12,10 +12,11 @@ Analyses (--analyses, comma-separated; default all):
   cluster_drop  Table IV: keep rate 1.0, drop the C1+C2 or C4+C5 tokens after block i (--blocks)
   histograms    Fig. 6: log 2-D histogram of patch mean vs std, all patches vs those kept to the last layer
 
-The model folder must hold a pruned model (or a stock AST checkpoint) and its feature extractor. The dataset is
-anything `datasets.load_dataset(--dataset_name, data_dir=--data_dir, split=--split)` reads, with an audio column
-and a label column (found automatically, or named with --audio_column / --label_column). Everything is written to
---output_dir (default: the model folder's analysis/): PNG figures, CSV + markdown tables, and index.md linking them.
+The model folder must hold a pruned model (or a stock AST checkpoint) and its feature extractor. The data are read
+as finetune reads them, with the same flags: a named dataset (--dataset_source for a copy or an official archive),
+an audiofolder (--data_dir) or any Hub / local dataset with an audio and a label column (--audio_column_name /
+--label_column_name). Everything is written to --output_dir (default: the model folder's analysis/): PNG figures,
+CSV + markdown tables, and index.md linking them.
 """
 
 import argparse
@@ -35,18 +36,18 @@ from hf_token_prune.analysis import (
     intensity_clusters,
     keep_rate_sweep,
     kendall_tau_per_block,
-    load_audio_dataset,
+    load_analysis_data,
     load_pruned_model,
     padding_note,
     parse_analyses,
     patch_statistics,
-    prepare_analysis_data,
     pruning_patterns,
     retained_patch_histograms,
     variation_clusters,
 )
 from hf_token_prune.analysis.report import write_index
 from hf_token_prune.checks import check_audio_folder, check_model, one_line
+from hf_token_prune.data import DATASETS
 from hf_token_prune.pruning import TOKEN_SCORES, parse_keep_rates
 
 
@@ -82,11 +83,18 @@ def _numbers(kind):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_name_or_path", required=True, help="pruned model folder (with its feature extractor)")
-    parser.add_argument("--dataset_name", required=True, help="datasets.load_dataset name, e.g. audiofolder")
-    parser.add_argument("--data_dir", help="data_dir for load_dataset (an audiofolder's root)")
+    parser.add_argument("--dataset_name", required=True,
+                        help=f"a named dataset ({', '.join(DATASETS)}) or a Hub id / local folder, as in finetune")
+    parser.add_argument("--dataset_source", help="a named dataset's copy or official archive instead of its Hub id")
+    parser.add_argument("--dataset_config_name", help="dataset configuration (load_dataset name)")
+    parser.add_argument("--dataset_revision", help="dataset revision on the Hub")
+    parser.add_argument("--data_dir", help="folder of audio files (audiofolder) or data_dir of the dataset")
+    parser.add_argument("--fold", type=int, help="ESC-50: the held-out fold, 1 to 5")
+    parser.add_argument("--accept_hub_test_split", action="store_true",
+                        help="speech_commands from the Hub: analyse its 12-class test split (not the paper's)")
     parser.add_argument("--split", default="test", help="split to analyse (default: %(default)s)")
-    parser.add_argument("--audio_column", help="audio column (default: the first Audio feature)")
-    parser.add_argument("--label_column", help="label column (default: label, labels or the first ClassLabel)")
+    parser.add_argument("--audio_column_name", default="audio", help="column holding the audio (default: audio)")
+    parser.add_argument("--label_column_name", help="column holding the class (default: the dataset's own)")
     parser.add_argument("--analyses", type=_analyses, default=list(ANALYSES),
                         help=f"comma-separated subset of {','.join(ANALYSES)} (default: all)")
     parser.add_argument("--output_dir", type=Path,
@@ -107,8 +115,8 @@ def parse_args(argv=None):
                         help="leave patches touching padded frames out of clusters, kendall and histograms")
     parser.add_argument("--max_samples", type=int, help="analyse only the first N rows of the split")
     parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--num_workers", type=int, default=0, help="DataLoader workers decoding audio")
-    parser.add_argument("--num_threads", type=int, help="torch CPU threads")
+    parser.add_argument("--dataloader_num_workers", type=int, default=0, help="DataLoader workers decoding audio")
+    parser.add_argument("--torch_threads", type=int, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0, help="seed of k-means and of the random token score")
     return parser.parse_args(argv)
 
@@ -121,12 +129,16 @@ def run(args, argv):
         if not Path(args.model_name_or_path).is_dir():
             raise ValueError(f"--output_dir: give one; the model {args.model_name_or_path} is no folder to write into.")
         args.output_dir = Path(args.model_name_or_path) / "analysis"
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     model, feature_extractor = load_pruned_model(args.model_name_or_path)
-    dataset = load_audio_dataset(args.dataset_name, data_dir=args.data_dir, split=args.split)
-    data = prepare_analysis_data(dataset, feature_extractor, model, args.audio_column, args.label_column,
-                                 args.batch_size, args.max_samples, args.num_workers)
+    data = load_analysis_data(
+        model, feature_extractor, args.dataset_name, args.split, args.batch_size, args.max_samples,
+        args.dataloader_num_workers, source=args.dataset_source, config_name=args.dataset_config_name,
+        data_dir=args.data_dir, revision=args.dataset_revision, fold=args.fold,
+        audio_column_name=args.audio_column_name, label_column_name=args.label_column_name,
+        accept_hub_test_split=args.accept_hub_test_split,
+    )
     output_dir = args.output_dir
     output_dir.mkdir(parents=True, exist_ok=True)
     keep_rate = analysis_keep_rate(model, args.keep_rate)

@@ -1,8 +1,8 @@
-"""What every analysis reads: a pruned model, and an audio dataset turned into that model's features.
+"""What every analysis reads: a pruned model, and an audio split turned into that model's features.
 
-Dataset handling is deliberately minimal (an ``audiofolder`` or any Hugging Face dataset with an audio and a label
-column); the dataset-specific loaders of ``hf_token_prune.data`` can replace ``load_audio_dataset`` without touching
-the analyses, which only iterate over ``AnalysisData.batches()``.
+Data come through ``hf_token_prune.data`` (the loaders fine-tuning uses: named benchmarks and their official archives,
+any audiofolder / Hub / local dataset, one column discovery, class names and decoding) and are featurised by its
+``AudioFeatureTransform``; the analyses only iterate over ``AnalysisData.batches()``.
 """
 
 import logging
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data import num_fbank_frames
+from ..data import AudioFeatureTransform, load_audio_classification, num_fbank_frames
 
 
 logger = logging.getLogger(__name__)
@@ -105,77 +105,23 @@ def analysis_keep_rate(model, keep_rate=None):
     return model.config.keep_rate if model.config.keep_rate < 1.0 else DEFAULT_ANALYSIS_KEEP_RATE
 
 
-def load_audio_dataset(name, data_dir=None, split="test"):
-    """``datasets.load_dataset(name, data_dir=..., split=...)``, e.g. ``("audiofolder", data_dir="data/keywords")``."""
-    import datasets
-
-    return datasets.load_dataset(name, data_dir=data_dir, split=split)
-
-
-def _find_audio_column(dataset, audio_column):
-    import datasets
-
-    columns = dataset.column_names
-    if audio_column is not None:
-        if audio_column not in columns:
-            raise ValueError(f"the dataset has no column {audio_column!r} (columns: {columns}); pass --audio_column.")
-        return audio_column
-    audio_columns = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Audio)]
-    if not audio_columns:
-        raise ValueError(
-            f"the dataset has no audio column (columns: {columns}): cast the column holding the audio with "
-            "datasets.Audio(), or name it with --audio_column."
-        )
-    return audio_columns[0]
-
-
-def _find_label_column(dataset, label_column):
-    import datasets
-
-    columns = dataset.column_names
-    if label_column is not None:
-        if label_column not in columns:
-            raise ValueError(f"the dataset has no column {label_column!r} (columns: {columns}); pass --label_column.")
-        return label_column
-    for name in ("label", "labels"):
-        if name in columns:
-            return name
-    for name, feature in dataset.features.items():
-        if isinstance(getattr(feature, "feature", feature), datasets.ClassLabel):
-            return name
-    raise ValueError(f"the dataset has no label column (columns: {columns}); name it with --label_column.")
-
-
 def _generic_labels(config):
     return all(label == f"LABEL_{i}" for i, label in config.id2label.items())
 
 
-def _label_mapping(feature, config):
-    """Model label id of every dataset label id (matched by name when the model's labels are named), whether the
-    labels are multi-label, and the dataset's class names (``None`` for plain integer labels)."""
-    import datasets
-
-    class_label = feature if isinstance(feature, datasets.ClassLabel) else getattr(feature, "feature", None)
-    multi_label = not isinstance(feature, datasets.ClassLabel) and hasattr(feature, "feature")
-    if not isinstance(class_label, datasets.ClassLabel):
-        if not multi_label and isinstance(feature, datasets.Value) and feature.dtype.startswith("int"):
-            return None, False, None  # plain integer labels: taken to be the model's ids
-        raise ValueError(
-            f"label feature {feature} is not supported: use integer ids, a ClassLabel, or a list of ClassLabel ids "
-            "(multi-label)."
-        )
-    names = class_label.names
+def _label_mapping(label_names, config):
+    """Model label id of every dataset class: by name when the model's labels are named, else by index."""
     label2id = config.label2id or {name: int(i) for i, name in config.id2label.items()}
-    if all(name in label2id for name in names):
-        return np.array([label2id[name] for name in names]), multi_label, names
-    if len(names) > config.num_labels:
+    if all(name in label2id for name in label_names):
+        return np.array([label2id[name] for name in label_names])
+    if len(label_names) > config.num_labels:
         raise ValueError(
-            f"the dataset has {len(names)} classes but the model only {config.num_labels}, and the names do not "
+            f"the dataset has {len(label_names)} classes but the model only {config.num_labels}, and the names do not "
             f"match the model's labels ({list(label2id)[:5]}...): this model was not trained on this dataset."
         )
     if not _generic_labels(config):
         logger.warning("dataset class names do not match the model's labels: matching them by index instead.")
-    return np.arange(len(names)), multi_label, names
+    return np.arange(len(label_names))
 
 
 def padding_kind(feature_extractor):
@@ -213,7 +159,8 @@ def padding_note(feature_extractor):
 
 @dataclass
 class AnalysisData:
-    """An audio classification split, featurised on the fly for one model.
+    """An audio classification split (columns ``audio``, ``labels``, ``id`` of ``hf_token_prune.data``), featurised
+    on the fly for one model.
 
     ``batches()`` yields ``{"input_values": (B, frames, mel), "labels": (B,) or multi-hot (B, num_labels),
     "num_frames": (B,) frames of real audio, "index": (B,) row in the dataset}``.
@@ -221,9 +168,7 @@ class AnalysisData:
 
     dataset: object
     feature_extractor: object
-    audio_column: str
-    label_column: str
-    label_mapping: np.ndarray | None
+    label_mapping: np.ndarray
     multi_label: bool
     num_labels: int
     label_names: dict  # model label id -> name shown in figures
@@ -246,33 +191,20 @@ class AnalysisData:
 
     def labels(self):
         """Model label ids of every row (a list of ids per row when multi-label), without decoding audio."""
-        return [self._model_labels(label) for label in self.dataset[self.label_column]]
+        return [self._model_labels(label) for label in self.dataset["labels"]]
 
     def _model_labels(self, label):
-        if self.label_mapping is None:
-            return label
         return [int(self.label_mapping[i]) for i in label] if self.multi_label else int(self.label_mapping[label])
 
     def _collate(self, indices):
         rows = self.dataset[list(indices)]
-        waves = []
-        for audio in rows[self.audio_column]:
-            wave = np.asarray(audio["array"], dtype=np.float32)
-            waves.append(wave.mean(axis=0) if wave.ndim == 2 else wave)  # (channels, samples) -> mono
-        rate = self.feature_extractor.sampling_rate
-        features = self.feature_extractor(waves, sampling_rate=rate, return_tensors="pt")
-        max_length = features["input_values"].shape[1]
-        labels = [self._model_labels(label) for label in rows[self.label_column]]
-        if self.multi_label:
-            targets = torch.zeros(len(labels), self.num_labels)
-            for row, ids in enumerate(labels):
-                targets[row, ids] = 1.0
-        else:
-            targets = torch.tensor(labels)
+        transform = AudioFeatureTransform(self.feature_extractor, self.num_labels, self.multi_label, one_hot=False)
+        batch = transform({**rows, "labels": [self._model_labels(label) for label in rows["labels"]]})
+        rate, max_length = self.feature_extractor.sampling_rate, batch["input_values"].shape[1]
+        lengths = [len(audio["array"]) for audio in rows["audio"]]
         return {
-            "input_values": features["input_values"],
-            "labels": targets,
-            "num_frames": torch.tensor([min(max_length, num_fbank_frames(len(w), rate)) for w in waves]),
+            **batch,
+            "num_frames": torch.tensor([min(max_length, num_fbank_frames(n, rate)) for n in lengths]),
             "index": torch.tensor(list(indices)),
         }
 
@@ -288,24 +220,23 @@ class AnalysisData:
 
 
 def prepare_analysis_data(
-    dataset, feature_extractor, model, audio_column=None, label_column=None, batch_size=8, max_samples=None,
-    num_workers=0,
+    split, label_names, multi_label, feature_extractor, model, batch_size=8, max_samples=None, num_workers=0
 ):
-    """Check the dataset against the model and return ``AnalysisData`` (audio resampled to the extractor's rate)."""
-    import datasets
-
-    audio_column = _find_audio_column(dataset, audio_column)
-    label_column = _find_label_column(dataset, label_column)
-    if len(dataset) == 0:
+    """Check a split of ``hf_token_prune.data`` (columns ``audio``, ``labels``, ``id``; ``labels`` indexing
+    ``label_names``) against the model and return ``AnalysisData``."""
+    if len(split) == 0:
         raise ValueError("the dataset split is empty: choose another --split.")
     if max_samples is not None:
-        dataset = dataset.select(range(min(max_samples, len(dataset))))
-    dataset = dataset.cast_column(audio_column, datasets.Audio(sampling_rate=feature_extractor.sampling_rate))
-    mapping, multi_label, names = _label_mapping(dataset.features[label_column], model.config)
-    label_names = dict(model.config.id2label)
-    if names is not None and _generic_labels(model.config):  # a model saved without names: show the dataset's
-        label_names.update({int(model_id): name for model_id, name in zip(mapping, names)})
-    multi_label = multi_label or model.config.problem_type == "multi_label_classification"
+        split = split.select(range(min(max_samples, len(split))))
+    if split.features["audio"].sampling_rate != feature_extractor.sampling_rate:
+        raise ValueError(
+            f"the audio is decoded at {split.features['audio'].sampling_rate} Hz but the feature extractor expects "
+            f"{feature_extractor.sampling_rate} Hz: load it with sampling_rate={feature_extractor.sampling_rate}."
+        )
+    mapping = _label_mapping(label_names, model.config)
+    names = dict(model.config.id2label)
+    if _generic_labels(model.config):  # a model saved without names: show the dataset's
+        names.update({int(model_id): name for model_id, name in zip(mapping, label_names)})
     if getattr(feature_extractor, "max_length", model.config.max_length) != model.config.max_length or getattr(
         feature_extractor, "num_mel_bins", model.config.num_mel_bins
     ) != model.config.num_mel_bins:
@@ -315,16 +246,41 @@ def prepare_analysis_data(
             "saved with the model."
         )
     return AnalysisData(
-        dataset=dataset,
+        dataset=split,
         feature_extractor=feature_extractor,
-        audio_column=audio_column,
-        label_column=label_column,
         label_mapping=mapping,
-        multi_label=multi_label,
+        multi_label=multi_label or model.config.problem_type == "multi_label_classification",
         num_labels=model.config.num_labels,
-        label_names=label_names,
+        label_names=names,
         batch_size=batch_size,
         num_workers=num_workers,
+    )
+
+
+def load_analysis_data(
+    model,
+    feature_extractor,
+    dataset_name,
+    split="test",
+    batch_size=8,
+    max_samples=None,
+    num_workers=0,
+    **dataset_options,
+):
+    """Read split ``split`` of ``dataset_name`` through ``hf_token_prune.data.load_audio_classification`` (a named
+    benchmark or its official archive, an audiofolder, any Hub / local dataset; ``dataset_options`` are its keyword
+    arguments, e.g. ``data_dir``, ``source``, ``label_column_name``), decoded at the extractor's rate, as
+    ``AnalysisData`` for ``model``."""
+    data = load_audio_classification(dataset_name, sampling_rate=feature_extractor.sampling_rate, **dataset_options)
+    roles = {name: role for role, name in data.splits.items()}
+    if split not in roles:
+        raise ValueError(
+            f"no split {split!r} here: choose --split from {', '.join(sorted(roles))} (the training split is "
+            f"{data.splits['train']!r})."
+        )
+    return prepare_analysis_data(
+        getattr(data, roles[split]), data.label_names, data.multi_label, feature_extractor, model, batch_size,
+        max_samples, num_workers,
     )
 
 
