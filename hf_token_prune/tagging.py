@@ -121,7 +121,7 @@ def model_window_samples(feature_extractor) -> int:
 def load_recording(audio, sampling_rate: int | None, target_rate: int) -> np.ndarray:
     """A mono waveform at `target_rate` from a file path (decoded, down-mixed and resampled with FFmpeg, as
     `datasets` decodes audio), a `{"array", "sampling_rate"}` dict (as `datasets` gives it) or an array (float in
-    [-1, 1] or int PCM) at `sampling_rate` (default: `target_rate`)."""
+    [-1, 1], or int16 / int32 PCM, scaled to [-1, 1]) at `sampling_rate` (default: `target_rate`)."""
     if isinstance(audio, (str, Path)):
         path = Path(audio)
         if not path.is_file():
@@ -142,7 +142,7 @@ def load_recording(audio, sampling_rate: int | None, target_rate: int) -> np.nda
     audio = audio.numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
     if audio.ndim != 1:
         raise ValueError(f"Expected one mono waveform (1-D array), got shape {audio.shape}: mix channels first.")
-    return audio
+    return as_float_waveform(audio)  # here, not per window: transformers' own AST extractor misreads integer PCM
 
 
 def tag_recording(
@@ -160,7 +160,8 @@ def tag_recording(
 
     Args:
         audio: a file path, a `{"array", "sampling_rate"}` dict or a 1-D array (float in [-1, 1], or int16 / int32
-            PCM, which the extractor scales to [-1, 1]) at `sampling_rate` Hz (default: the extractor's rate).
+            PCM, scaled to [-1, 1] as `AudioMAEFeatureExtractor` scales it) at `sampling_rate` Hz (default: the
+            extractor's rate).
         model: an audio-classification model (`model(**features).logits`) and `feature_extractor` its Kaldi fbank
             extractor (AST's or `AudioMAEFeatureExtractor`); the model's window is the extractor's `max_length` frames.
         window: seconds per window, at most the model's window (the default).

@@ -182,6 +182,19 @@ def test_tag_recording_scores_every_window_as_the_model_scores_that_clip_alone()
     np.testing.assert_allclose(one_by_one.scores, as_float.scores, atol=1e-6)
 
 
+def test_tag_recording_reads_integer_pcm_right_even_with_transformers_ast_extractor():
+    wave, _ = keyword_recording(3.0)
+    pcm = np.round(wave * 32767).astype(np.int16)
+    stock, model = ASTFeatureExtractor(num_mel_bins=64, max_length=MAX_LENGTH), tiny_model()
+    from_pcm = tag_recording(pcm, model, stock, progress=False)
+    np.testing.assert_allclose(from_pcm.scores, tag_recording(pcm / 32768, model, stock, progress=False).scores,
+                               atol=1e-6)
+    first = torch.as_tensor(stock(pcm[:WINDOW], sampling_rate=RATE)["input_values"][0])  # unscaled: other features
+    with torch.no_grad():
+        misread = model(first[None]).logits[0].softmax(-1).numpy()
+    assert np.abs(misread - from_pcm.scores[0]).max() > 1e-3
+
+
 def test_tag_recording_reads_files_and_scores_a_multi_label_model_with_sigmoid(tmp_path):
     wave, _ = keyword_recording(3.0)
     soundfile.write(tmp_path / "rec.flac", wave, RATE, subtype="PCM_16")
