@@ -20,6 +20,7 @@ from .modeling_pruned_audiomae import (
     PrunedAudioMAEPreTrainedModel,
 )
 from .pruning import kept_token_counts, num_kept_tokens
+from .tagging import RecordingTags, tag_recording
 
 
 __version__ = "0.1.0"
@@ -48,6 +49,8 @@ __all__ = [
     "PrunedAudioMAEForAudioClassification",
     "PrunedAudioMAEModel",
     "PrunedAudioMAEPreTrainedModel",
+    "RecordingTags",
     "kept_token_counts",
     "num_kept_tokens",
+    "tag_recording",
 ]

@@ -1,12 +1,47 @@
-"""Feature extractor for AudioMAE: AST's Kaldi fbank with AudioMAE's defaults and padding."""
+"""Feature extractor for AudioMAE (and AST): AST's Kaldi fbank with a padding choice, frame-level attention masks and
+integer PCM read as [-1, 1]."""
 
 import numpy as np
 from transformers import ASTFeatureExtractor
+from transformers.utils import logging
 
+
+logger = logging.get_logger(__name__)
 
 AUDIOSET_MEAN, AUDIOSET_STD = -4.2677393, 4.5689974
 PADDING_VALUES = ("minimum", "zero")
 KALDI_FRAME_LENGTH, KALDI_FRAME_SHIFT = 400, 160  # 25 ms window, 10 ms hop at 16 kHz
+PCM_DTYPES = ("int8", "int16", "int32")  # scaled by 2 ** (bits - 1), as soundfile / torchaudio read PCM as float
+
+
+def num_fbank_frames(num_samples: int) -> int:
+    """Kaldi fbank frames of a waveform of `num_samples` samples (25 ms windows every 10 ms, a partial last window
+    dropped)."""
+    return 0 if num_samples < KALDI_FRAME_LENGTH else 1 + (num_samples - KALDI_FRAME_LENGTH) // KALDI_FRAME_SHIFT
+
+
+def as_float_waveform(waveform) -> np.ndarray:
+    """One waveform as float32 samples in [-1, 1]: signed integer PCM (int8 / int16 / int32, e.g. what
+    `scipy.io.wavfile.read` returns) is divided by 2 ** (bits - 1), so it gives exactly the features of the same file
+    read as float (`soundfile.read(path, dtype="float32")`). Any other non-float type is refused: its scale is
+    unknown."""
+    waveform = np.asarray(waveform)
+    if waveform.dtype.name in PCM_DTYPES:
+        return waveform.astype(np.float32) / np.float32(2 ** (8 * waveform.dtype.itemsize - 1))
+    if waveform.dtype.kind != "f":
+        raise ValueError(
+            f"The waveform has dtype {waveform.dtype}: pass float samples in [-1, 1] or signed PCM "
+            f"({' / '.join(PCM_DTYPES)}, scaled to [-1, 1] here); convert other integer audio yourself, e.g. "
+            "(wave.astype(np.float32) - 128) / 128 for unsigned 8-bit WAV."
+        )
+    waveform = waveform.astype(np.float32, copy=False)
+    if waveform.size and np.abs(waveform).max() > 2.0:
+        # float audio lives in [-1, 1]; this is most likely integer PCM cast to float without scaling
+        logger.warning_once(
+            f"A float waveform peaks at {np.abs(waveform).max():.1f}, far outside [-1, 1]: if it is integer PCM cast "
+            "to float, divide it by 32768 (16-bit) or pass the integer array itself, which is scaled for you."
+        )
+    return waveform
 
 
 class AudioMAEFeatureExtractor(ASTFeatureExtractor):
@@ -20,8 +55,20 @@ class AudioMAEFeatureExtractor(ASTFeatureExtractor):
         `ASTFeatureExtractor` does, which after normalisation sits among the loudest values and so attracts intensity
         pruning and lands in the high-intensity clusters).
 
+    return_attention_mask (`bool`, *optional*, defaults to `False`):
+        Whether a call returns `attention_mask` (also a call argument): an int32 `(batch, max_length)` frame mask, 1 on
+        the frames computed from the clip and 0 on the padding (so `attention_mask.sum(-1)` counts the real frames),
+        as transformers' Speech2Text and SeamlessM4T extractors give. It is off by default because today's models do
+        not take a frame mask (passing one raises); leave it off for them.
+
     The other arguments are [`ASTFeatureExtractor`]'s; `mean`/`std` default to AudioSet's statistics and `max_length`
-    to 1024 frames (use 512 for ESC-50, 128 for Speech Commands).
+    to 1024 frames (use 512 for ESC-50, 128 for Speech Commands). With `fbank_padding="zero"` the features equal
+    `ASTFeatureExtractor`'s, and loading a stock AST extractor's config (`from_pretrained` of an AST checkpoint) keeps
+    its zero padding, so this class can replace transformers' for AST.
+
+    Waveforms are float samples in [-1, 1]; int8 / int16 / int32 PCM is divided by 2 ** (bits - 1) first (the features
+    then equal those of the same file read as float), any other integer type is refused. A clip longer than
+    `max_length` frames is cut (logged once): tag long recordings in windows with `hf_token_prune.tag_recording`.
     """
 
     model_input_names = ["input_values"]
@@ -56,14 +103,32 @@ class AudioMAEFeatureExtractor(ASTFeatureExtractor):
         )
         self.fbank_padding = fbank_padding
 
-    def __call__(self, raw_speech, sampling_rate=None, **kwargs):
+    @classmethod
+    def from_dict(cls, feature_extractor_dict, **kwargs):
+        # a stock ASTFeatureExtractor's config (say a Hub AST checkpoint's) pads with zero: keep its features
+        if feature_extractor_dict.get("feature_extractor_type") == ASTFeatureExtractor.__name__:
+            feature_extractor_dict = {"fbank_padding": "zero", **feature_extractor_dict}
+        return super().from_dict(feature_extractor_dict, **kwargs)
+
+    def __call__(self, raw_speech, sampling_rate=None, return_tensors=None, return_attention_mask=None, **kwargs):
         # transformers' own check names the whole extractor config; say the two rates and the fix instead
         if sampling_rate is not None and sampling_rate != self.sampling_rate:
             raise ValueError(
                 f"sampling rate {sampling_rate} Hz: this feature extractor takes {self.sampling_rate} Hz audio; resample "
                 "the clip first (e.g. scipy.signal.resample_poly)."
             )
-        return super().__call__(raw_speech, sampling_rate=sampling_rate, **kwargs)
+        # transformers' AST extractor casts integer PCM to float unscaled (or not at all): read it as [-1, 1] first
+        waveforms = [as_float_waveform(waveform) for waveform in _as_batch(raw_speech)]
+        features = super().__call__(waveforms, sampling_rate=sampling_rate, **kwargs)
+        frames = np.array([num_fbank_frames(waveform.size) for waveform in waveforms])
+        if frames.max(initial=0) > self.max_length:
+            logger.warning_once(
+                f"A clip of {frames.max()} frames was cut to this extractor's max_length={self.max_length} frames: "
+                "classify longer recordings in windows with hf_token_prune.tag_recording (or recipes/tag.py)."
+            )
+        if self.return_attention_mask if return_attention_mask is None else return_attention_mask:
+            features["attention_mask"] = (np.arange(self.max_length) < frames[:, None]).astype(np.int32)
+        return features.convert_to_tensors(return_tensors)
 
     def _extract_fbank_features(self, waveform: np.ndarray, max_length: int) -> np.ndarray:
         waveform = np.asarray(waveform)
@@ -76,7 +141,7 @@ class AudioMAEFeatureExtractor(ASTFeatureExtractor):
             )
         if not np.isfinite(waveform).all():
             raise ValueError("The waveform contains NaN or infinite samples: clean or drop the clip.")
-        num_frames = 1 + (waveform.size - KALDI_FRAME_LENGTH) // KALDI_FRAME_SHIFT
+        num_frames = num_fbank_frames(waveform.size)
         fbank = super()._extract_fbank_features(waveform, max_length=num_frames)
         if num_frames >= max_length:
             return fbank[:max_length]
@@ -85,8 +150,17 @@ class AudioMAEFeatureExtractor(ASTFeatureExtractor):
         return np.concatenate([fbank, padding])
 
 
+def _as_batch(raw_speech) -> list:
+    """The clips of a call, batched as transformers' audio extractors batch them: a list of clips or a 2-D array is a
+    batch, anything else one clip."""
+    if isinstance(raw_speech, (list, tuple)) and raw_speech and not np.isscalar(raw_speech[0]):
+        return list(raw_speech)
+    array = np.asarray(raw_speech)
+    return list(array) if array.ndim == 2 else [array]
+
+
 # save_pretrained copies this file next to preprocessor_config.json and names it in auto_map, so pipelines load it
 # with trust_remote_code where this package is not installed.
 AudioMAEFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
 
-__all__ = ["AudioMAEFeatureExtractor"]
+__all__ = ["AudioMAEFeatureExtractor", "as_float_waveform", "num_fbank_frames"]

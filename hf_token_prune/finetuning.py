@@ -586,15 +586,14 @@ def build_model(config, model_args, data_args, label_names):
 
 
 def with_fbank_padding(extractor, fbank_padding):
-    """The extractor, padding short clips as asked. transformers' `ASTFeatureExtractor` only pads with zero; the
-    minimum needs ours, the same Kaldi fbank with a padding choice, which the model folder carries as remote code."""
-    if fbank_padding is None or getattr(extractor, "fbank_padding", "zero") == fbank_padding:
-        return extractor
-    if hasattr(extractor, "fbank_padding"):
+    """The extractor as ours, padding short clips as asked (default: as it did). Ours is transformers' Kaldi fbank
+    (`ASTFeatureExtractor`, whose zero padding it keeps) plus the minimum padding, a frame `attention_mask` on request
+    and integer PCM read as [-1, 1]; the model folder carries it as remote code."""
+    if not isinstance(extractor, AudioMAEFeatureExtractor):
+        extractor = AudioMAEFeatureExtractor.from_dict(extractor.to_dict())
+    if fbank_padding is not None:
         extractor.fbank_padding = fbank_padding
-        return extractor
-    settings = {key: value for key, value in extractor.to_dict().items() if key != "feature_extractor_type"}
-    return AudioMAEFeatureExtractor(**{**settings, "fbank_padding": fbank_padding})
+    return extractor
 
 
 def reset_classifier(model):

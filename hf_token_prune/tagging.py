@@ -1,0 +1,253 @@
+"""Classify a recording longer than a model's window: overlapping windows, per-window scores, mean and max over them.
+
+```python
+from transformers import pipeline
+from hf_token_prune import tag_recording
+
+classifier = pipeline("audio-classification", model="outputs/demo")
+tags = tag_recording("meeting.wav", classifier.model, classifier.feature_extractor, hop=0.25)
+tags.scores       # (windows, labels): softmax per window (sigmoid for a multi-label model), as the pipeline scores
+tags.top(3, by="max"), tags.timeline(min_score=0.5)
+```
+
+Windows start every `hop` seconds from 0; the last one is the first that reaches the end of the recording, so it is
+usually shorter than `window`. It goes to the feature extractor as the short clip it is, and the extractor pads its
+fbank exactly as it pads any short clip (the clip's minimum or zero, `fbank_padding`), not after zero samples; its
+real frame count is kept (`real_frames`), and a model whose config has `drop_padding=True` also gets the extractor's
+frame `attention_mask` for every window. Memory: the decoded recording plus one batch of windows' features.
+"""
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .feature_extraction_audiomae import KALDI_FRAME_LENGTH, KALDI_FRAME_SHIFT, as_float_waveform, num_fbank_frames
+
+
+AGGREGATIONS = ("mean", "max")
+
+
+@dataclass
+class RecordingTags:
+    """Scores of a recording classified in windows. Times are in seconds.
+
+    `scores[i]` is window `i`'s class probabilities: softmax for a single-label model, sigmoid for a multi-label one
+    (`config.problem_type == "multi_label_classification"`), as `pipeline("audio-classification")` scores a clip.
+    Two aggregates over the windows: `mean` (the average probability: how much of the recording a class fills) and
+    `max` (the highest probability in any window: whether a class occurs anywhere, however briefly; the usual
+    recording-level score of sound-event taggers). With overlapping windows each stretch of audio is seen by about
+    window / hop windows, but its first and last stretches by fewer, so `mean` slightly under-weights the edges.
+    """
+
+    labels: list[str]
+    starts: np.ndarray  # (windows,) first sample of each window, in seconds
+    ends: np.ndarray  # (windows,) end of each window (exclusive); the last one is the recording's end
+    real_frames: np.ndarray  # (windows,) fbank frames of audio in each window; the rest of the model input is padding
+    scores: np.ndarray  # (windows, labels)
+    window: float
+    hop: float
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.scores.mean(axis=0)
+
+    @property
+    def max(self) -> np.ndarray:
+        return self.scores.max(axis=0)
+
+    @property
+    def duration(self) -> float:
+        return float(self.ends[-1])
+
+    def top(self, k: int = 5, by: str = "mean") -> list[dict]:
+        """The `k` best labels of the recording by `mean` or `max`, as the pipeline returns them."""
+        if by not in AGGREGATIONS:
+            raise ValueError(f"by={by!r}: choose one of {', '.join(AGGREGATIONS)}.")
+        scores = getattr(self, by)
+        return [{"label": self.labels[i], "score": float(scores[i])} for i in np.argsort(-scores, kind="stable")[:k]]
+
+    def spans(self) -> np.ndarray:
+        """(windows, 2): the hop-long middle of each window (the first from 0, the last to the end); these tile the
+        recording without overlap, so a plot can give each window one cell."""
+        middle = self.starts + (self.window - self.hop) / 2
+        return np.stack([np.concatenate([[0.0], middle[1:]]), np.concatenate([middle[1:], [self.duration]])], axis=1)
+
+    def timeline(self, min_score: float = 0.0) -> list[tuple[float, float, str, float]]:
+        """Runs of consecutive windows whose best label is the same and scores at least `min_score`, as `(start of
+        the first window, end of the last, label, peak score)`: the stretch of audio those windows heard. With
+        overlapping windows, neighbouring runs overlap too; windows scoring below `min_score` are left out."""
+        runs, previous = [], None
+        for start, end, index, score in zip(self.starts, self.ends, self.scores.argmax(axis=1), self.scores.max(axis=1)):
+            label = self.labels[index] if score >= min_score else None
+            if label is not None and label == previous:
+                first, _, _, peak = runs[-1]
+                runs[-1] = (first, float(end), label, max(peak, float(score)))
+            elif label is not None:
+                runs.append((float(start), float(end), label, float(score)))
+            previous = label
+        return runs
+
+
+def window_spans(num_samples: int, window: int, hop: int) -> np.ndarray:
+    """(windows, 2) sample spans `[start, end)` over a recording of `num_samples` samples: one window starts at every
+    multiple of `hop`, until one reaches the end (the last is then shorter than `window`). A last window shorter than
+    one 25 ms analysis frame is left out: it holds no fbank frame (its samples are in the previous window unless
+    hop > window - 25 ms)."""
+    if window <= 0 or hop <= 0:
+        raise ValueError(f"window ({window}) and hop ({hop}) must be positive numbers of samples.")
+    count = 1 + math.ceil(max(num_samples - window, 0) / hop)
+    starts = np.arange(count, dtype=np.int64) * hop
+    spans = np.stack([starts, np.minimum(starts + window, num_samples)], axis=1)
+    if count > 1 and spans[-1, 1] - spans[-1, 0] < KALDI_FRAME_LENGTH:
+        spans = spans[:-1]
+    return spans
+
+
+def model_window_samples(feature_extractor) -> int:
+    """The longest waveform the extractor turns into features without cutting it: `max_length` fbank frames."""
+    max_length = getattr(feature_extractor, "max_length", None)
+    if not isinstance(max_length, int) or not hasattr(feature_extractor, "num_mel_bins"):
+        raise ValueError(
+            f"{type(feature_extractor).__name__} is not a Kaldi fbank extractor with a fixed max_length (AST / "
+            "AudioMAE): give the feature extractor saved with a hf_token_prune or AST model."
+        )
+    return KALDI_FRAME_LENGTH + (max_length - 1) * KALDI_FRAME_SHIFT
+
+
+def load_recording(audio, sampling_rate: int | None, target_rate: int) -> np.ndarray:
+    """A mono waveform at `target_rate` from a file path (decoded, down-mixed and resampled with FFmpeg, as
+    `datasets` decodes audio), a `{"array", "sampling_rate"}` dict (as `datasets` gives it) or an array (float in
+    [-1, 1], or int16 / int32 PCM, scaled to [-1, 1]) at `sampling_rate` (default: `target_rate`)."""
+    if isinstance(audio, (str, Path)):
+        path = Path(audio)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such audio file.")
+        from torchcodec.decoders import AudioDecoder
+
+        samples = AudioDecoder(str(path), sample_rate=target_rate, num_channels=1).get_all_samples()
+        return samples.data[0].numpy()
+    if isinstance(audio, dict):
+        if "sampling_rate" not in audio or not ("array" in audio or "raw" in audio):
+            raise ValueError('an audio dict needs "array" (or "raw") and "sampling_rate", as datasets gives it.')
+        sampling_rate, audio = audio["sampling_rate"], audio.get("array", audio.get("raw"))
+    if sampling_rate is not None and sampling_rate != target_rate:
+        raise ValueError(
+            f"sampling rate {sampling_rate} Hz: the feature extractor takes {target_rate} Hz audio; resample first "
+            "(e.g. scipy.signal.resample_poly) or pass the file path, which is resampled on decoding."
+        )
+    audio = audio.numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
+    if audio.ndim != 1:
+        raise ValueError(f"Expected one mono waveform (1-D array), got shape {audio.shape}: mix channels first.")
+    return as_float_waveform(audio)  # here, not per window: transformers' own AST extractor misreads integer PCM
+
+
+def tag_recording(
+    audio,
+    model,
+    feature_extractor,
+    *,
+    sampling_rate: int | None = None,
+    window: float | None = None,
+    hop: float | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> RecordingTags:
+    """Classify `audio` in overlapping windows of `window` seconds every `hop` seconds.
+
+    Args:
+        audio: a file path, a `{"array", "sampling_rate"}` dict or a 1-D array (float in [-1, 1], or int16 / int32
+            PCM, scaled to [-1, 1] as `AudioMAEFeatureExtractor` scales it) at `sampling_rate` Hz (default: the
+            extractor's rate).
+        model: an audio-classification model (`model(**features).logits`) and `feature_extractor` its Kaldi fbank
+            extractor (AST's or `AudioMAEFeatureExtractor`); the model's window is the extractor's `max_length` frames.
+        window: seconds per window, at most the model's window (the default).
+        hop: seconds between window starts, in (0, window]; default `window / 2`.
+        batch_size: windows per forward pass (bounds memory).
+        progress: show a progress bar over the windows.
+    """
+    longest = model_window_samples(feature_extractor)
+    rate = feature_extractor.sampling_rate
+    window_samples = longest if window is None else round(window * rate)
+    if window_samples > longest:
+        raise ValueError(
+            f"window={window} s is longer than the model's window of {longest / rate:.3f} s "
+            f"({feature_extractor.max_length} frames): it would be cut; choose window <= {longest / rate:.3f} s or "
+            "leave it out to use the model's."
+        )
+    if window_samples < KALDI_FRAME_LENGTH:
+        raise ValueError(f"window={window} s is shorter than one 25 ms fbank frame: choose a longer window.")
+    hop_samples = window_samples // 2 if hop is None else round(hop * rate)
+    if hop_samples <= 0:
+        raise ValueError(f"hop={hop} s: the hop between window starts must be > 0 (e.g. half the window).")
+    if hop_samples > window_samples:
+        raise ValueError(
+            f"hop={hop} s is longer than the window ({window_samples / rate:.3f} s): the audio between windows would "
+            "go unheard; choose hop <= window."
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: at least one window per batch.")
+    waveform = load_recording(audio, sampling_rate, rate)
+    if num_fbank_frames(waveform.size) == 0:
+        raise ValueError(f"The recording has {waveform.size} samples, fewer than one 25 ms fbank frame: nothing to tag.")
+
+    spans = window_spans(waveform.size, window_samples, hop_samples)
+    mask = {"return_attention_mask": True} if getattr(model.config, "drop_padding", False) else {}
+    multi_label = model.config.problem_type == "multi_label_classification"
+    parameter = next(model.parameters())
+    scores = []
+    with torch.inference_mode(), tqdm(total=len(spans), unit="window", desc="tagging", disable=not progress) as bar:
+        for batch in np.array_split(spans, math.ceil(len(spans) / batch_size)):
+            clips = [waveform[start:end] for start, end in batch]
+            features = feature_extractor(clips, sampling_rate=rate, return_tensors="pt", **mask)
+            features = features.to(device=parameter.device, dtype=parameter.dtype)  # casts floating tensors only
+            logits = model(**features).logits.float()
+            scores.append((logits.sigmoid() if multi_label else logits.softmax(-1)).cpu().numpy())
+            bar.update(len(batch))
+    id2label = model.config.id2label
+    return RecordingTags(
+        labels=[id2label[i] for i in range(len(id2label))],
+        starts=spans[:, 0] / rate,
+        ends=spans[:, 1] / rate,
+        real_frames=np.array([min(num_fbank_frames(end - start), feature_extractor.max_length) for start, end in spans]),
+        scores=np.concatenate(scores),
+        window=window_samples / rate,
+        hop=hop_samples / rate,
+    )
+
+
+def plot_tags(tags: RecordingTags, path, waveform: np.ndarray | None = None, sampling_rate: int = 16000,
+              max_labels: int = 10, title: str | None = None):
+    """Write a PNG of the labels over time: each window's scores as a heat map over its timeline span, for the
+    `max_labels` labels with the highest `max`, above the waveform if given."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = np.argsort(-tags.max, kind="stable")[:max_labels]
+    edges = np.concatenate([tags.spans()[:, 0], [tags.duration]])
+    rows = 2 if waveform is not None else 1
+    figure, axes = plt.subplots(rows, 1, figsize=(12, 1.2 + 0.35 * len(shown) + 1.2 * (rows - 1)), sharex=True,
+                                squeeze=False, gridspec_kw={"height_ratios": [1, 3][-rows:]})
+    if waveform is not None:
+        # the peak of every 10 ms: a minute holds a million samples, too many to draw one by one
+        step = sampling_rate // 100
+        envelope = np.abs(as_float_waveform(waveform[: waveform.size // step * step])).reshape(-1, step).max(axis=1)
+        times = (np.arange(envelope.size) + 0.5) * step / sampling_rate
+        axes[0, 0].fill_between(times, -envelope, envelope, color="0.3", linewidth=0)
+        axes[0, 0].set_ylabel("wave")
+    heat = axes[-1, 0].pcolormesh(edges, np.arange(len(shown) + 1), tags.scores[:, shown].T, vmin=0, vmax=1,
+                                  cmap="magma")
+    axes[-1, 0].set_yticks(np.arange(len(shown)) + 0.5, [tags.labels[i] for i in shown])
+    axes[-1, 0].invert_yaxis()
+    axes[-1, 0].set_xlabel("time (s)")
+    figure.colorbar(heat, ax=axes[:, 0].tolist(), label="score", pad=0.01)
+    axes[0, 0].set_title(title or f"{len(tags.starts)} windows of {tags.window:.2f} s every {tags.hop:.2f} s")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    return path
