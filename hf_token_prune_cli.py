@@ -13,6 +13,7 @@ import sys
 COMMANDS = {
     "classify": ("hf_token_prune.classify", "classify audio files at a chosen keep rate"),
     "finetune": ("hf_token_prune.finetuning", "fine-tune with a shrinking keep rate (--recipe demo, ast-esc50, ...)"),
+    "tag": ("hf_token_prune.tag_command", "label a long recording over time, in overlapping windows"),
     "analyze": ("hf_token_prune.analysis.command", "the paper's analyses: which patches a model keeps, and why"),
     "macs": ("hf_token_prune.macs", "multiply-accumulates per keep rate, the paper's Table II"),
     "export": ("hf_token_prune.export", "export a pruned model for deployment"),

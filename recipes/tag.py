@@ -1,87 +1,14 @@
 """Tag a recording longer than the model's window: a timeline of labels, the recording's top labels and a PNG.
 
-    python recipes/tag.py recording.wav --model_name_or_path outputs/demo
-    python recipes/tag.py recording.wav --model_name_or_path outputs/demo --window 1.0 --hop 0.25 --min_score 0.6
+    python recipes/tag.py recording.wav --model_name_or_path outputs/demo --hop 0.25 --min_score 0.8
 
-The recording is classified in overlapping windows (hf_token_prune.tag_recording): `--window` seconds (at most the
-model's own window, the default) every `--hop` seconds (default: half the window). The last window is shorter and is
-padded by the model's feature extractor as any short clip is. Printed: one line per run of consecutive windows with
-the same best label scoring at least --min_score (from the first window's start to the last one's end: overlapping
-windows give overlapping runs), then the recording's top labels by `mean` (average score over the windows) and by
-`max` (best score in any window). The PNG shows every window's scores over time.
+The script is `hf_token_prune.tag_command.main` (also `hf-token-prune tag`); `--help` lists its flags.
 """
 
-import argparse
 import sys
-from pathlib import Path
 
-import torch
-
-from hf_token_prune.analysis.inputs import load_pruned_model
-from hf_token_prune.tagging import load_recording, plot_tags, tag_recording
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("audio", type=Path, help="audio file (any format FFmpeg reads; down-mixed, resampled)")
-    parser.add_argument("--model_name_or_path", required=True,
-                        help="pruned AST / AudioMAE folder with its feature extractor (e.g. outputs/demo after "
-                        "`make demo`) or a stock AST checkpoint")
-    parser.add_argument("--window", type=float, help="seconds per window, at most the model's (default: the model's)")
-    parser.add_argument("--hop", type=float, help="seconds between window starts, in (0, window] (default: window / 2)")
-    parser.add_argument("--keep_rate", type=float, help="keep rate to tag at (default: the model's own)")
-    parser.add_argument("--min_score", type=float, default=0.5,
-                        help="windows whose best score is lower are left out of the timeline (default: %(default)s)")
-    parser.add_argument("--top_k", type=int, default=5, help="top labels of the recording to print (default: %(default)s)")
-    parser.add_argument("--batch_size", type=int, default=16, help="windows per forward pass (default: %(default)s)")
-    parser.add_argument("--output", type=Path,
-                        help="PNG of the labels over time (default: outputs/tag/<audio name>.png)")
-    parser.add_argument("--num_threads", type=int, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    if not args.audio.is_file():
-        return fail(f"{args.audio}: no such audio file.")
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
-    try:
-        model, extractor = load_pruned_model(args.model_name_or_path)
-    except ValueError as error:
-        if not Path(args.model_name_or_path).exists():
-            return fail(f"--model_name_or_path {args.model_name_or_path}: no such folder, nor a model in the Hub cache.")
-        return fail(f"--model_name_or_path: {str(error).splitlines()[0]}")
-    try:
-        waveform = load_recording(args.audio, None, extractor.sampling_rate)
-    except RuntimeError as error:  # FFmpeg could not decode it
-        return fail(f"{args.audio}: cannot decode the audio: {str(error).splitlines()[0]}")
-    try:
-        if args.keep_rate is not None:
-            model.set_keep_rate(args.keep_rate)
-        tags = tag_recording(waveform, model, extractor, window=args.window, hop=args.hop,
-                             batch_size=args.batch_size, progress=not args.no_progress)
-    except ValueError as error:
-        return fail(str(error).splitlines()[0])
-
-    print(f"{args.audio}: {tags.duration:.2f} s, {len(tags.starts)} windows of {tags.window:.3f} s every "
-          f"{tags.hop:.3f} s | model {args.model_name_or_path} (keep rate {model.config.keep_rate})")
-    print(f"{'from':>8} {'to':>8}  {'label':<16} peak score   (runs of windows scoring >= {args.min_score})")
-    for start, end, label, score in tags.timeline(min_score=args.min_score):
-        print(f"{start:>8.2f} {end:>8.2f}  {label:<16} {score:.2f}")
-    for by in ("mean", "max"):
-        print(f"top {args.top_k} by {by}: " + ", ".join(f"{t['label']} {t['score']:.2f}" for t in tags.top(args.top_k, by)))
-    png = args.output or Path("outputs/tag") / f"{args.audio.stem}.png"
-    plot_tags(tags, png, waveform, extractor.sampling_rate, title=f"{args.audio.name}: {model.config.name_or_path}")
-    print(f"wrote {png}")
-    return 0
-
-
-def fail(message: str) -> int:
-    print(f"tag: error: {message}", file=sys.stderr)
-    return 2
+from hf_token_prune.tag_command import main
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import soundfile
 import torch
@@ -44,6 +45,8 @@ def workdir(tmp_path_factory):
     ASTFeatureExtractor(num_mel_bins=64, max_length=128).save_pretrained(hub_ast)
     wave, rate = soundfile.read(KEYWORDS / "test" / "yes" / "yes_034.flac", dtype="float32")
     soundfile.write(work / "clip.wav", wave, rate)
+    words = [soundfile.read(clip, dtype="float32")[0] for clip in sorted((KEYWORDS / "test" / "no").glob("*.flac"))[:3]]
+    soundfile.write(work / "recording.wav", np.concatenate([wave, np.zeros(rate // 2, np.float32), *words]), rate)
     (work / "data").mkdir()
     (work / "data" / "keywords").symlink_to(KEYWORDS)
     # An official fine-tuning checkpoint's layout (timm keys under "model"), small: 64 wide, 128 mel bins.

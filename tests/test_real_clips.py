@@ -85,7 +85,7 @@ def test_attention_mask_only_when_asked_and_the_stock_ast_config_keeps_its_zero_
 
 
 def test_finetune_recipe_saves_our_extractor_for_ast_with_the_same_features():
-    finetune = load_recipe("finetune")
+    from hf_token_prune import finetuning as finetune
     stock = ASTFeatureExtractor(num_mel_bins=32, max_length=100, mean=-3.0, std=2.5)
     wave = np.random.default_rng(0).normal(0, 0.1, 4800).astype(np.float32)
     for padding in (None, "zero"):
