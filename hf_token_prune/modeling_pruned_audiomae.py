@@ -7,29 +7,30 @@ and drop the rest between attention and MLP; the pruning itself lives in `prunin
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogram_transformer import (
     eager_attention_forward,
 )
-from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
+from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_pruned_audiomae import PrunedAudioMAEConfig
 from .pruning import (
     PatchLayout,
+    PrunedAudioClassificationMixin,
+    PrunedBlockMixin,
     PrunedModelMixin,
+    PrunedModelOutput,
     attention_with_received_score,
-    num_kept_tokens,
     received_attention_score_from_weights,
-    select_tokens,
 )
 
 
@@ -61,29 +62,6 @@ def sincos_position_embeddings(hidden_size: int, num_frequency_patches: int, num
     return torch.cat([torch.zeros(1, hidden_size), patches]).unsqueeze(0)
 
 
-@dataclass
-class PrunedAudioMAEModelOutput(BaseModelOutputWithPooling):
-    r"""
-    pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
-        `fc_norm` of the mean of the surviving patch tokens (the CLS token is not pooled).
-    kept_patches (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True`):
-        One `(batch_size, num_kept)` tensor per pruning layer: the index, in the input's time-major patch grid
-        (`t * frequency_patches + f`), of every patch token that survived that layer, most important first.
-    """
-
-    kept_patches: tuple[torch.LongTensor, ...] | None = None
-
-
-@dataclass
-class PrunedAudioMAEAudioClassifierOutput(SequenceClassifierOutput):
-    r"""
-    kept_patches (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True`):
-        See [`PrunedAudioMAEModelOutput`].
-    """
-
-    kept_patches: tuple[torch.LongTensor, ...] | None = None
-
-
 class AudioMAEEmbeddings(nn.Module):
     """CLS token and patch embeddings plus the fixed sin-cos position embeddings."""
 
@@ -94,17 +72,18 @@ class AudioMAEEmbeddings(nn.Module):
         self.patch_embeddings = nn.Conv2d(
             1, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
         )
-        grid = (config.num_mel_bins // config.patch_size, config.max_length // config.patch_size)
+        num_patches = (config.num_mel_bins // config.patch_size) * (config.max_length // config.patch_size)
         # A frozen parameter rather than a buffer: it is stored in checkpoints, as the official ones store `pos_embed`.
+        # `_init_weights` writes the sin-cos code, so the model's dtype and device (meta included) apply to it.
         self.position_embeddings = nn.Parameter(
-            sincos_position_embeddings(config.hidden_size, *grid), requires_grad=False
+            torch.zeros(1, NUM_EXTRA_TOKENS + num_patches, config.hidden_size), requires_grad=False
         )
 
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
         # (batch, frames, mel) is read as a (time, frequency) image: tokens come out time-major.
         patches = self.patch_embeddings(input_values.unsqueeze(1)).flatten(2).transpose(1, 2)
         patches = patches + self.position_embeddings[:, NUM_EXTRA_TOKENS:]
-        cls_tokens = (self.cls_token + self.position_embeddings[:, :NUM_EXTRA_TOKENS]).expand(len(patches), -1, -1)
+        cls_tokens = (self.cls_token + self.position_embeddings[:, :NUM_EXTRA_TOKENS]).expand(patches.shape[0], -1, -1)
         return torch.cat([cls_tokens, patches], dim=1)
 
 
@@ -122,7 +101,14 @@ class AudioMAEAttention(nn.Module):
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, hidden_states, attention_mask=None, score_tokens=False, **kwargs):
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        score_tokens: bool = False,
+        token_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         batch_size, sequence_length, _ = hidden_states.shape
         qkv = self.qkv(hidden_states).reshape(batch_size, sequence_length, 3, self.num_attention_heads, -1)
         query_states, key_states, value_states = qkv.permute(2, 0, 3, 1, 4).unbind(0)
@@ -132,7 +118,7 @@ class AudioMAEAttention(nn.Module):
             # Fused kernels never return the weights the score needs: form them once, chunked, for output and score.
             attn_output, token_score = attention_with_received_score(
                 query_states, key_states, value_states, self.scaling, NUM_EXTRA_TOKENS, RECEIVED_ATTENTION_CHUNK,
-                dropout,
+                dropout, token_mask,
             )
             return self.proj(attn_output.reshape(batch_size, sequence_length, -1)), None, token_score
 
@@ -143,7 +129,9 @@ class AudioMAEAttention(nn.Module):
             self, query_states, key_states, value_states, attention_mask, dropout=dropout, scaling=self.scaling, **kwargs
         )
         attn_output = self.proj(attn_output.reshape(batch_size, sequence_length, -1))
-        token_score = received_attention_score_from_weights(attn_weights, NUM_EXTRA_TOKENS) if score_tokens else None
+        token_score = None
+        if score_tokens:
+            token_score = received_attention_score_from_weights(attn_weights, NUM_EXTRA_TOKENS, token_mask)
         return attn_output, attn_weights, token_score
 
 
@@ -173,8 +161,10 @@ class AudioMAEDropPath(nn.Module):
         return hidden_states * mask / keep_prob
 
 
-class PrunedAudioMAELayer(GradientCheckpointingLayer):
+class PrunedAudioMAELayer(PrunedBlockMixin, GradientCheckpointingLayer):
     """A timm ViT block that, given a `keep_rate`, drops patch tokens after the attention residual, before the MLP."""
+
+    num_extra_tokens = NUM_EXTRA_TOKENS
 
     def __init__(self, config: PrunedAudioMAEConfig, drop_path_rate: float = 0.0):
         super().__init__()
@@ -184,20 +174,9 @@ class PrunedAudioMAELayer(GradientCheckpointingLayer):
         self.mlp = AudioMAEMLP(config)
         self.drop_path = AudioMAEDropPath(drop_path_rate)
 
-    def forward(self, hidden_states, attention_mask=None, keep_rate=None, token_scores=None, **kwargs):
-        num_patches = hidden_states.shape[1] - NUM_EXTRA_TOKENS
-        prunes = keep_rate is not None and num_kept_tokens(num_patches, keep_rate) < num_patches
-
-        attn_output, _, attention_score = self.attention(
-            self.layernorm_before(hidden_states), attention_mask, score_tokens=prunes and token_scores is None, **kwargs
-        )
-        hidden_states = hidden_states + self.drop_path(attn_output)
-        kept_token_indices = None
-        if prunes:
-            scores = attention_score if token_scores is None else token_scores
-            hidden_states, kept_token_indices = select_tokens(hidden_states, scores, keep_rate, NUM_EXTRA_TOKENS)
-        hidden_states = hidden_states + self.drop_path(self.mlp(self.layernorm_after(hidden_states)))
-        return hidden_states, kept_token_indices
+    @property
+    def residual_dropout(self) -> nn.Module:
+        return self.drop_path
 
 
 class PrunedAudioMAEPreTrainedModel(PrunedModelMixin, PreTrainedModel):
@@ -263,7 +242,9 @@ class PrunedAudioMAEModel(PrunedAudioMAEPreTrainedModel):
     def __init__(self, config: PrunedAudioMAEConfig):
         super().__init__(config)
         self.embeddings = AudioMAEEmbeddings(config)
-        drop_path_rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        # timm's linear stochastic-depth rule, in Python so that the model also builds on the meta device.
+        layers = config.num_hidden_layers
+        drop_path_rates = [config.drop_path_rate * i / max(layers - 1, 1) for i in range(layers)]
         self.layers = nn.ModuleList([PrunedAudioMAELayer(config, rate) for rate in drop_path_rates])
         self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
@@ -273,7 +254,13 @@ class PrunedAudioMAEModel(PrunedAudioMAEPreTrainedModel):
 
     @merge_with_config_defaults
     @capture_outputs(tie_last_hidden_states=False)
-    def forward(self, input_values=None, attention_mask=None, output_kept_patches=None, **kwargs):
+    def forward(
+        self,
+        input_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        output_kept_patches: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> PrunedModelOutput:
         r"""
         input_values (`torch.Tensor` of shape `(batch_size, max_length, num_mel_bins)`):
             Normalised log-mel filterbank features, as made by the model's `AudioMAEFeatureExtractor`.
@@ -282,16 +269,22 @@ class PrunedAudioMAEModel(PrunedAudioMAEPreTrainedModel):
         """
         self.check_input_values(input_values)
         hidden_states = self.embeddings(input_values)
-        hidden_states, kept_patches = self.run_layers(hidden_states, input_values, attention_mask, **kwargs)
-        pooled_output = self.fc_norm(hidden_states[:, NUM_EXTRA_TOKENS:].mean(dim=1))
-        return PrunedAudioMAEModelOutput(
+        hidden_states, tracker = self.run_layers(hidden_states, input_values, attention_mask, **kwargs)
+        # AudioMAE pools the surviving real patch tokens (not CLS, not padding) and has no final norm before fc_norm.
+        patch_tokens = hidden_states[:, NUM_EXTRA_TOKENS:]
+        if tracker.token_mask is None:
+            pooled_output = self.fc_norm(patch_tokens.mean(dim=1))
+        else:
+            weights = tracker.token_mask[:, NUM_EXTRA_TOKENS:, None].to(patch_tokens.dtype)
+            pooled_output = self.fc_norm((patch_tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0))
+        return PrunedModelOutput(
             last_hidden_state=hidden_states,
             pooler_output=pooled_output,
-            kept_patches=kept_patches if output_kept_patches else None,
+            kept_patches=tracker.kept_patches if output_kept_patches else None,
         )
 
 
-class PrunedAudioMAEForAudioClassification(PrunedAudioMAEPreTrainedModel):
+class PrunedAudioMAEForAudioClassification(PrunedAudioClassificationMixin, PrunedAudioMAEPreTrainedModel):
     def __init__(self, config: PrunedAudioMAEConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
@@ -305,28 +298,6 @@ class PrunedAudioMAEForAudioClassification(PrunedAudioMAEPreTrainedModel):
         if module is self.classifier and isinstance(module, nn.Linear):
             # The official fine-tuning starts the new head nearly at zero.
             init.trunc_normal_(module.weight, std=2e-5)
-
-    @can_return_tuple
-    def forward(self, input_values=None, labels=None, attention_mask=None, output_kept_patches=None, **kwargs):
-        r"""
-        labels (`torch.LongTensor` of shape `(batch_size,)`, or float `(batch_size, num_labels)` multi-label targets):
-            Targets for the loss: cross-entropy for single labels, BCE when `config.problem_type` is
-            `"multi_label_classification"` (as for every transformers classifier).
-        output_kept_patches (`bool`, *optional*):
-            Return `kept_patches`, see [`PrunedAudioMAEModelOutput`].
-        """
-        outputs = self.audiomae(
-            input_values, attention_mask=attention_mask, output_kept_patches=output_kept_patches, **kwargs
-        )
-        logits = self.classifier(outputs.pooler_output)
-        loss = None if labels is None else self.loss_function(labels, logits, self.config, **kwargs)
-        return PrunedAudioMAEAudioClassifierOutput(
-            loss=loss,
-            logits=logits,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            kept_patches=outputs.kept_patches,
-        )
 
 
 # save_pretrained copies this file and what it imports relatively (config, pruning core) next to the weights.

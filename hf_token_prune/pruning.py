@@ -2,8 +2,8 @@
 
 A pruning layer scores the patch tokens, keeps the ``ceil(n * keep_rate)`` best ones and drops the rest before its
 MLP. Extra tokens (CLS, distillation) sit at the front of the sequence and are never pruned. This file is copied next
-to every saved model as remote code, so it imports nothing but ``torch``; the two mixins at the end hold what the
-pruned configs and models share.
+to every saved model as remote code, so it imports nothing but ``torch`` and ``transformers``; the tensor functions come
+first, then what the pruned configs, blocks and models of both families share.
 """
 
 import math
@@ -11,12 +11,25 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
+from transformers.utils.generic import can_return_tuple
 
 
 TOKEN_SCORES = ("attention", "intensity", "variation", "random")
 
 # Absorbs float error in n * keep_rate (100 * 0.7 == 70.00000000000001) so the ceil rule gives the exact answer.
 _CEIL_TOLERANCE = 1e-6
+
+
+def default_pruning_layers(num_hidden_layers: int) -> list[int]:
+    """The paper's pruning positions at any depth: 0-based layers ``floor(k * num_hidden_layers / 4)`` for k = 1, 2, 3.
+
+    That is the paper's 3, 6, 9 of 12 layers, 1, 3, 4 of 6, 6, 12, 18 of 24; repeats collapse (0, 1 of 2 layers).
+    """
+    return sorted({k * num_hidden_layers // 4 for k in (1, 2, 3)})
 
 
 def validate_pruning_config(keep_rate, pruning_layers, token_score, num_hidden_layers):
@@ -45,6 +58,12 @@ def validate_pruning_config(keep_rate, pruning_layers, token_score, num_hidden_l
         )
     if token_score not in TOKEN_SCORES:
         raise ValueError(f"token_score={token_score!r} is invalid: choose one of {', '.join(TOKEN_SCORES)}.")
+    if keep_rate < 1.0 and not pruning_layers:
+        raise ValueError(
+            f"keep_rate={keep_rate!r} prunes nothing: pruning_layers is empty. Give 0-based layers to prune in, e.g. "
+            f"{default_pruning_layers(num_hidden_layers)} (the default for num_hidden_layers={num_hidden_layers}), "
+            "or keep_rate=1.0."
+        )
 
 
 def parse_keep_rates(text: str) -> list[float]:
@@ -113,13 +132,23 @@ class PatchLayout:
         return frequency * self.num_time_patches + time
 
 
-def cls_attention_score(query: torch.Tensor, key: torch.Tensor, scaling: float, num_extra_tokens: int):
+def _mask_padded_keys(logits: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
+    """``logits`` ``(batch, heads, queries, keys)`` with padded keys (``token_mask`` False) at -inf."""
+    if token_mask is None:
+        return logits
+    return logits.masked_fill(~token_mask[:, None, None, :], float("-inf"))
+
+
+def cls_attention_score(
+    query: torch.Tensor, key: torch.Tensor, scaling: float, num_extra_tokens: int, token_mask: torch.Tensor | None = None
+):
     """Head-mean attention of the CLS query over the patch keys (paper eq. 2b), from ``(batch, heads, seq, dim)``.
 
     Only the CLS row of ``softmax(QK^T)`` is formed, so this costs O(n*d) and never needs the eager attention matrix.
+    ``token_mask`` ``(batch, seq)``, False for padding, masks the keys as the attention itself does.
     """
-    cls_logits = torch.matmul(query[:, :, :1], key.transpose(-1, -2)) * scaling
-    cls_attention = cls_logits.float().softmax(dim=-1)[:, :, 0, num_extra_tokens:]
+    cls_logits = _mask_padded_keys(torch.matmul(query[:, :, :1], key.transpose(-1, -2)).float() * scaling, token_mask)
+    cls_attention = cls_logits.softmax(dim=-1)[:, :, 0, num_extra_tokens:]
     return cls_attention.mean(dim=1)
 
 
@@ -130,7 +159,7 @@ def cls_attention_score_from_weights(attention_weights: torch.Tensor, num_extra_
 
 def attention_with_received_score(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float, num_extra_tokens: int,
-    chunk_size: int = 128, dropout: float = 0.0,
+    chunk_size: int = 128, dropout: float = 0.0, token_mask: torch.Tensor | None = None,
 ):
     """Attention output ``(batch, seq, heads, dim)`` and the attention each patch receives (paper eq. 2a).
 
@@ -138,32 +167,51 @@ def attention_with_received_score(
     returns those probabilities, and recomputing them costs as much again as the attention; so a pruning layer forms
     them once, ``chunk_size`` queries at a time (O(n * chunk_size) memory per head, never the n x n matrix), and uses
     them for both the output and the score. ``dropout`` (training only) applies to the output, not to the score.
+    ``token_mask`` ``(batch, seq)``, False for padding: padded keys get no attention, padded queries give none.
     """
     key_transposed = key.transpose(-1, -2)
+    query_weights = _patch_query_weights(query.shape[0], query.shape[2], num_extra_tokens, token_mask, query.device)
     outputs = []
     received = query.new_zeros(query.shape[0], query.shape[1], key.shape[2], dtype=torch.float32)
     for start in range(0, query.shape[2], chunk_size):
-        logits = torch.matmul(query[:, :, start : start + chunk_size], key_transposed) * scaling
-        probabilities = logits.float().softmax(dim=-1)
+        logits = torch.matmul(query[:, :, start : start + chunk_size], key_transposed).float() * scaling
+        probabilities = _mask_padded_keys(logits, token_mask).softmax(dim=-1)
         dropped = F.dropout(probabilities, p=dropout) if dropout > 0.0 else probabilities
         outputs.append(torch.matmul(dropped.to(value.dtype), value))
-        received += probabilities[:, :, max(num_extra_tokens - start, 0) :].sum(dim=2)
-    num_patch_queries = query.shape[2] - num_extra_tokens
-    score = received[:, :, num_extra_tokens:].mean(dim=1) / num_patch_queries
+        received += (probabilities * query_weights[:, None, start : start + chunk_size, None]).sum(dim=2)
+    score = received[:, :, num_extra_tokens:].mean(dim=1) / query_weights.sum(dim=1, keepdim=True)
     return torch.cat(outputs, dim=2).transpose(1, 2), score
 
 
-def received_attention_score_from_weights(attention_weights: torch.Tensor, num_extra_tokens: int):
+def _patch_query_weights(batch_size, num_tokens, num_extra_tokens, token_mask, device):
+    """``(batch, seq)`` float: 1 for the real patch queries whose attention a received score averages, else 0."""
+    weights = torch.ones(batch_size, num_tokens, device=device)
+    weights[:, :num_extra_tokens] = 0.0
+    return weights if token_mask is None else weights * token_mask
+
+
+def received_attention_score_from_weights(
+    attention_weights: torch.Tensor, num_extra_tokens: int, token_mask: torch.Tensor | None = None
+):
     """The same score read from a full ``(batch, heads, seq, seq)`` attention matrix (eager attention)."""
-    return attention_weights[:, :, num_extra_tokens:, num_extra_tokens:].float().mean(dim=(1, 2))
+    batch_size, _, num_tokens, _ = attention_weights.shape
+    query_weights = _patch_query_weights(batch_size, num_tokens, num_extra_tokens, token_mask, attention_weights.device)
+    received = (attention_weights.float() * query_weights[:, None, :, None]).sum(dim=2).mean(dim=1)
+    return received[:, num_extra_tokens:] / query_weights.sum(dim=1, keepdim=True)
 
 
-def select_tokens(hidden_states: torch.Tensor, scores: torch.Tensor, keep_rate: float, num_extra_tokens: int):
+def select_tokens(
+    hidden_states: torch.Tensor, scores: torch.Tensor, keep_rate: float, num_extra_tokens: int,
+    token_mask: torch.Tensor | None = None,
+):
     """Keep the extra tokens and the top ``ceil(n * keep_rate)`` patch tokens of each sample.
 
     Returns the pruned ``hidden_states`` and ``kept_token_indices`` ``(batch, k)``: positions among the current
     patch tokens, in descending score order, which the caller composes to map survivors back to input patches.
+    With a ``token_mask`` ``(batch, seq)`` padded patches rank last, so one is kept only when no real one is left.
     """
+    if token_mask is not None:
+        scores = scores.float().masked_fill(~token_mask[:, num_extra_tokens:], float("-inf"))
     num_kept = num_kept_tokens(scores.shape[1], keep_rate)
     kept_token_indices = scores.topk(num_kept, dim=1).indices
     gather_index = (kept_token_indices + num_extra_tokens).unsqueeze(-1).expand(-1, -1, hidden_states.shape[-1])
@@ -172,15 +220,23 @@ def select_tokens(hidden_states: torch.Tensor, scores: torch.Tensor, keep_rate: 
 
 
 class PatchTracker:
-    """Per-forward bookkeeping: which input patch each surviving token came from, and its static score.
+    """Per-forward bookkeeping of the current tokens: the input patch each came from, its static score, and whether it
+    is real or padding.
 
     Intensity and variation are computed once from the model input; after every pruning layer they must be gathered
-    with the same indices as the hidden states, or later layers would rank tokens by another patch's statistic.
+    with the same indices as the hidden states, or later layers would rank tokens by another patch's statistic. So
+    must ``token_mask`` ``(batch, extra + patches)`` (True = real token, the 2-D padding mask of the current
+    sequence, ``None`` when every token is real), from which each later layer's attention mask is built.
     """
 
-    def __init__(self, batch_size: int, num_patches: int, device, static_scores: torch.Tensor | None = None):
+    def __init__(
+        self, batch_size: int, num_patches: int, device, static_scores: torch.Tensor | None = None,
+        token_mask: torch.Tensor | None = None, num_extra_tokens: int = 0,
+    ):
         self.patch_indices = torch.arange(num_patches, device=device).expand(batch_size, -1)
         self.static_scores = static_scores
+        self.token_mask = token_mask
+        self.num_extra_tokens = num_extra_tokens
         self.kept_patches = ()
 
     def scores_for_next_layer(self, token_score: str) -> torch.Tensor | None:
@@ -197,6 +253,9 @@ class PatchTracker:
             self.patch_indices = self.patch_indices.gather(1, kept_token_indices)
             if self.static_scores is not None:
                 self.static_scores = self.static_scores.gather(1, kept_token_indices)
+            if self.token_mask is not None:
+                extra, patches = self.token_mask[:, : self.num_extra_tokens], self.token_mask[:, self.num_extra_tokens :]
+                self.token_mask = torch.cat([extra, patches.gather(1, kept_token_indices)], dim=1)
         self.kept_patches += (self.patch_indices,)
 
 
@@ -207,12 +266,16 @@ class PruningConfigMixin:
     """Validation of ``keep_rate``, ``pruning_layers`` and ``token_score`` for a transformers config class.
 
     Fields are validated at construction and on every later assignment (``from_pretrained(..., keep_rate=x)`` and
-    ``set_keep_rate`` assign after ``__init__``); a refused value leaves the config unchanged.
+    ``set_keep_rate`` assign after ``__init__``); a refused value leaves the config unchanged. ``pruning_layers=None``
+    (the default, and what a stock checkpoint's config gives) becomes ``default_pruning_layers(num_hidden_layers)``.
     """
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        self.pruning_layers = list(self.pruning_layers)
+        if self.pruning_layers is None:
+            self.pruning_layers = default_pruning_layers(self.num_hidden_layers)
+        elif isinstance(self.pruning_layers, tuple):
+            self.pruning_layers = list(self.pruning_layers)
         self._validate_pruning()
 
     def __setattr__(self, name, value):
@@ -228,6 +291,71 @@ class PruningConfigMixin:
 
     def _validate_pruning(self):
         validate_pruning_config(self.keep_rate, self.pruning_layers, self.token_score, self.num_hidden_layers)
+
+
+@dataclass
+class PrunedModelOutput(BaseModelOutputWithPooling):
+    r"""
+    kept_patches (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True`):
+        One `(batch_size, num_kept)` tensor per pruning layer: the index, in the input's patch grid, of every patch
+        token that survived that layer, most important first. The grid is the model's `patch_layout`: frequency-major
+        (`f * time_patches + t`) for AST, time-major (`t * frequency_patches + f`) for AudioMAE.
+    """
+
+    kept_patches: tuple[torch.LongTensor, ...] | None = None
+
+
+@dataclass
+class PrunedAudioClassifierOutput(SequenceClassifierOutput):
+    r"""
+    kept_patches (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True`):
+        See [`PrunedModelOutput`].
+    """
+
+    kept_patches: tuple[torch.LongTensor, ...] | None = None
+
+
+class PrunedBlockMixin:
+    """The pre-norm ViT block both families run: attention, residual, token reduction, MLP, residual.
+
+    A layer using it has ``layernorm_before``, ``attention`` (returning the output, the weights and, when asked to
+    ``score_tokens``, the patch scores), ``layernorm_after``, ``mlp``, ``num_extra_tokens`` and ``residual_dropout``,
+    the module applied to both residual branches (dropout in AST, stochastic depth in AudioMAE).
+    """
+
+    num_extra_tokens: int
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        keep_rate: float | None = None,
+        token_scores: torch.Tensor | None = None,
+        token_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns the new hidden states and ``kept_token_indices`` (``None`` when every token was kept).
+
+        A ``keep_rate`` makes this a pruning layer; ``token_scores`` ``(batch, patches)`` rank its patch tokens, or,
+        when ``None``, its own attention does. ``token_mask`` ``(batch, seq)`` (False = padding; ``None``: none) is
+        the tracker's: padded keys do not score, padded patches are the last to be kept.
+        """
+        num_patches = hidden_states.shape[1] - self.num_extra_tokens
+        reduces = keep_rate is not None and num_kept_tokens(num_patches, keep_rate) < num_patches
+        score_tokens = reduces and token_scores is None
+        attn_output, _, attention_scores = self.attention(
+            self.layernorm_before(hidden_states), attention_mask, score_tokens=score_tokens,
+            token_mask=token_mask if score_tokens else None, **kwargs
+        )
+        hidden_states = hidden_states + self.residual_dropout(attn_output)
+        kept_token_indices = None
+        if reduces:
+            scores = attention_scores if token_scores is None else token_scores
+            hidden_states, kept_token_indices = select_tokens(
+                hidden_states, scores, keep_rate, self.num_extra_tokens, token_mask
+            )
+        hidden_states = hidden_states + self.residual_dropout(self.mlp(self.layernorm_after(hidden_states)))
+        return hidden_states, kept_token_indices
 
 
 class PrunedModelMixin:
@@ -258,37 +386,97 @@ class PrunedModelMixin:
                 f"num_mel_bins={expected[1]}): make features with the model's feature extractor, whose max_length and "
                 "num_mel_bins must match the config."
             )
-        if not torch.isfinite(input_values).all():
+        # A data-dependent branch breaks torch.compile(fullgraph=True) and torch.export; graphs skip the value check
+        # (their shape checks still trace), eager calls keep it.
+        if not torch.compiler.is_compiling() and not torch.isfinite(input_values).all():
             raise ValueError(
                 "input_values contains NaN or infinite values: check the audio (empty, NaN or clipped samples) and the "
                 "feature extractor's normalisation before calling the model."
             )
 
+    def check_attention_mask(self, attention_mask, hidden_states):
+        """A pruned sequence needs a per-token padding mask it can gather; name the layout when the mask is not one."""
+        if attention_mask is None:
+            return None
+        expected = tuple(hidden_states.shape[:2])
+        if attention_mask.dim() != 2 or tuple(attention_mask.shape) != expected:
+            if attention_mask.dim() == 4 and self.config.keep_rate == 1.0:
+                return attention_mask  # a prepared 4-D mask passes through, as in transformers' own AST
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}, but this model takes a 2-D padding mask of "
+                f"shape (batch_size, sequence_length) = {expected}: one entry per token ({self.num_extra_tokens} extra "
+                f"tokens, then the patches in the model's patch order), 1 for real tokens and 0 for padding."
+            )
+        return attention_mask
+
     def run_layers(self, hidden_states, input_values, attention_mask=None, **kwargs):
-        """Run every layer, pruning in ``config.pruning_layers``; returns the hidden states and ``kept_patches``."""
+        """Run every layer, pruning in ``config.pruning_layers``; returns the hidden states and the ``PatchTracker``.
+
+        A 2-D padding ``attention_mask`` becomes each layer's attention mask through transformers' own mask helper, as
+        in `ASTModel.forward`; a pruning layer gathers it with the survivors and the mask is rebuilt for later layers.
+        """
         config = self.config
         pruning = config.keep_rate < 1.0
-        if pruning and attention_mask is not None:
-            raise ValueError(
-                "attention_mask is not supported while pruning (keep_rate < 1): the inputs are fixed-length "
-                "spectrograms, so call the model without it."
-            )
+        attention_mask = self.check_attention_mask(attention_mask, hidden_states)
+        token_mask = attention_mask.bool() if attention_mask is not None and attention_mask.dim() == 2 else None
         static_scores = None
         if config.token_score in ("intensity", "variation"):
             intensity, variation = self.patch_layout.patch_statistics(input_values)
             static_scores = intensity if config.token_score == "intensity" else variation
         num_patches = hidden_states.shape[1] - self.num_extra_tokens
-        tracker = PatchTracker(hidden_states.shape[0], num_patches, hidden_states.device, static_scores)
+        tracker = PatchTracker(
+            hidden_states.shape[0], num_patches, hidden_states.device, static_scores, token_mask, self.num_extra_tokens
+        )
+        layer_mask = create_bidirectional_mask(config=config, inputs_embeds=hidden_states, attention_mask=attention_mask)
 
         for index, layer in enumerate(self.layers):
             if pruning and index in config.pruning_layers:
-                token_scores = tracker.scores_for_next_layer(config.token_score)
                 hidden_states, kept_token_indices = layer(
-                    hidden_states, attention_mask, keep_rate=config.keep_rate, token_scores=token_scores, **kwargs
+                    hidden_states, layer_mask, keep_rate=config.keep_rate,
+                    token_scores=tracker.scores_for_next_layer(config.token_score), token_mask=tracker.token_mask,
+                    **kwargs,
                 )
                 tracker.update(kept_token_indices)
+                # Under tracing transformers may materialise an all-real mask: rebuild any mask at the new length.
+                if kept_token_indices is not None and layer_mask is not None:
+                    layer_mask = create_bidirectional_mask(
+                        config=config, inputs_embeds=hidden_states, attention_mask=tracker.token_mask
+                    )
             else:
-                hidden_states, _ = layer(hidden_states, attention_mask, **kwargs)
+                hidden_states, _ = layer(hidden_states, layer_mask, **kwargs)
                 if index in config.pruning_layers:
                     tracker.update(None)
-        return hidden_states, tracker.kept_patches
+        return hidden_states, tracker
+
+
+class PrunedAudioClassificationMixin:
+    """The classifier forward both families share: base model, head on its pooled output, transformers' loss."""
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        output_kept_patches: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> PrunedAudioClassifierOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size,)`, or float `(batch_size, num_labels)` multi-label targets):
+            Targets for the loss: cross-entropy for single labels, BCE when `config.problem_type` is
+            `"multi_label_classification"`, as for every transformers classifier.
+        output_kept_patches (`bool`, *optional*):
+            Return `kept_patches`, see [`PrunedModelOutput`].
+        """
+        outputs = self.base_model(
+            input_values, attention_mask=attention_mask, output_kept_patches=output_kept_patches, **kwargs
+        )
+        logits = self.classifier(outputs.pooler_output)
+        loss = None if labels is None else self.loss_function(labels, logits, self.config, **kwargs)
+        return PrunedAudioClassifierOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            kept_patches=outputs.kept_patches,
+        )
