@@ -1,0 +1,105 @@
+"""ONNX export: ONNX Runtime against PyTorch for both families and every keep rate, the CLI, the runner."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import KEYWORDS, tiny_ast_kwargs
+from transformers import ASTFeatureExtractor, pipeline
+
+from hf_token_prune import (
+    AudioMAEFeatureExtractor,
+    PrunedASTConfig,
+    PrunedASTForAudioClassification,
+    PrunedAudioMAEConfig,
+    PrunedAudioMAEForAudioClassification,
+)
+from hf_token_prune.export import OnnxAudioClassifier, export_onnx, main, onnx_session
+
+
+onnxruntime = pytest.importorskip("onnxruntime", reason='the [export] extra: pip install "hf-token-prune[export]"')
+
+WORDS = sorted(path.name for path in (KEYWORDS / "test").iterdir())
+
+
+def tiny_model(family, keep_rate, num_labels=5):
+    if family == "ast":
+        return PrunedASTForAudioClassification(
+            PrunedASTConfig(**tiny_ast_kwargs(keep_rate=keep_rate, num_labels=num_labels))
+        ).eval()
+    config = PrunedAudioMAEConfig(
+        hidden_size=64, num_attention_heads=4, intermediate_size=128, max_length=128, num_mel_bins=64,
+        num_labels=num_labels, keep_rate=keep_rate,
+    )
+    return PrunedAudioMAEForAudioClassification(config).eval()
+
+
+@pytest.mark.parametrize("keep_rate", [1.0, 0.7, 0.5])
+@pytest.mark.parametrize("family", ["ast", "audiomae"])
+def test_onnx_runtime_equals_pytorch(tmp_path, family, keep_rate):
+    model = tiny_model(family, keep_rate)
+    check = export_onnx(model, tmp_path / "model.onnx", torch.randn(2, 128, 64), output_kept_patches=True)
+    assert check.batch_sizes == (2, 1) and max(check.max_abs_diff) <= 1e-4 and all(check.kept_patches_equal)
+
+    # Independently of the export's own check: a batch size it never saw, every output against PyTorch.
+    session = onnx_session(tmp_path / "model.onnx")
+    assert isinstance(session.get_inputs()[0].shape[0], str)  # the batch axis is symbolic
+    assert [output.name for output in session.get_outputs()] == ["logits", "kept_patches_0", "kept_patches_1",
+                                                                  "kept_patches_2"]
+    inputs = torch.randn(5, 128, 64)
+    logits, *kept_patches = session.run(None, {"input_values": inputs.numpy()})
+    with torch.no_grad():
+        expected = model(inputs, output_kept_patches=True)
+    assert np.abs(logits - expected.logits.numpy()).max() <= 1e-4
+    assert [patches.shape[1] for patches in kept_patches] == {1.0: [32] * 3, 0.7: [23, 17, 12], 0.5: [16, 8, 4]}[
+        keep_rate
+    ]
+    for onnx_patches, torch_patches in zip(kept_patches, expected.kept_patches, strict=True):
+        np.testing.assert_array_equal(onnx_patches, torch_patches.numpy())
+
+
+@pytest.mark.parametrize("family", ["ast", "audiomae"])
+def test_exported_folder_predicts_what_the_pipeline_predicts(tmp_path, family, capsys):
+    model = tiny_model(family, 1.0, num_labels=len(WORDS))
+    model.config.id2label = dict(enumerate(WORDS))
+    model.config.label2id = {word: index for index, word in enumerate(WORDS)}
+    extractor_class = ASTFeatureExtractor if family == "ast" else AudioMAEFeatureExtractor
+    model.save_pretrained(tmp_path / "model")
+    extractor_class(num_mel_bins=64, max_length=128).save_pretrained(tmp_path / "model")
+
+    status = main(["--model_name_or_path", str(tmp_path / "model"), "--keep_rate", "0.5", "--output_dir",
+                   str(tmp_path / "onnx")])
+    assert status == 0
+    assert "max |logits difference|" in capsys.readouterr().out
+    assert json.loads((tmp_path / "onnx" / "config.json").read_text())["keep_rate"] == 0.5
+    assert {"model.onnx", "config.json", "preprocessor_config.json"} <= {p.name for p in (tmp_path / "onnx").iterdir()}
+
+    clips = [sorted((KEYWORDS / "test" / word).glob("*.flac"))[0] for word in WORDS]
+    classifier = OnnxAudioClassifier(tmp_path / "onnx")
+    reference = pipeline("audio-classification", model=str(tmp_path / "model"), model_kwargs=dict(keep_rate=0.5))
+    for clip in clips:
+        expected = reference(str(clip), top_k=None)
+        actual = classifier(clip, top_k=None)
+        assert [entry["label"] for entry in actual] == [entry["label"] for entry in expected]
+        assert max(abs(a["score"] - e["score"]) for a, e in zip(actual, expected)) <= 1e-5
+
+
+def test_cli_refuses_bad_input_in_one_line(tmp_path, capsys):
+    assert main(["--model_name_or_path", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: no such folder:") and error.count("\n") == 1
+    assert main(["--model_name_or_path", str(tmp_path), "--output_dir", str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert "no config.json" in error and error.count("\n") == 1
+    with pytest.raises(SystemExit):
+        main(["--model_name_or_path", str(tmp_path), "--output_dir", "out", "--keep_rate", "1.5"])
+    assert "(0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_extra_names_the_install_command(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # import fails as if not installed
+    with pytest.raises(ImportError, match=r"hf-token-prune\[export\]"):
+        export_onnx(tiny_model("ast", 1.0), tmp_path / "model.onnx")
