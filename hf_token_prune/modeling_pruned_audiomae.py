@@ -7,29 +7,28 @@ and drop the rest between attention and MLP; the pruning itself lives in `prunin
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogram_transformer import (
     eager_attention_forward,
 )
-from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_pruned_audiomae import PrunedAudioMAEConfig
 from .pruning import (
     PatchLayout,
+    PrunedAudioClassificationMixin,
+    PrunedBlockMixin,
     PrunedModelMixin,
+    PrunedModelOutput,
     attention_with_received_score,
-    num_kept_tokens,
     received_attention_score_from_weights,
-    select_tokens,
 )
 
 
@@ -61,29 +60,6 @@ def sincos_position_embeddings(hidden_size: int, num_frequency_patches: int, num
     return torch.cat([torch.zeros(1, hidden_size), patches]).unsqueeze(0)
 
 
-@dataclass
-class PrunedAudioMAEModelOutput(BaseModelOutputWithPooling):
-    r"""
-    pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
-        `fc_norm` of the mean of the surviving patch tokens (the CLS token is not pooled).
-    kept_patches (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True`):
-        One `(batch_size, num_kept)` tensor per pruning layer: the index, in the input's time-major patch grid
-        (`t * frequency_patches + f`), of every patch token that survived that layer, most important first.
-    """
-
-    kept_patches: tuple[torch.LongTensor, ...] | None = None
-
-
-@dataclass
-class PrunedAudioMAEAudioClassifierOutput(SequenceClassifierOutput):
-    r"""
-    kept_patches (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True`):
-        See [`PrunedAudioMAEModelOutput`].
-    """
-
-    kept_patches: tuple[torch.LongTensor, ...] | None = None
-
-
 class AudioMAEEmbeddings(nn.Module):
     """CLS token and patch embeddings plus the fixed sin-cos position embeddings."""
 
@@ -104,7 +80,7 @@ class AudioMAEEmbeddings(nn.Module):
         # (batch, frames, mel) is read as a (time, frequency) image: tokens come out time-major.
         patches = self.patch_embeddings(input_values.unsqueeze(1)).flatten(2).transpose(1, 2)
         patches = patches + self.position_embeddings[:, NUM_EXTRA_TOKENS:]
-        cls_tokens = (self.cls_token + self.position_embeddings[:, :NUM_EXTRA_TOKENS]).expand(len(patches), -1, -1)
+        cls_tokens = (self.cls_token + self.position_embeddings[:, :NUM_EXTRA_TOKENS]).expand(patches.shape[0], -1, -1)
         return torch.cat([cls_tokens, patches], dim=1)
 
 
@@ -173,8 +149,10 @@ class AudioMAEDropPath(nn.Module):
         return hidden_states * mask / keep_prob
 
 
-class PrunedAudioMAELayer(GradientCheckpointingLayer):
+class PrunedAudioMAELayer(PrunedBlockMixin, GradientCheckpointingLayer):
     """A timm ViT block that, given a `keep_rate`, drops patch tokens after the attention residual, before the MLP."""
+
+    num_extra_tokens = NUM_EXTRA_TOKENS
 
     def __init__(self, config: PrunedAudioMAEConfig, drop_path_rate: float = 0.0):
         super().__init__()
@@ -184,20 +162,9 @@ class PrunedAudioMAELayer(GradientCheckpointingLayer):
         self.mlp = AudioMAEMLP(config)
         self.drop_path = AudioMAEDropPath(drop_path_rate)
 
-    def forward(self, hidden_states, attention_mask=None, keep_rate=None, token_scores=None, **kwargs):
-        num_patches = hidden_states.shape[1] - NUM_EXTRA_TOKENS
-        prunes = keep_rate is not None and num_kept_tokens(num_patches, keep_rate) < num_patches
-
-        attn_output, _, attention_score = self.attention(
-            self.layernorm_before(hidden_states), attention_mask, score_tokens=prunes and token_scores is None, **kwargs
-        )
-        hidden_states = hidden_states + self.drop_path(attn_output)
-        kept_token_indices = None
-        if prunes:
-            scores = attention_score if token_scores is None else token_scores
-            hidden_states, kept_token_indices = select_tokens(hidden_states, scores, keep_rate, NUM_EXTRA_TOKENS)
-        hidden_states = hidden_states + self.drop_path(self.mlp(self.layernorm_after(hidden_states)))
-        return hidden_states, kept_token_indices
+    @property
+    def residual_dropout(self) -> nn.Module:
+        return self.drop_path
 
 
 class PrunedAudioMAEPreTrainedModel(PrunedModelMixin, PreTrainedModel):
@@ -283,15 +250,16 @@ class PrunedAudioMAEModel(PrunedAudioMAEPreTrainedModel):
         self.check_input_values(input_values)
         hidden_states = self.embeddings(input_values)
         hidden_states, kept_patches = self.run_layers(hidden_states, input_values, attention_mask, **kwargs)
+        # AudioMAE pools the surviving patch tokens (not CLS) and has no final norm before fc_norm.
         pooled_output = self.fc_norm(hidden_states[:, NUM_EXTRA_TOKENS:].mean(dim=1))
-        return PrunedAudioMAEModelOutput(
+        return PrunedModelOutput(
             last_hidden_state=hidden_states,
             pooler_output=pooled_output,
             kept_patches=kept_patches if output_kept_patches else None,
         )
 
 
-class PrunedAudioMAEForAudioClassification(PrunedAudioMAEPreTrainedModel):
+class PrunedAudioMAEForAudioClassification(PrunedAudioClassificationMixin, PrunedAudioMAEPreTrainedModel):
     def __init__(self, config: PrunedAudioMAEConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
@@ -305,28 +273,6 @@ class PrunedAudioMAEForAudioClassification(PrunedAudioMAEPreTrainedModel):
         if module is self.classifier and isinstance(module, nn.Linear):
             # The official fine-tuning starts the new head nearly at zero.
             init.trunc_normal_(module.weight, std=2e-5)
-
-    @can_return_tuple
-    def forward(self, input_values=None, labels=None, attention_mask=None, output_kept_patches=None, **kwargs):
-        r"""
-        labels (`torch.LongTensor` of shape `(batch_size,)`, or float `(batch_size, num_labels)` multi-label targets):
-            Targets for the loss: cross-entropy for single labels, BCE when `config.problem_type` is
-            `"multi_label_classification"` (as for every transformers classifier).
-        output_kept_patches (`bool`, *optional*):
-            Return `kept_patches`, see [`PrunedAudioMAEModelOutput`].
-        """
-        outputs = self.audiomae(
-            input_values, attention_mask=attention_mask, output_kept_patches=output_kept_patches, **kwargs
-        )
-        logits = self.classifier(outputs.pooler_output)
-        loss = None if labels is None else self.loss_function(labels, logits, self.config, **kwargs)
-        return PrunedAudioMAEAudioClassifierOutput(
-            loss=loss,
-            logits=logits,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            kept_patches=outputs.kept_patches,
-        )
 
 
 # save_pretrained copies this file and what it imports relatively (config, pruning core) next to the weights.

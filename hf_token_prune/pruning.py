@@ -2,8 +2,8 @@
 
 A pruning layer scores the patch tokens, keeps the ``ceil(n * keep_rate)`` best ones and drops the rest before its
 MLP. Extra tokens (CLS, distillation) sit at the front of the sequence and are never pruned. This file is copied next
-to every saved model as remote code, so it imports nothing but ``torch``; the two mixins at the end hold what the
-pruned configs and models share.
+to every saved model as remote code, so it imports nothing but ``torch`` and ``transformers``; the tensor functions come
+first, then what the pruned configs, blocks and models of both families share.
 """
 
 import math
@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
+from transformers.utils.generic import can_return_tuple
 
 
 TOKEN_SCORES = ("attention", "intensity", "variation", "random")
@@ -230,6 +232,58 @@ class PruningConfigMixin:
         validate_pruning_config(self.keep_rate, self.pruning_layers, self.token_score, self.num_hidden_layers)
 
 
+@dataclass
+class PrunedModelOutput(BaseModelOutputWithPooling):
+    r"""
+    kept_patches (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True`):
+        One `(batch_size, num_kept)` tensor per pruning layer: the index, in the input's patch grid, of every patch
+        token that survived that layer, most important first. The grid is the model's `patch_layout`: frequency-major
+        (`f * time_patches + t`) for AST, time-major (`t * frequency_patches + f`) for AudioMAE.
+    """
+
+    kept_patches: tuple[torch.LongTensor, ...] | None = None
+
+
+@dataclass
+class PrunedAudioClassifierOutput(SequenceClassifierOutput):
+    r"""
+    kept_patches (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True`):
+        See [`PrunedModelOutput`].
+    """
+
+    kept_patches: tuple[torch.LongTensor, ...] | None = None
+
+
+class PrunedBlockMixin:
+    """The pre-norm ViT block both families run: attention, residual, token reduction, MLP, residual.
+
+    A layer using it has ``layernorm_before``, ``attention`` (returning the output, the weights and, when asked to
+    ``score_tokens``, the patch scores), ``layernorm_after``, ``mlp``, ``num_extra_tokens`` and ``residual_dropout``,
+    the module applied to both residual branches (dropout in AST, stochastic depth in AudioMAE).
+    """
+
+    num_extra_tokens: int
+
+    def forward(self, hidden_states, attention_mask=None, keep_rate=None, token_scores=None, **kwargs):
+        """Returns the new hidden states and ``kept_token_indices`` (``None`` when every token was kept).
+
+        A ``keep_rate`` makes this a pruning layer; ``token_scores`` ``(batch, patches)`` rank its patch tokens, or,
+        when ``None``, its own attention does.
+        """
+        num_patches = hidden_states.shape[1] - self.num_extra_tokens
+        reduces = keep_rate is not None and num_kept_tokens(num_patches, keep_rate) < num_patches
+        attn_output, _, attention_scores = self.attention(
+            self.layernorm_before(hidden_states), attention_mask, score_tokens=reduces and token_scores is None, **kwargs
+        )
+        hidden_states = hidden_states + self.residual_dropout(attn_output)
+        kept_token_indices = None
+        if reduces:
+            scores = attention_scores if token_scores is None else token_scores
+            hidden_states, kept_token_indices = select_tokens(hidden_states, scores, keep_rate, self.num_extra_tokens)
+        hidden_states = hidden_states + self.residual_dropout(self.mlp(self.layernorm_after(hidden_states)))
+        return hidden_states, kept_token_indices
+
+
 class PrunedModelMixin:
     """What both pruned model families share: run-time keep rate, input checks, the pruning loop, saving.
 
@@ -258,7 +312,9 @@ class PrunedModelMixin:
                 f"num_mel_bins={expected[1]}): make features with the model's feature extractor, whose max_length and "
                 "num_mel_bins must match the config."
             )
-        if not torch.isfinite(input_values).all():
+        # A data-dependent branch breaks torch.compile(fullgraph=True) and torch.export; graphs skip the value check
+        # (their shape checks still trace), eager calls keep it.
+        if not torch.compiler.is_compiling() and not torch.isfinite(input_values).all():
             raise ValueError(
                 "input_values contains NaN or infinite values: check the audio (empty, NaN or clipped samples) and the "
                 "feature extractor's normalisation before calling the model."
@@ -292,3 +348,29 @@ class PrunedModelMixin:
                 if index in config.pruning_layers:
                     tracker.update(None)
         return hidden_states, tracker.kept_patches
+
+
+class PrunedAudioClassificationMixin:
+    """The classifier forward both families share: base model, head on its pooled output, transformers' loss."""
+
+    @can_return_tuple
+    def forward(self, input_values=None, labels=None, attention_mask=None, output_kept_patches=None, **kwargs):
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size,)`, or float `(batch_size, num_labels)` multi-label targets):
+            Targets for the loss: cross-entropy for single labels, BCE when `config.problem_type` is
+            `"multi_label_classification"`, as for every transformers classifier.
+        output_kept_patches (`bool`, *optional*):
+            Return `kept_patches`, see [`PrunedModelOutput`].
+        """
+        outputs = self.base_model(
+            input_values, attention_mask=attention_mask, output_kept_patches=output_kept_patches, **kwargs
+        )
+        logits = self.classifier(outputs.pooler_output)
+        loss = None if labels is None else self.loss_function(labels, logits, self.config, **kwargs)
+        return PrunedAudioClassifierOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            kept_patches=outputs.kept_patches,
+        )
