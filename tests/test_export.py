@@ -6,16 +6,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import KEYWORDS, tiny_ast_kwargs
+from conftest import KEYWORDS, tiny_pruned_classifier
 from transformers import ASTFeatureExtractor, pipeline
 
-from hf_token_prune import (
-    AudioMAEFeatureExtractor,
-    PrunedASTConfig,
-    PrunedASTForAudioClassification,
-    PrunedAudioMAEConfig,
-    PrunedAudioMAEForAudioClassification,
-)
+from hf_token_prune import AudioMAEFeatureExtractor
 from hf_token_prune.export import OnnxAudioClassifier, export_onnx, main, onnx_session
 
 
@@ -24,22 +18,19 @@ onnxruntime = pytest.importorskip("onnxruntime", reason='the [export] extra: pip
 WORDS = sorted(path.name for path in (KEYWORDS / "test").iterdir())
 
 
-def tiny_model(family, keep_rate, num_labels=5):
-    if family == "ast":
-        return PrunedASTForAudioClassification(
-            PrunedASTConfig(**tiny_ast_kwargs(keep_rate=keep_rate, num_labels=num_labels))
-        ).eval()
-    config = PrunedAudioMAEConfig(
-        hidden_size=64, num_attention_heads=4, intermediate_size=128, max_length=128, num_mel_bins=64,
-        num_labels=num_labels, keep_rate=keep_rate,
-    )
-    return PrunedAudioMAEForAudioClassification(config).eval()
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models are dominated by thread synchronisation; on a loaded 2-core machine two threads are much slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("keep_rate", [1.0, 0.7, 0.5])
 @pytest.mark.parametrize("family", ["ast", "audiomae"])
 def test_onnx_runtime_equals_pytorch(tmp_path, family, keep_rate):
-    model = tiny_model(family, keep_rate)
+    model = tiny_pruned_classifier(family, keep_rate=keep_rate)
     check = export_onnx(model, tmp_path / "model.onnx", torch.randn(2, 128, 64), output_kept_patches=True)
     assert check.batch_sizes == (2, 1) and max(check.max_abs_diff) <= 1e-4 and all(check.kept_patches_equal)
 
@@ -62,9 +53,7 @@ def test_onnx_runtime_equals_pytorch(tmp_path, family, keep_rate):
 
 @pytest.mark.parametrize("family", ["ast", "audiomae"])
 def test_exported_folder_predicts_what_the_pipeline_predicts(tmp_path, family, capsys):
-    model = tiny_model(family, 1.0, num_labels=len(WORDS))
-    model.config.id2label = dict(enumerate(WORDS))
-    model.config.label2id = {word: index for index, word in enumerate(WORDS)}
+    model = tiny_pruned_classifier(family, id2label=dict(enumerate(WORDS)), label2id={w: i for i, w in enumerate(WORDS)})
     extractor_class = ASTFeatureExtractor if family == "ast" else AudioMAEFeatureExtractor
     model.save_pretrained(tmp_path / "model")
     extractor_class(num_mel_bins=64, max_length=128).save_pretrained(tmp_path / "model")
@@ -102,4 +91,4 @@ def test_cli_refuses_bad_input_in_one_line(tmp_path, capsys):
 def test_missing_extra_names_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # import fails as if not installed
     with pytest.raises(ImportError, match=r"hf-token-prune\[export\]"):
-        export_onnx(tiny_model("ast", 1.0), tmp_path / "model.onnx")
+        export_onnx(tiny_pruned_classifier("ast"), tmp_path / "model.onnx")
