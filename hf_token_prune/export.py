@@ -63,8 +63,10 @@ class _LogitsAndKeptPatches(nn.Module):
         self.output_kept_patches = output_kept_patches
 
     def forward(self, input_values):
-        outputs = self.model(input_values, output_kept_patches=self.output_kept_patches)
-        return (outputs.logits, *(outputs.kept_patches or ()))
+        # Only pruned models know output_kept_patches; without it any audio classifier (stock AST too) exports.
+        kwargs = {"output_kept_patches": True} if self.output_kept_patches else {}
+        outputs = self.model(input_values, **kwargs)
+        return (outputs.logits, *(outputs.kept_patches if self.output_kept_patches else ()))
 
 
 def output_names(model, output_kept_patches: bool) -> list[str]:
@@ -177,6 +179,15 @@ def export_onnx(
             f"(allowed {atol:.0e}), kept patches identical per batch size {dict(zip(batch_sizes, equal))}."
         )
     return result
+
+
+def quantize_int8(path, output_path):
+    """ONNX Runtime's dynamic int8 quantisation of ``path`` (weights int8 ahead of time, activations per call)."""
+    _require("onnxruntime")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(path), str(output_path), weight_type=QuantType.QInt8)
+    return Path(output_path)
 
 
 def onnx_session(path, num_threads: int | None = None):
