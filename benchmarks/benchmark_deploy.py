@@ -100,7 +100,7 @@ def build_models(sizes, max_length):
 def torch_runner(model, keep_rate, compiled=None):
     """Eager (or a compiled wrapper of the same module) at ``keep_rate``; set before every call, since one module
     serves every keep rate of its family."""
-    target = compiled or model
+    target = model if compiled is None else compiled  # an OptimizedModule has no truth value
 
     def run(inputs):
         if hasattr(model, "set_keep_rate"):

@@ -6,7 +6,8 @@ optimum cannot export AST (optimum issue #1533), so this is the way to ONNX for 
 AST checkpoints (which load as PrunedAST; at keep rate 1.0 that is the same model). The output folder holds
 ``model.onnx`` (input ``input_values`` with a dynamic batch axis; output ``logits`` and, with
 ``--output_kept_patches``, ``kept_patches_0`` ... one per pruning layer), ``config.json`` (with the exported
-keep rate) and the feature extractor. Pruning is baked in: the keep rate cannot change after export.
+keep rate) and the feature extractor; ``--int8`` adds ``model.int8.onnx``, ONNX Runtime's dynamic int8
+quantisation of it. Pruning is baked in: the keep rate cannot change after export.
 
 Run it on a waveform without PyTorch's model code::
 
@@ -40,6 +41,7 @@ from torch import nn
 
 
 ONNX_FILE = "model.onnx"
+INT8_ONNX_FILE = "model.int8.onnx"
 INPUT_NAME = "input_values"
 KEPT_PATCHES_NAME = "kept_patches_{}"  # one output per pruning layer
 DEFAULT_ATOL = 1e-4  # max |ONNX Runtime - PyTorch| over the logits that export_onnx accepts
@@ -186,7 +188,13 @@ def quantize_int8(path, output_path):
     _require("onnxruntime")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(path), str(output_path), weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # it advises on the root logger to pre-process first, which dynamic quantisation skips
+    try:
+        quantize_dynamic(str(path), str(output_path), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
     return Path(output_path)
 
 
@@ -252,10 +260,16 @@ def _is_local_path(name: str) -> bool:
 
 
 def export_pretrained(
-    model_name_or_path, output_dir, keep_rate: float | None = None, output_kept_patches: bool = False, **kwargs
+    model_name_or_path,
+    output_dir,
+    keep_rate: float | None = None,
+    output_kept_patches: bool = False,
+    int8: bool = False,
+    **kwargs,
 ) -> OnnxCheck:
     """Load a saved pruned model (or a stock AST checkpoint), export it with :func:`export_onnx`, and write
-    ``model.onnx``, ``config.json`` and the feature extractor to ``output_dir``. ``kwargs`` go to ``export_onnx``."""
+    ``model.onnx``, ``config.json`` and the feature extractor to ``output_dir``; with ``int8`` also
+    ``model.int8.onnx`` (:func:`quantize_int8`). ``kwargs`` go to ``export_onnx``."""
     from .analysis.inputs import load_pruned_model
 
     folder = Path(model_name_or_path).expanduser()
@@ -269,6 +283,8 @@ def export_pretrained(
         model.set_keep_rate(keep_rate)
     output_dir = Path(output_dir)
     check = export_onnx(model, output_dir / ONNX_FILE, output_kept_patches=output_kept_patches, **kwargs)
+    if int8:
+        quantize_int8(output_dir / ONNX_FILE, output_dir / INT8_ONNX_FILE)
     model.config.save_pretrained(output_dir)
     feature_extractor.save_pretrained(output_dir)
     return check
@@ -308,6 +324,12 @@ def main(argv=None) -> int:
         action="store_true",
         help="also output kept_patches_0, ... : per pruning layer, the input patches its surviving tokens come from",
     )
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help=f"also write {INT8_ONNX_FILE}: ONNX Runtime's dynamic int8 quantisation (run it with "
+        f"OnnxAudioClassifier(output_dir, onnx_file='{INT8_ONNX_FILE}'); check its accuracy on your data)",
+    )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: torch's exporter's)")
     parser.add_argument("--no_check", action="store_true", help="skip the ONNX Runtime vs PyTorch comparison")
     args = parser.parse_args(argv)
@@ -317,6 +339,7 @@ def main(argv=None) -> int:
             args.output_dir,
             args.keep_rate,
             args.output_kept_patches,
+            args.int8,
             opset_version=args.opset,
             check=not args.no_check,
         )
@@ -324,7 +347,8 @@ def main(argv=None) -> int:
         # transformers' loading errors run over several lines; the first names the problem.
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 1
-    print(f"wrote {Path(args.output_dir) / ONNX_FILE}, config.json and the feature extractor")
+    written = ONNX_FILE + (f", {INT8_ONNX_FILE}" if args.int8 else "")
+    print(f"wrote {written}, config.json and the feature extractor to {args.output_dir}")
     if check is not None:
         for batch, diff, equal in zip(check.batch_sizes, check.max_abs_diff, check.kept_patches_equal):
             patches = ", kept patches identical" if args.output_kept_patches and equal else ""

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import KEYWORDS, tiny_pruned_classifier
+from conftest import KEYWORDS, run_with_package_blocked, tiny_pruned_classifier
 from transformers import ASTFeatureExtractor, pipeline
 
 from hf_token_prune import AudioMAEFeatureExtractor
@@ -53,17 +53,20 @@ def test_onnx_runtime_equals_pytorch(tmp_path, family, keep_rate):
 
 @pytest.mark.parametrize("family", ["ast", "audiomae"])
 def test_exported_folder_predicts_what_the_pipeline_predicts(tmp_path, family, capsys):
-    model = tiny_pruned_classifier(family, id2label=dict(enumerate(WORDS)), label2id={w: i for i, w in enumerate(WORDS)})
+    model = tiny_pruned_classifier(
+        family, num_labels=len(WORDS), id2label=dict(enumerate(WORDS)), label2id={w: i for i, w in enumerate(WORDS)}
+    )
     extractor_class = ASTFeatureExtractor if family == "ast" else AudioMAEFeatureExtractor
     model.save_pretrained(tmp_path / "model")
     extractor_class(num_mel_bins=64, max_length=128).save_pretrained(tmp_path / "model")
 
     status = main(["--model_name_or_path", str(tmp_path / "model"), "--keep_rate", "0.5", "--output_dir",
-                   str(tmp_path / "onnx")])
+                   str(tmp_path / "onnx"), "--int8"])
     assert status == 0
     assert "max |logits difference|" in capsys.readouterr().out
     assert json.loads((tmp_path / "onnx" / "config.json").read_text())["keep_rate"] == 0.5
-    assert {"model.onnx", "config.json", "preprocessor_config.json"} <= {p.name for p in (tmp_path / "onnx").iterdir()}
+    written = {path.name for path in (tmp_path / "onnx").iterdir()}
+    assert {"model.onnx", "model.int8.onnx", "config.json", "preprocessor_config.json"} <= written
 
     clips = [sorted((KEYWORDS / "test" / word).glob("*.flac"))[0] for word in WORDS]
     classifier = OnnxAudioClassifier(tmp_path / "onnx")
@@ -73,6 +76,23 @@ def test_exported_folder_predicts_what_the_pipeline_predicts(tmp_path, family, c
         actual = classifier(clip, top_k=None)
         assert [entry["label"] for entry in actual] == [entry["label"] for entry in expected]
         assert max(abs(a["score"] - e["score"]) for a, e in zip(actual, expected)) <= 1e-5
+    # The README's plain snippet, where hf_token_prune is not installed: the folder's own extractor and onnxruntime.
+    result = run_with_package_blocked(f"""
+        import json, numpy, onnxruntime
+        from transformers import AutoFeatureExtractor
+        from transformers.pipelines.audio_utils import ffmpeg_read
+        extractor = AutoFeatureExtractor.from_pretrained("onnx", trust_remote_code=True)
+        session = onnxruntime.InferenceSession("onnx/model.onnx")
+        waveform = ffmpeg_read(open({str(clips[0])!r}, "rb").read(), 16000)
+        features = extractor(waveform, sampling_rate=16000, return_tensors="np")
+        (logits,) = session.run(["logits"], {{"input_values": features["input_values"]}})
+        print(json.dumps(logits.tolist()))
+        """, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    standalone = np.array(json.loads(result.stdout.strip().splitlines()[-1]))
+    np.testing.assert_allclose(standalone, classifier.logits(classifier.features(clips[0])), atol=1e-6)
+    quantised = OnnxAudioClassifier(tmp_path / "onnx", onnx_file="model.int8.onnx")(clips[0], top_k=None)
+    assert len(quantised) == len(WORDS) and abs(sum(entry["score"] for entry in quantised) - 1) <= 1e-5
 
 
 def test_cli_refuses_bad_input_in_one_line(tmp_path, capsys):
