@@ -21,6 +21,8 @@ from transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogra
     ASTPreTrainedModel,
     eager_attention_forward,
 )
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
@@ -90,7 +92,13 @@ register_checkpoint_conversion_mapping(
 class PrunedASTAttention(ASTAttention):
     """`ASTAttention` that can also return the CLS-attention score of the patch tokens."""
 
-    def forward(self, hidden_states, attention_mask=None, score_tokens=False, **kwargs):
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        score_tokens: bool = False,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         hidden_shape = (*hidden_states.shape[:-1], -1, self.head_dim)
         query_states = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         key_states = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
@@ -180,7 +188,13 @@ class PrunedASTModel(PrunedASTPreTrainedModel, ASTModel):
 
     @merge_with_config_defaults
     @capture_outputs(tie_last_hidden_states=False)
-    def forward(self, input_values=None, attention_mask=None, output_kept_patches=None, **kwargs):
+    def forward(
+        self,
+        input_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        output_kept_patches: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> PrunedModelOutput:
         r"""
         input_values (`torch.Tensor` of shape `(batch_size, max_length, num_mel_bins)`):
             Normalised log-mel filterbank features, as made by the model's `ASTFeatureExtractor`.
