@@ -45,7 +45,7 @@ from transformers import ASTConfig, ASTForAudioClassification
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_pruning import git_commit, load_average, machine_description  # noqa: E402
+from benchmark_pruning import TINY, VIT_B, git_commit, load_average, machine_description  # noqa: E402
 
 from hf_token_prune import (  # noqa: E402
     PrunedASTConfig,
@@ -59,8 +59,6 @@ from hf_token_prune.macs import count_macs  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 KEYWORDS = REPO / "data" / "keywords"
-VIT_B = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
-TINY = dict(hidden_size=64, num_hidden_layers=12, num_attention_heads=4, intermediate_size=128)
 KEEP_RATES = (1.0, 0.7, 0.5)
 BACKENDS = ("eager", "inductor", "onnxruntime")
 QUANTISED_KEEP_RATE = 0.7
