@@ -395,6 +395,7 @@ def parse_args(argv=None):
                         help="the `make demo` folder whose test accuracy is measured per runtime (skipped if absent)")
     parser.add_argument("--accuracy_only", action="store_true", help="only the demo accuracies, no timing")
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # the command the report names
     if args.repeats is None:
         args.repeats = 2 if args.quick else 5
     default_backends = "eager,onnxruntime" if args.quick else ",".join(BACKENDS)
@@ -450,7 +451,7 @@ def main(argv=None):
 def write_results(args, started, load_before, results, accuracy_rows):
     checks = target_checks(results, accuracy_rows)
     header = dict(
-        command="python benchmarks/benchmark_deploy.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        command="python benchmarks/benchmark_deploy.py " + " ".join(args.argv),
         machine=machine_description(args.num_threads), num_threads=args.num_threads, commit=git_commit(),
         load_before=load_before, load_after=load_average(), wall_s=time.perf_counter() - started,
         repeats=args.repeats,
