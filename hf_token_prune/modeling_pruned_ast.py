@@ -97,6 +97,7 @@ class PrunedASTAttention(ASTAttention):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         score_tokens: bool = False,
+        token_mask: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         hidden_shape = (*hidden_states.shape[:-1], -1, self.head_dim)
@@ -121,11 +122,9 @@ class PrunedASTAttention(ASTAttention):
 
         token_score = None
         if score_tokens:
-            # Fused attention kernels never materialise the weights; the CLS row alone is cheap to recompute.
-            if attn_weights is None:
-                token_score = cls_attention_score(query_states, key_states, self.scaling, NUM_EXTRA_TOKENS)
-            else:
-                token_score = cls_attention_score_from_weights(attn_weights, NUM_EXTRA_TOKENS)
+            # The CLS row alone is cheap to recompute in float32, and fused kernels never materialise it; recomputing
+            # it under eager attention too makes every attention implementation (and precision) rank alike.
+            token_score = cls_attention_score(query_states, key_states, self.scaling, NUM_EXTRA_TOKENS, token_mask)
         return attn_output, attn_weights, token_score
 
 
@@ -203,13 +202,13 @@ class PrunedASTModel(PrunedASTPreTrainedModel, ASTModel):
         """
         self.check_input_values(input_values)
         hidden_states = self.embeddings(input_values)
-        hidden_states, kept_patches = self.run_layers(hidden_states, input_values, attention_mask, **kwargs)
+        hidden_states, tracker = self.run_layers(hidden_states, input_values, attention_mask, **kwargs)
         sequence_output = self.layernorm(hidden_states)
         pooled_output = (sequence_output[:, 0] + sequence_output[:, 1]) / 2
         return PrunedModelOutput(
             last_hidden_state=sequence_output,
             pooler_output=pooled_output,
-            kept_patches=kept_patches if output_kept_patches else None,
+            kept_patches=tracker.kept_patches if output_kept_patches else None,
         )
 
 

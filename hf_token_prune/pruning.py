@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs
@@ -131,13 +132,23 @@ class PatchLayout:
         return frequency * self.num_time_patches + time
 
 
-def cls_attention_score(query: torch.Tensor, key: torch.Tensor, scaling: float, num_extra_tokens: int):
+def _mask_padded_keys(logits: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
+    """``logits`` ``(batch, heads, queries, keys)`` with padded keys (``token_mask`` False) at -inf."""
+    if token_mask is None:
+        return logits
+    return logits.masked_fill(~token_mask[:, None, None, :], float("-inf"))
+
+
+def cls_attention_score(
+    query: torch.Tensor, key: torch.Tensor, scaling: float, num_extra_tokens: int, token_mask: torch.Tensor | None = None
+):
     """Head-mean attention of the CLS query over the patch keys (paper eq. 2b), from ``(batch, heads, seq, dim)``.
 
     Only the CLS row of ``softmax(QK^T)`` is formed, so this costs O(n*d) and never needs the eager attention matrix.
+    ``token_mask`` ``(batch, seq)``, False for padding, masks the keys as the attention itself does.
     """
-    cls_logits = torch.matmul(query[:, :, :1], key.transpose(-1, -2)) * scaling
-    cls_attention = cls_logits.float().softmax(dim=-1)[:, :, 0, num_extra_tokens:]
+    cls_logits = _mask_padded_keys(torch.matmul(query[:, :, :1], key.transpose(-1, -2)).float() * scaling, token_mask)
+    cls_attention = cls_logits.softmax(dim=-1)[:, :, 0, num_extra_tokens:]
     return cls_attention.mean(dim=1)
 
 
@@ -148,7 +159,7 @@ def cls_attention_score_from_weights(attention_weights: torch.Tensor, num_extra_
 
 def attention_with_received_score(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float, num_extra_tokens: int,
-    chunk_size: int = 128, dropout: float = 0.0,
+    chunk_size: int = 128, dropout: float = 0.0, token_mask: torch.Tensor | None = None,
 ):
     """Attention output ``(batch, seq, heads, dim)`` and the attention each patch receives (paper eq. 2a).
 
@@ -156,32 +167,51 @@ def attention_with_received_score(
     returns those probabilities, and recomputing them costs as much again as the attention; so a pruning layer forms
     them once, ``chunk_size`` queries at a time (O(n * chunk_size) memory per head, never the n x n matrix), and uses
     them for both the output and the score. ``dropout`` (training only) applies to the output, not to the score.
+    ``token_mask`` ``(batch, seq)``, False for padding: padded keys get no attention, padded queries give none.
     """
     key_transposed = key.transpose(-1, -2)
+    query_weights = _patch_query_weights(query.shape[0], query.shape[2], num_extra_tokens, token_mask, query.device)
     outputs = []
     received = query.new_zeros(query.shape[0], query.shape[1], key.shape[2], dtype=torch.float32)
     for start in range(0, query.shape[2], chunk_size):
-        logits = torch.matmul(query[:, :, start : start + chunk_size], key_transposed) * scaling
-        probabilities = logits.float().softmax(dim=-1)
+        logits = torch.matmul(query[:, :, start : start + chunk_size], key_transposed).float() * scaling
+        probabilities = _mask_padded_keys(logits, token_mask).softmax(dim=-1)
         dropped = F.dropout(probabilities, p=dropout) if dropout > 0.0 else probabilities
         outputs.append(torch.matmul(dropped.to(value.dtype), value))
-        received += probabilities[:, :, max(num_extra_tokens - start, 0) :].sum(dim=2)
-    num_patch_queries = query.shape[2] - num_extra_tokens
-    score = received[:, :, num_extra_tokens:].mean(dim=1) / num_patch_queries
+        received += torch.einsum("bhqk,bq->bhk", probabilities, query_weights[:, start : start + chunk_size])
+    score = received[:, :, num_extra_tokens:].mean(dim=1) / query_weights.sum(dim=1, keepdim=True)
     return torch.cat(outputs, dim=2).transpose(1, 2), score
 
 
-def received_attention_score_from_weights(attention_weights: torch.Tensor, num_extra_tokens: int):
+def _patch_query_weights(batch_size, num_tokens, num_extra_tokens, token_mask, device):
+    """``(batch, seq)`` float: 1 for the real patch queries whose attention a received score averages, else 0."""
+    weights = torch.ones(batch_size, num_tokens, device=device)
+    weights[:, :num_extra_tokens] = 0.0
+    return weights if token_mask is None else weights * token_mask
+
+
+def received_attention_score_from_weights(
+    attention_weights: torch.Tensor, num_extra_tokens: int, token_mask: torch.Tensor | None = None
+):
     """The same score read from a full ``(batch, heads, seq, seq)`` attention matrix (eager attention)."""
-    return attention_weights[:, :, num_extra_tokens:, num_extra_tokens:].float().mean(dim=(1, 2))
+    batch_size, _, num_tokens, _ = attention_weights.shape
+    query_weights = _patch_query_weights(batch_size, num_tokens, num_extra_tokens, token_mask, attention_weights.device)
+    received = torch.einsum("bhqk,bq->bk", attention_weights.float(), query_weights) / attention_weights.shape[1]
+    return received[:, num_extra_tokens:] / query_weights.sum(dim=1, keepdim=True)
 
 
-def select_tokens(hidden_states: torch.Tensor, scores: torch.Tensor, keep_rate: float, num_extra_tokens: int):
+def select_tokens(
+    hidden_states: torch.Tensor, scores: torch.Tensor, keep_rate: float, num_extra_tokens: int,
+    token_mask: torch.Tensor | None = None,
+):
     """Keep the extra tokens and the top ``ceil(n * keep_rate)`` patch tokens of each sample.
 
     Returns the pruned ``hidden_states`` and ``kept_token_indices`` ``(batch, k)``: positions among the current
     patch tokens, in descending score order, which the caller composes to map survivors back to input patches.
+    With a ``token_mask`` ``(batch, seq)`` padded patches rank last, so one is kept only when no real one is left.
     """
+    if token_mask is not None:
+        scores = scores.float().masked_fill(~token_mask[:, num_extra_tokens:], float("-inf"))
     num_kept = num_kept_tokens(scores.shape[1], keep_rate)
     kept_token_indices = scores.topk(num_kept, dim=1).indices
     gather_index = (kept_token_indices + num_extra_tokens).unsqueeze(-1).expand(-1, -1, hidden_states.shape[-1])
@@ -190,15 +220,23 @@ def select_tokens(hidden_states: torch.Tensor, scores: torch.Tensor, keep_rate: 
 
 
 class PatchTracker:
-    """Per-forward bookkeeping: which input patch each surviving token came from, and its static score.
+    """Per-forward bookkeeping of the current tokens: the input patch each came from, its static score, and whether it
+    is real or padding.
 
     Intensity and variation are computed once from the model input; after every pruning layer they must be gathered
-    with the same indices as the hidden states, or later layers would rank tokens by another patch's statistic.
+    with the same indices as the hidden states, or later layers would rank tokens by another patch's statistic. So
+    must ``token_mask`` ``(batch, extra + patches)`` (True = real token, the 2-D padding mask of the current
+    sequence, ``None`` when every token is real), from which each later layer's attention mask is built.
     """
 
-    def __init__(self, batch_size: int, num_patches: int, device, static_scores: torch.Tensor | None = None):
+    def __init__(
+        self, batch_size: int, num_patches: int, device, static_scores: torch.Tensor | None = None,
+        token_mask: torch.Tensor | None = None, num_extra_tokens: int = 0,
+    ):
         self.patch_indices = torch.arange(num_patches, device=device).expand(batch_size, -1)
         self.static_scores = static_scores
+        self.token_mask = token_mask
+        self.num_extra_tokens = num_extra_tokens
         self.kept_patches = ()
 
     def scores_for_next_layer(self, token_score: str) -> torch.Tensor | None:
@@ -215,6 +253,9 @@ class PatchTracker:
             self.patch_indices = self.patch_indices.gather(1, kept_token_indices)
             if self.static_scores is not None:
                 self.static_scores = self.static_scores.gather(1, kept_token_indices)
+            if self.token_mask is not None:
+                extra, patches = self.token_mask[:, : self.num_extra_tokens], self.token_mask[:, self.num_extra_tokens :]
+                self.token_mask = torch.cat([extra, patches.gather(1, kept_token_indices)], dim=1)
         self.kept_patches += (self.patch_indices,)
 
 
@@ -290,23 +331,29 @@ class PrunedBlockMixin:
         attention_mask: torch.Tensor | None = None,
         keep_rate: float | None = None,
         token_scores: torch.Tensor | None = None,
+        token_mask: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Returns the new hidden states and ``kept_token_indices`` (``None`` when every token was kept).
 
         A ``keep_rate`` makes this a pruning layer; ``token_scores`` ``(batch, patches)`` rank its patch tokens, or,
-        when ``None``, its own attention does.
+        when ``None``, its own attention does. ``token_mask`` ``(batch, seq)`` (False = padding; ``None``: none) is
+        the tracker's: padded keys do not score, padded patches are the last to be kept.
         """
         num_patches = hidden_states.shape[1] - self.num_extra_tokens
         reduces = keep_rate is not None and num_kept_tokens(num_patches, keep_rate) < num_patches
+        score_tokens = reduces and token_scores is None
         attn_output, _, attention_scores = self.attention(
-            self.layernorm_before(hidden_states), attention_mask, score_tokens=reduces and token_scores is None, **kwargs
+            self.layernorm_before(hidden_states), attention_mask, score_tokens=score_tokens,
+            token_mask=token_mask if score_tokens else None, **kwargs
         )
         hidden_states = hidden_states + self.residual_dropout(attn_output)
         kept_token_indices = None
         if reduces:
             scores = attention_scores if token_scores is None else token_scores
-            hidden_states, kept_token_indices = select_tokens(hidden_states, scores, keep_rate, self.num_extra_tokens)
+            hidden_states, kept_token_indices = select_tokens(
+                hidden_states, scores, keep_rate, self.num_extra_tokens, token_mask
+            )
         hidden_states = hidden_states + self.residual_dropout(self.mlp(self.layernorm_after(hidden_states)))
         return hidden_states, kept_token_indices
 
@@ -347,34 +394,58 @@ class PrunedModelMixin:
                 "feature extractor's normalisation before calling the model."
             )
 
+    def check_attention_mask(self, attention_mask, hidden_states):
+        """A pruned sequence needs a per-token padding mask it can gather; name the layout when the mask is not one."""
+        if attention_mask is None:
+            return None
+        expected = tuple(hidden_states.shape[:2])
+        if attention_mask.dim() != 2 or tuple(attention_mask.shape) != expected:
+            if attention_mask.dim() == 4 and self.config.keep_rate == 1.0:
+                return attention_mask  # a prepared 4-D mask passes through, as in transformers' own AST
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}, but this model takes a 2-D padding mask of "
+                f"shape (batch_size, sequence_length) = {expected}: one entry per token ({self.num_extra_tokens} extra "
+                f"tokens, then the patches in the model's patch order), 1 for real tokens and 0 for padding."
+            )
+        return attention_mask
+
     def run_layers(self, hidden_states, input_values, attention_mask=None, **kwargs):
-        """Run every layer, pruning in ``config.pruning_layers``; returns the hidden states and ``kept_patches``."""
+        """Run every layer, pruning in ``config.pruning_layers``; returns the hidden states and the ``PatchTracker``.
+
+        A 2-D padding ``attention_mask`` becomes each layer's attention mask through transformers' own mask helper, as
+        in `ASTModel.forward`; a pruning layer gathers it with the survivors and the mask is rebuilt for later layers.
+        """
         config = self.config
         pruning = config.keep_rate < 1.0
-        if pruning and attention_mask is not None:
-            raise ValueError(
-                "attention_mask is not supported while pruning (keep_rate < 1): the inputs are fixed-length "
-                "spectrograms, so call the model without it."
-            )
+        attention_mask = self.check_attention_mask(attention_mask, hidden_states)
+        token_mask = attention_mask.bool() if attention_mask is not None and attention_mask.dim() == 2 else None
         static_scores = None
         if config.token_score in ("intensity", "variation"):
             intensity, variation = self.patch_layout.patch_statistics(input_values)
             static_scores = intensity if config.token_score == "intensity" else variation
         num_patches = hidden_states.shape[1] - self.num_extra_tokens
-        tracker = PatchTracker(hidden_states.shape[0], num_patches, hidden_states.device, static_scores)
+        tracker = PatchTracker(
+            hidden_states.shape[0], num_patches, hidden_states.device, static_scores, token_mask, self.num_extra_tokens
+        )
+        layer_mask = create_bidirectional_mask(config=config, inputs_embeds=hidden_states, attention_mask=attention_mask)
 
         for index, layer in enumerate(self.layers):
             if pruning and index in config.pruning_layers:
-                token_scores = tracker.scores_for_next_layer(config.token_score)
                 hidden_states, kept_token_indices = layer(
-                    hidden_states, attention_mask, keep_rate=config.keep_rate, token_scores=token_scores, **kwargs
+                    hidden_states, layer_mask, keep_rate=config.keep_rate,
+                    token_scores=tracker.scores_for_next_layer(config.token_score), token_mask=tracker.token_mask,
+                    **kwargs,
                 )
                 tracker.update(kept_token_indices)
+                if kept_token_indices is not None and tracker.token_mask is not None:
+                    layer_mask = create_bidirectional_mask(
+                        config=config, inputs_embeds=hidden_states, attention_mask=tracker.token_mask
+                    )
             else:
-                hidden_states, _ = layer(hidden_states, attention_mask, **kwargs)
+                hidden_states, _ = layer(hidden_states, layer_mask, **kwargs)
                 if index in config.pruning_layers:
                     tracker.update(None)
-        return hidden_states, tracker.kept_patches
+        return hidden_states, tracker
 
 
 class PrunedAudioClassificationMixin:
