@@ -437,7 +437,9 @@ class PrunedModelMixin:
                     **kwargs,
                 )
                 tracker.update(kept_token_indices)
-                if kept_token_indices is not None and tracker.token_mask is not None:
+                # Rebuilt even without padding: under torch.export / ONNX export transformers materialises the mask,
+                # which must shrink with the tokens.
+                if kept_token_indices is not None and (tracker.token_mask is not None or layer_mask is not None):
                     layer_mask = create_bidirectional_mask(
                         config=config, inputs_embeds=hidden_states, attention_mask=tracker.token_mask
                     )
