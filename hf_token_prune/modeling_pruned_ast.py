@@ -122,9 +122,13 @@ class PrunedASTAttention(ASTAttention):
 
         token_score = None
         if score_tokens:
-            # The CLS row alone is cheap to recompute in float32, and fused kernels never materialise it; recomputing
-            # it under eager attention too makes every attention implementation (and precision) rank alike.
-            token_score = cls_attention_score(query_states, key_states, self.scaling, NUM_EXTRA_TOKENS, token_mask)
+            # Fused attention kernels never materialise the weights; the CLS row alone is cheap to recompute.
+            if attn_weights is None:
+                token_score = cls_attention_score(
+                    query_states, key_states, self.scaling, NUM_EXTRA_TOKENS, token_mask
+                )
+            else:
+                token_score = cls_attention_score_from_weights(attn_weights, NUM_EXTRA_TOKENS)
         return attn_output, attn_weights, token_score
 
 

@@ -178,7 +178,7 @@ def attention_with_received_score(
         probabilities = _mask_padded_keys(logits, token_mask).softmax(dim=-1)
         dropped = F.dropout(probabilities, p=dropout) if dropout > 0.0 else probabilities
         outputs.append(torch.matmul(dropped.to(value.dtype), value))
-        received += torch.einsum("bhqk,bq->bhk", probabilities, query_weights[:, start : start + chunk_size])
+        received += (probabilities * query_weights[:, None, start : start + chunk_size, None]).sum(dim=2)
     score = received[:, :, num_extra_tokens:].mean(dim=1) / query_weights.sum(dim=1, keepdim=True)
     return torch.cat(outputs, dim=2).transpose(1, 2), score
 
@@ -196,7 +196,7 @@ def received_attention_score_from_weights(
     """The same score read from a full ``(batch, heads, seq, seq)`` attention matrix (eager attention)."""
     batch_size, _, num_tokens, _ = attention_weights.shape
     query_weights = _patch_query_weights(batch_size, num_tokens, num_extra_tokens, token_mask, attention_weights.device)
-    received = torch.einsum("bhqk,bq->bk", attention_weights.float(), query_weights) / attention_weights.shape[1]
+    received = (attention_weights.float() * query_weights[:, None, :, None]).sum(dim=2).mean(dim=1)
     return received[:, num_extra_tokens:] / query_weights.sum(dim=1, keepdim=True)
 
 
@@ -437,9 +437,8 @@ class PrunedModelMixin:
                     **kwargs,
                 )
                 tracker.update(kept_token_indices)
-                # Rebuilt even without padding: under torch.export / ONNX export transformers materialises the mask,
-                # which must shrink with the tokens.
-                if kept_token_indices is not None and (tracker.token_mask is not None or layer_mask is not None):
+                # Under tracing transformers may materialise an all-real mask: rebuild any mask at the new length.
+                if kept_token_indices is not None and layer_mask is not None:
                     layer_mask = create_bidirectional_mask(
                         config=config, inputs_embeds=hidden_states, attention_mask=tracker.token_mask
                     )
