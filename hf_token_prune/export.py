@@ -1,0 +1,360 @@
+"""ONNX export of a pruned audio classifier, checked against PyTorch, and a small ONNX Runtime runner for it.
+
+    python -m hf_token_prune.export --model_name_or_path outputs/demo --keep_rate 0.7 --output_dir demo-onnx
+
+optimum cannot export AST (optimum issue #1533), so this is the way to ONNX for both pruned families and for stock
+AST checkpoints (which load as PrunedAST; at keep rate 1.0 that is the same model). The output folder holds
+``model.onnx`` (input ``input_values`` with a dynamic batch axis; output ``logits`` and, with
+``--output_kept_patches``, ``kept_patches_0`` ... one per pruning layer), ``config.json`` (with the exported
+keep rate) and the feature extractor; ``--int8`` adds ``model.int8.onnx``, ONNX Runtime's dynamic int8
+quantisation of it. Pruning is baked in: the keep rate cannot change after export.
+
+Run it on a waveform without PyTorch's model code::
+
+    from hf_token_prune.export import OnnxAudioClassifier
+    classifier = OnnxAudioClassifier("demo-onnx")
+    classifier(waveform)   # [{"label": "yes", "score": 0.97}, ...], like pipeline("audio-classification")
+
+or by hand, with nothing but transformers' feature extractor and onnxruntime::
+
+    extractor = AutoFeatureExtractor.from_pretrained("demo-onnx", trust_remote_code=True)
+    session = onnxruntime.InferenceSession("demo-onnx/model.onnx")
+    (logits,) = session.run(["logits"], dict(extractor(waveform, sampling_rate=16000, return_tensors="np")))
+
+onnx, onnxruntime and onnxscript come with ``pip install "hf-token-prune[export]"``; they are imported only here, and
+only when used. The remote code saved next to a model never imports them.
+"""
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+
+ONNX_FILE = "model.onnx"
+INT8_ONNX_FILE = "model.int8.onnx"
+INPUT_NAME = "input_values"
+KEPT_PATCHES_NAME = "kept_patches_{}"  # one output per pruning layer
+DEFAULT_ATOL = 1e-4  # max |ONNX Runtime - PyTorch| over the logits that export_onnx accepts
+_EXPORT_EXTRA = 'pip install "hf-token-prune[export]"'
+
+
+def _require(module_name: str):
+    """Import onnx / onnxruntime / onnxscript lazily, with the install command if missing."""
+    try:
+        return __import__(module_name)
+    except ImportError:
+        raise ImportError(f"ONNX export needs {module_name}: {_EXPORT_EXTRA}") from None
+
+
+class _LogitsAndKeptPatches(nn.Module):
+    """The exported graph: ``input_values -> logits[, kept_patches_0, ...]`` as a flat tuple of tensors."""
+
+    def __init__(self, model: nn.Module, output_kept_patches: bool):
+        super().__init__()
+        self.model = model
+        self.output_kept_patches = output_kept_patches
+
+    def forward(self, input_values):
+        # Only pruned models know output_kept_patches; without it any audio classifier (stock AST too) exports.
+        kwargs = {"output_kept_patches": True} if self.output_kept_patches else {}
+        outputs = self.model(input_values, **kwargs)
+        return (outputs.logits, *(outputs.kept_patches if self.output_kept_patches else ()))
+
+
+def output_names(model, output_kept_patches: bool) -> list[str]:
+    """Names of the exported outputs: ``logits``, then one ``kept_patches_i`` per pruning layer if asked."""
+    layers = model.config.pruning_layers if output_kept_patches else ()
+    return ["logits"] + [KEPT_PATCHES_NAME.format(i) for i in range(len(layers))]
+
+
+@dataclass(frozen=True)
+class OnnxCheck:
+    """How ONNX Runtime's outputs compared with PyTorch's on the check inputs (one entry per batch size)."""
+
+    batch_sizes: tuple[int, ...]
+    max_abs_diff: tuple[float, ...]  # over the logits
+    kept_patches_equal: tuple[bool, ...]  # every kept_patches output identical (True when none is exported)
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    # The exporter logs a warning per torchvision op it cannot register (torchvision is not a dependency here), its
+    # graph optimiser one per constant output it leaves alone (kept_patches at keep rate 1.0), and torch.export trips
+    # a pytree deprecation warning inside torch itself: noise on the happy path.
+    loggers = [logging.getLogger(name) for name in ("torch.onnx._internal.exporter._registration", "onnx_ir")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def export_onnx(
+    model: nn.Module,
+    path,
+    example_input: torch.Tensor | None = None,
+    *,
+    output_kept_patches: bool = False,
+    dynamic_batch: bool = True,
+    opset_version: int | None = None,
+    check: bool = True,
+    atol: float = DEFAULT_ATOL,
+) -> OnnxCheck | None:
+    """Export a pruned classifier to ``path`` (one ``.onnx`` file) and check ONNX Runtime against PyTorch.
+
+    Args:
+        model: a ``PrunedASTForAudioClassification`` / ``PrunedAudioMAEForAudioClassification``; its current keep
+            rate, token score and pruning layers are baked into the graph.
+        example_input: ``(batch, max_length, num_mel_bins)`` features to trace and check with; default: standard
+            normal features (the models' inputs are normalised) for a batch of 2.
+        output_kept_patches: also export ``kept_patches_i``, one ``(batch, num_kept)`` int64 output per pruning
+            layer (see the models' ``kept_patches``).
+        dynamic_batch: make the batch axis of every input and output dynamic (otherwise it is the example's).
+        check: validate the graph (``onnx.checker``), run it in ONNX Runtime on the example and, with a dynamic
+            batch, on its first sample alone, and raise ``ValueError`` if any logit differs by more than ``atol``
+            from PyTorch's or any kept patch differs.
+
+    Returns the :class:`OnnxCheck` (``None`` without ``check``).
+    """
+    _require("onnxscript")  # torch's ONNX exporter needs it; fail with the install command, not deep in torch
+    config = model.config
+    if example_input is None:
+        example_input = torch.randn(2, config.max_length, config.num_mel_bins)
+    if dynamic_batch and example_input.shape[0] < 2:
+        # torch.export specialises a dimension of size 1 to a constant, so the batch axis would not stay dynamic.
+        example_input = example_input.expand(2, -1, -1)
+    model = model.eval()
+    graph = _LogitsAndKeptPatches(model, output_kept_patches).eval()
+    names = output_names(model, output_kept_patches)
+    dynamic_shapes = {INPUT_NAME: {0: torch.export.Dim("batch")}} if dynamic_batch else None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _quiet_exporter(), torch.no_grad():
+        program = torch.onnx.export(
+            graph,
+            (example_input,),
+            input_names=[INPUT_NAME],
+            output_names=names,
+            dynamic_shapes=dynamic_shapes,
+            opset_version=opset_version,
+            verbose=False,
+        )
+        if dynamic_batch and isinstance(program.model.graph.inputs[0].shape[0], int):
+            # torch.onnx.export silently falls back to a fixed batch size when torch.export cannot keep the axis
+            # dynamic; torch.export itself names the code that specialised it.
+            torch.export.export(graph, (example_input,), dynamic_shapes=dynamic_shapes)
+            raise ValueError(f"the batch axis of {type(model).__name__} could not be exported as dynamic")
+    program.save(path)  # one self-contained file unless the weights pass protobuf's 2 GB (a ViT-B is ~350 MB)
+    if not check:
+        return None
+
+    _require("onnx").checker.check_model(str(path))
+    session = onnx_session(path)
+    checks = [example_input] + ([example_input[:1]] if dynamic_batch else [])
+    batch_sizes, diffs, equal = [], [], []
+    for inputs in checks:
+        with torch.no_grad():
+            expected = [tensor.numpy() for tensor in graph(inputs)]
+        actual = session.run(names, {INPUT_NAME: inputs.numpy()})
+        batch_sizes.append(inputs.shape[0])
+        diffs.append(float(np.abs(actual[0] - expected[0]).max()))
+        equal.append(all(np.array_equal(a, e) for a, e in zip(actual[1:], expected[1:])))
+    result = OnnxCheck(tuple(batch_sizes), tuple(diffs), tuple(equal))
+    if max(diffs) > atol or not all(equal):
+        raise ValueError(
+            f"ONNX Runtime disagrees with PyTorch on {path}: max |logits difference| {max(diffs):.2e} "
+            f"(allowed {atol:.0e}), kept patches identical per batch size {dict(zip(batch_sizes, equal))}."
+        )
+    return result
+
+
+def quantize_int8(path, output_path):
+    """ONNX Runtime's dynamic int8 quantisation of ``path`` (weights int8 ahead of time, activations per call)."""
+    _require("onnxruntime")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # it advises on the root logger to pre-process first, which dynamic quantisation skips
+    try:
+        quantize_dynamic(str(path), str(output_path), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+    return Path(output_path)
+
+
+def onnx_session(path, num_threads: int | None = None):
+    """An ONNX Runtime CPU session for ``path``; ``num_threads`` sets its intra-op threads (default: ORT's)."""
+    onnxruntime = _require("onnxruntime")
+    options = onnxruntime.SessionOptions()
+    if num_threads:
+        options.intra_op_num_threads = num_threads
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxAudioClassifier:
+    """An exported folder as a classifier: waveform -> feature extractor -> ONNX Runtime -> labelled scores.
+
+    Mirrors ``pipeline("audio-classification")``: the same features, softmax (sigmoid for a multi-label config) and
+    ``top_k`` scores as ``{"label", "score"}`` dicts, best first.
+    """
+
+    def __init__(self, folder, num_threads: int | None = None, onnx_file: str = ONNX_FILE):
+        from transformers import AutoFeatureExtractor
+
+        folder = Path(folder)
+        self.config = json.loads((folder / "config.json").read_text())
+        self.feature_extractor = AutoFeatureExtractor.from_pretrained(folder)
+        self.session = onnx_session(folder / onnx_file, num_threads)
+        self.labels = {int(index): label for index, label in self.config.get("id2label", {}).items()}
+        self.multi_label = self.config.get("problem_type") == "multi_label_classification"
+
+    def features(self, audio, sampling_rate: int | None = None) -> np.ndarray:
+        """``input_values`` for one waveform (1-D array), a list of them, or an audio file path (decoded by ffmpeg)."""
+        rate = self.feature_extractor.sampling_rate
+        if isinstance(audio, (str, os.PathLike)):
+            from transformers.pipelines.audio_utils import ffmpeg_read
+
+            audio, sampling_rate = ffmpeg_read(Path(audio).read_bytes(), rate), rate
+        return self.feature_extractor(audio, sampling_rate=sampling_rate or rate, return_tensors="np")[INPUT_NAME]
+
+    def logits(self, input_values: np.ndarray) -> np.ndarray:
+        return self.session.run(["logits"], {INPUT_NAME: np.asarray(input_values, dtype=np.float32)})[0]
+
+    def __call__(self, audio, sampling_rate: int | None = None, top_k: int | None = 5):
+        batched = isinstance(audio, (list, tuple))
+        logits = self.logits(self.features(audio, sampling_rate))
+        if self.multi_label:
+            scores = 1 / (1 + np.exp(-logits))
+        else:
+            scores = np.exp(logits - logits.max(axis=-1, keepdims=True))
+            scores /= scores.sum(axis=-1, keepdims=True)
+        top_k = scores.shape[-1] if top_k is None else min(top_k, scores.shape[-1])
+        results = [
+            [{"score": float(row[i]), "label": self.labels.get(int(i), str(i))} for i in np.argsort(-row)[:top_k]]
+            for row in scores
+        ]
+        return results if batched else results[0]
+
+
+def _is_local_path(name: str) -> bool:
+    """Whether ``name`` means a local folder: it exists, or it is written as a path (``./x``, ``/x``, ``~/x``,
+    ``a/b/c``), or its first component is a local folder (``outputs/demo`` next to ``outputs/``)."""
+    path = Path(name).expanduser()
+    return path.exists() or name.startswith((".", "/", "~")) or len(path.parts) != 2 or Path(path.parts[0]).is_dir()
+
+
+def export_pretrained(
+    model_name_or_path,
+    output_dir,
+    keep_rate: float | None = None,
+    output_kept_patches: bool = False,
+    int8: bool = False,
+    **kwargs,
+) -> OnnxCheck:
+    """Load a saved pruned model (or a stock AST checkpoint), export it with :func:`export_onnx`, and write
+    ``model.onnx``, ``config.json`` and the feature extractor to ``output_dir``; with ``int8`` also
+    ``model.int8.onnx`` (:func:`quantize_int8`). ``kwargs`` go to ``export_onnx``."""
+    from .analysis.inputs import load_pruned_model
+
+    folder = Path(model_name_or_path).expanduser()
+    if _is_local_path(str(model_name_or_path)):
+        if not folder.is_dir():
+            raise ValueError(f"no such folder: {model_name_or_path} (give a folder saved with save_pretrained)")
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"no config.json in {model_name_or_path}: not a folder saved with save_pretrained")
+    model, feature_extractor = load_pruned_model(model_name_or_path)
+    if keep_rate is not None:
+        model.set_keep_rate(keep_rate)
+    output_dir = Path(output_dir)
+    check = export_onnx(model, output_dir / ONNX_FILE, output_kept_patches=output_kept_patches, **kwargs)
+    if int8:
+        quantize_int8(output_dir / ONNX_FILE, output_dir / INT8_ONNX_FILE)
+    model.config.save_pretrained(output_dir)
+    feature_extractor.save_pretrained(output_dir)
+    return check
+
+
+def _keep_rate(text: str) -> float:
+    from .pruning import parse_keep_rates
+
+    try:
+        (rate,) = parse_keep_rates(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return rate
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m hf_token_prune.export",
+        description="Export a pruned audio classifier (PrunedAST, PrunedAudioMAE, or a stock AST checkpoint) to "
+        "ONNX with a dynamic batch axis, check ONNX Runtime's outputs against PyTorch's, and write model.onnx, "
+        "config.json and the feature extractor to --output_dir. Needs: " + _EXPORT_EXTRA,
+        epilog="Run the result with hf_token_prune.export.OnnxAudioClassifier(output_dir)(waveform), or see the "
+        "README's Deploy section for plain onnxruntime.",
+    )
+    parser.add_argument(
+        "--model_name_or_path", required=True, help="folder saved by save_pretrained (or the fine-tuning recipe)"
+    )
+    parser.add_argument("--output_dir", required=True, help="where model.onnx, config.json and the extractor go")
+    parser.add_argument(
+        "--keep_rate",
+        type=_keep_rate,
+        default=None,
+        help="keep rate to bake into the graph, in (0, 1] (default: the saved config's)",
+    )
+    parser.add_argument(
+        "--output_kept_patches",
+        action="store_true",
+        help="also output kept_patches_0, ... : per pruning layer, the input patches its surviving tokens come from",
+    )
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help=f"also write {INT8_ONNX_FILE}: ONNX Runtime's dynamic int8 quantisation (run it with "
+        f"OnnxAudioClassifier(output_dir, onnx_file='{INT8_ONNX_FILE}'); check its accuracy on your data)",
+    )
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: torch's exporter's)")
+    parser.add_argument("--no_check", action="store_true", help="skip the ONNX Runtime vs PyTorch comparison")
+    args = parser.parse_args(argv)
+    try:
+        check = export_pretrained(
+            args.model_name_or_path,
+            args.output_dir,
+            args.keep_rate,
+            args.output_kept_patches,
+            args.int8,
+            opset_version=args.opset,
+            check=not args.no_check,
+        )
+    except (ValueError, ImportError, OSError) as error:
+        # transformers' loading errors run over several lines; the first names the problem.
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 1
+    written = ONNX_FILE + (f", {INT8_ONNX_FILE}" if args.int8 else "")
+    print(f"wrote {written}, config.json and the feature extractor to {args.output_dir}")
+    if check is not None:
+        for batch, diff, equal in zip(check.batch_sizes, check.max_abs_diff, check.kept_patches_equal):
+            patches = ", kept patches identical" if args.output_kept_patches and equal else ""
+            print(f"ONNX Runtime vs PyTorch, batch {batch}: max |logits difference| {diff:.1e}{patches}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
