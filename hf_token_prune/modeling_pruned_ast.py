@@ -32,8 +32,6 @@ from .pruning import (
     PrunedModelMixin,
     cls_attention_score,
     cls_attention_score_from_weights,
-    num_kept_tokens,
-    select_tokens,
 )
 
 
@@ -45,10 +43,15 @@ class PrunedASTModelOutput(BaseModelOutputWithPooling):
     r"""
     kept_patches (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True`):
         One `(batch_size, num_kept)` tensor per pruning layer: the index, in the input's frequency-major patch grid
-        (`f * time_patches + t`), of every patch token that survived that layer, most important first.
+        (`f * time_patches + t`), of every patch token that survived that layer, most important first
+        (`token_reduction` "prune" and "fuse"; the fused token holds the other patches).
+    source_maps (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True` and `token_reduction="merge"`):
+        One `(batch_size, num_patches)` tensor per merging layer: for each input patch (frequency-major), the position
+        among that layer's output patch tokens of the token that now carries it; equal values form a merged group.
     """
 
     kept_patches: tuple[torch.LongTensor, ...] | None = None
+    source_maps: tuple[torch.LongTensor, ...] | None = None
 
 
 @dataclass
@@ -56,9 +59,12 @@ class PrunedASTAudioClassifierOutput(SequenceClassifierOutput):
     r"""
     kept_patches (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True`):
         See [`PrunedASTModelOutput`].
+    source_maps (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True` and `token_reduction="merge"`):
+        See [`PrunedASTModelOutput`].
     """
 
     kept_patches: tuple[torch.LongTensor, ...] | None = None
+    source_maps: tuple[torch.LongTensor, ...] | None = None
 
 
 class CropTimePositionEmbeddings(ConversionOps):
@@ -110,9 +116,10 @@ register_checkpoint_conversion_mapping(
 
 
 class PrunedASTAttention(ASTAttention):
-    """`ASTAttention` that can also return the CLS-attention score of the patch tokens."""
+    """`ASTAttention` that can also return what a token reduction needs: the CLS-attention score of the patch tokens
+    (`token_signal="score"`) or the keys averaged over heads (`"keys"`, ToMe's similarity metric)."""
 
-    def forward(self, hidden_states, attention_mask=None, score_tokens=False, **kwargs):
+    def forward(self, hidden_states, attention_mask=None, token_signal=None, num_extra_tokens=NUM_EXTRA_TOKENS, **kwargs):
         hidden_shape = (*hidden_states.shape[:-1], -1, self.head_dim)
         query_states = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         key_states = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
@@ -133,14 +140,16 @@ class PrunedASTAttention(ASTAttention):
         )
         attn_output = self.o_proj(attn_output.reshape(*hidden_states.shape[:-1], -1).contiguous())
 
-        token_score = None
-        if score_tokens:
+        signal = None
+        if token_signal == "keys":
+            signal = key_states.mean(dim=1)
+        elif token_signal == "score":
             # Fused attention kernels never materialise the weights; the CLS row alone is cheap to recompute.
             if attn_weights is None:
-                token_score = cls_attention_score(query_states, key_states, self.scaling, NUM_EXTRA_TOKENS)
+                signal = cls_attention_score(query_states, key_states, self.scaling, num_extra_tokens)
             else:
-                token_score = cls_attention_score_from_weights(attn_weights, NUM_EXTRA_TOKENS)
-        return attn_output, attn_weights, token_score
+                signal = cls_attention_score_from_weights(attn_weights, num_extra_tokens)
+        return attn_output, attn_weights, signal
 
 
 class PrunedASTLayer(ASTLayer):
@@ -150,21 +159,20 @@ class PrunedASTLayer(ASTLayer):
         super().__init__(config)
         self.attention = PrunedASTAttention(config)
 
-    def forward(self, hidden_states, attention_mask=None, keep_rate=None, token_scores=None, **kwargs):
-        num_patches = hidden_states.shape[1] - NUM_EXTRA_TOKENS
-        prunes = keep_rate is not None and num_kept_tokens(num_patches, keep_rate) < num_patches
-        score_tokens = prunes and token_scores is None
-
-        attn_output, _, attention_score = self.attention(
-            self.layernorm_before(hidden_states), attention_mask, score_tokens=score_tokens, **kwargs
+    def forward(self, hidden_states, attention_mask=None, reduction=None, **kwargs):
+        reduces = reduction is not None and reduction.reduces(hidden_states)
+        signal_kwargs = (
+            dict(token_signal=reduction.token_signal, num_extra_tokens=reduction.num_extra_tokens) if reduces else {}
+        )
+        attn_output, _, token_signal = self.attention(
+            self.layernorm_before(hidden_states), attention_mask, **signal_kwargs, **kwargs
         )
         hidden_states = hidden_states + self.dropout(attn_output)
-        kept_token_indices = None
-        if prunes:
-            scores = attention_score if token_scores is None else token_scores
-            hidden_states, kept_token_indices = select_tokens(hidden_states, scores, keep_rate, NUM_EXTRA_TOKENS)
+        plan = None
+        if reduces:
+            hidden_states, plan = reduction(hidden_states, token_signal)
         hidden_states = hidden_states + self.dropout(self.mlp(self.layernorm_after(hidden_states)))
-        return hidden_states, kept_token_indices
+        return hidden_states, plan
 
 
 class PrunedASTPreTrainedModel(PrunedModelMixin, ASTPreTrainedModel):
@@ -221,13 +229,14 @@ class PrunedASTModel(PrunedASTPreTrainedModel, ASTModel):
         """
         self.check_input_values(input_values)
         hidden_states = self.embeddings(input_values)
-        hidden_states, kept_patches = self.run_layers(hidden_states, input_values, attention_mask, **kwargs)
+        hidden_states, tracker = self.run_layers(hidden_states, input_values, attention_mask, **kwargs)
         sequence_output = self.layernorm(hidden_states)
         pooled_output = (sequence_output[:, 0] + sequence_output[:, 1]) / 2
         return PrunedASTModelOutput(
             last_hidden_state=sequence_output,
             pooler_output=pooled_output,
-            kept_patches=kept_patches if output_kept_patches else None,
+            kept_patches=(tracker.kept_patches or None) if output_kept_patches else None,
+            source_maps=(tracker.source_maps or None) if output_kept_patches else None,
         )
 
 
@@ -258,6 +267,7 @@ class PrunedASTForAudioClassification(PrunedASTPreTrainedModel, ASTForAudioClass
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             kept_patches=outputs.kept_patches,
+            source_maps=outputs.source_maps,
         )
 
 

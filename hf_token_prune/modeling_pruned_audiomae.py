@@ -27,9 +27,7 @@ from .pruning import (
     PatchLayout,
     PrunedModelMixin,
     attention_with_received_score,
-    num_kept_tokens,
     received_attention_score_from_weights,
-    select_tokens,
 )
 
 
@@ -65,13 +63,19 @@ def sincos_position_embeddings(hidden_size: int, num_frequency_patches: int, num
 class PrunedAudioMAEModelOutput(BaseModelOutputWithPooling):
     r"""
     pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
-        `fc_norm` of the mean of the surviving patch tokens (the CLS token is not pooled).
+        `fc_norm` of the mean of the surviving patch tokens (the CLS token and a fused token are not pooled; a merged
+        token weighs as many input patches as it holds).
     kept_patches (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True`):
         One `(batch_size, num_kept)` tensor per pruning layer: the index, in the input's time-major patch grid
-        (`t * frequency_patches + f`), of every patch token that survived that layer, most important first.
+        (`t * frequency_patches + f`), of every patch token that survived that layer, most important first
+        (`token_reduction` "prune" and "fuse").
+    source_maps (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True` and `token_reduction="merge"`):
+        One `(batch_size, num_patches)` tensor per merging layer: for each input patch (time-major), the position among
+        that layer's output patch tokens of the token that now carries it; equal values form a merged group.
     """
 
     kept_patches: tuple[torch.LongTensor, ...] | None = None
+    source_maps: tuple[torch.LongTensor, ...] | None = None
 
 
 @dataclass
@@ -79,9 +83,12 @@ class PrunedAudioMAEAudioClassifierOutput(SequenceClassifierOutput):
     r"""
     kept_patches (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True`):
         See [`PrunedAudioMAEModelOutput`].
+    source_maps (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True` and `token_reduction="merge"`):
+        See [`PrunedAudioMAEModelOutput`].
     """
 
     kept_patches: tuple[torch.LongTensor, ...] | None = None
+    source_maps: tuple[torch.LongTensor, ...] | None = None
 
 
 class AudioMAEEmbeddings(nn.Module):
@@ -109,7 +116,8 @@ class AudioMAEEmbeddings(nn.Module):
 
 
 class AudioMAEAttention(nn.Module):
-    """timm's ViT attention (fused `qkv`, `proj`) that can also return the received-attention score."""
+    """timm's ViT attention (fused `qkv`, `proj`) that can also return what a token reduction needs: the
+    received-attention score of the patch tokens (`token_signal="score"`) or the head-mean keys (`"keys"`)."""
 
     def __init__(self, config: PrunedAudioMAEConfig):
         super().__init__()
@@ -122,16 +130,17 @@ class AudioMAEAttention(nn.Module):
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, hidden_states, attention_mask=None, score_tokens=False, **kwargs):
+    def forward(self, hidden_states, attention_mask=None, token_signal=None, num_extra_tokens=NUM_EXTRA_TOKENS, **kwargs):
         batch_size, sequence_length, _ = hidden_states.shape
         qkv = self.qkv(hidden_states).reshape(batch_size, sequence_length, 3, self.num_attention_heads, -1)
         query_states, key_states, value_states = qkv.permute(2, 0, 3, 1, 4).unbind(0)
 
         dropout = self.attention_dropout if self.training else 0.0
+        score_tokens = token_signal == "score"
         if score_tokens and self.config._attn_implementation != "eager":
             # Fused kernels never return the weights the score needs: form them once, chunked, for output and score.
             attn_output, token_score = attention_with_received_score(
-                query_states, key_states, value_states, self.scaling, NUM_EXTRA_TOKENS, RECEIVED_ATTENTION_CHUNK,
+                query_states, key_states, value_states, self.scaling, num_extra_tokens, RECEIVED_ATTENTION_CHUNK,
                 dropout,
             )
             return self.proj(attn_output.reshape(batch_size, sequence_length, -1)), None, token_score
@@ -143,8 +152,10 @@ class AudioMAEAttention(nn.Module):
             self, query_states, key_states, value_states, attention_mask, dropout=dropout, scaling=self.scaling, **kwargs
         )
         attn_output = self.proj(attn_output.reshape(batch_size, sequence_length, -1))
-        token_score = received_attention_score_from_weights(attn_weights, NUM_EXTRA_TOKENS) if score_tokens else None
-        return attn_output, attn_weights, token_score
+        signal = key_states.mean(dim=1) if token_signal == "keys" else None
+        if score_tokens:
+            signal = received_attention_score_from_weights(attn_weights, num_extra_tokens)
+        return attn_output, attn_weights, signal
 
 
 class AudioMAEMLP(nn.Module):
@@ -184,20 +195,20 @@ class PrunedAudioMAELayer(GradientCheckpointingLayer):
         self.mlp = AudioMAEMLP(config)
         self.drop_path = AudioMAEDropPath(drop_path_rate)
 
-    def forward(self, hidden_states, attention_mask=None, keep_rate=None, token_scores=None, **kwargs):
-        num_patches = hidden_states.shape[1] - NUM_EXTRA_TOKENS
-        prunes = keep_rate is not None and num_kept_tokens(num_patches, keep_rate) < num_patches
-
-        attn_output, _, attention_score = self.attention(
-            self.layernorm_before(hidden_states), attention_mask, score_tokens=prunes and token_scores is None, **kwargs
+    def forward(self, hidden_states, attention_mask=None, reduction=None, **kwargs):
+        reduces = reduction is not None and reduction.reduces(hidden_states)
+        signal_kwargs = (
+            dict(token_signal=reduction.token_signal, num_extra_tokens=reduction.num_extra_tokens) if reduces else {}
+        )
+        attn_output, _, token_signal = self.attention(
+            self.layernorm_before(hidden_states), attention_mask, **signal_kwargs, **kwargs
         )
         hidden_states = hidden_states + self.drop_path(attn_output)
-        kept_token_indices = None
-        if prunes:
-            scores = attention_score if token_scores is None else token_scores
-            hidden_states, kept_token_indices = select_tokens(hidden_states, scores, keep_rate, NUM_EXTRA_TOKENS)
+        plan = None
+        if reduces:
+            hidden_states, plan = reduction(hidden_states, token_signal)
         hidden_states = hidden_states + self.drop_path(self.mlp(self.layernorm_after(hidden_states)))
-        return hidden_states, kept_token_indices
+        return hidden_states, plan
 
 
 class PrunedAudioMAEPreTrainedModel(PrunedModelMixin, PreTrainedModel):
@@ -282,12 +293,13 @@ class PrunedAudioMAEModel(PrunedAudioMAEPreTrainedModel):
         """
         self.check_input_values(input_values)
         hidden_states = self.embeddings(input_values)
-        hidden_states, kept_patches = self.run_layers(hidden_states, input_values, attention_mask, **kwargs)
-        pooled_output = self.fc_norm(hidden_states[:, NUM_EXTRA_TOKENS:].mean(dim=1))
+        hidden_states, tracker = self.run_layers(hidden_states, input_values, attention_mask, **kwargs)
+        pooled_output = self.fc_norm(tracker.mean_patch_token(hidden_states))
         return PrunedAudioMAEModelOutput(
             last_hidden_state=hidden_states,
             pooler_output=pooled_output,
-            kept_patches=kept_patches if output_kept_patches else None,
+            kept_patches=(tracker.kept_patches or None) if output_kept_patches else None,
+            source_maps=(tracker.source_maps or None) if output_kept_patches else None,
         )
 
 
@@ -326,6 +338,7 @@ class PrunedAudioMAEForAudioClassification(PrunedAudioMAEPreTrainedModel):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             kept_patches=outputs.kept_patches,
+            source_maps=outputs.source_maps,
         )
 
 

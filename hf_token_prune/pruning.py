@@ -12,6 +12,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .reduction import (
+    fused_token,
+    merge_plan,
+    merge_weighted,
+    proportional_attention_bias,
+    validate_token_reduction,
+)
+
 
 TOKEN_SCORES = ("attention", "intensity", "variation", "random")
 
@@ -171,17 +179,74 @@ def select_tokens(hidden_states: torch.Tensor, scores: torch.Tensor, keep_rate: 
     return torch.cat([hidden_states[:, :num_extra_tokens], kept_patch_tokens], dim=1), kept_token_indices
 
 
+@dataclass(frozen=True)
+class LayerReduction:
+    """How one reducing layer prunes, fuses or merges its patch tokens between attention and MLP.
+
+    Built for each layer by :class:`PatchTracker`. Calling it is pure: it returns the reduced hidden states and a plan
+    for the tracker instead of updating anything, since gradient checkpointing runs a layer twice.
+    """
+
+    method: str  # "prune", "fuse" or "merge"
+    keep_rate: float
+    num_extra_tokens: int  # front tokens never reduced: CLS, distillation and, once made, the fused token
+    has_fused_token: bool  # the last front token is the fused token (fuse, after its first fusing layer)
+    token_scores: torch.Tensor | None = None  # static ``(batch, patches)`` scores; None: rank by the attention
+    sizes: torch.Tensor | None = None  # ``(batch, patches)`` input patches each token holds (merge; None: all 1)
+
+    def reduces(self, hidden_states: torch.Tensor) -> bool:
+        num_patches = hidden_states.shape[1] - self.num_extra_tokens
+        return num_kept_tokens(num_patches, self.keep_rate) < num_patches
+
+    @property
+    def token_signal(self) -> str | None:
+        """What the layer's attention must return for it: the patch ``"score"``, the head-mean ``"keys"``, or nothing."""
+        if self.method == "merge":
+            return "keys"
+        return "score" if self.token_scores is None else None
+
+    def __call__(self, hidden_states: torch.Tensor, token_signal: torch.Tensor | None):
+        """``(hidden_states, plan)``: ``kept_token_indices`` for prune / fuse, ``(destination, sizes)`` for merge."""
+        extra = self.num_extra_tokens
+        patches = hidden_states[:, extra:]
+        num_kept = num_kept_tokens(patches.shape[1], self.keep_rate)
+        if self.method == "merge":
+            sizes = patches.new_ones(patches.shape[:2]) if self.sizes is None else self.sizes
+            destination = merge_plan(token_signal[:, extra:], sizes, patches.shape[1] - num_kept)
+            merged, merged_sizes = merge_weighted(patches, sizes, destination, num_kept)
+            return torch.cat([hidden_states[:, :extra], merged], dim=1), (destination, merged_sizes)
+        scores = token_signal if self.token_scores is None else self.token_scores
+        reduced, kept_token_indices = select_tokens(hidden_states, scores, self.keep_rate, extra)
+        if self.method == "fuse":
+            fused = fused_token(patches, scores, kept_token_indices)
+            if self.has_fused_token:  # it absorbs this layer's dropped tokens too, and is itself never dropped
+                fused = fused + reduced[:, extra - 1 : extra]
+                extra -= 1
+            reduced = torch.cat([reduced[:, :extra], fused, reduced[:, self.num_extra_tokens :]], dim=1)
+        return reduced, kept_token_indices
+
+
 class PatchTracker:
-    """Per-forward bookkeeping: which input patch each surviving token came from, and its static score.
+    """Per-forward bookkeeping: which input patches each patch token stands for, its static score, its size.
 
     Intensity and variation are computed once from the model input; after every pruning layer they must be gathered
     with the same indices as the hidden states, or later layers would rank tokens by another patch's statistic.
+    Prune and fuse record ``kept_patches`` (the input patch of each survivor); merge records ``source_maps`` (for each
+    input patch, the token now carrying it) and the tokens' sizes for proportional attention and pooling.
     """
 
-    def __init__(self, batch_size: int, num_patches: int, device, static_scores: torch.Tensor | None = None):
+    def __init__(
+        self, batch_size: int, num_patches: int, device, static_scores: torch.Tensor | None = None,
+        method: str = "prune", num_extra_tokens: int = 0,
+    ):
         self.patch_indices = torch.arange(num_patches, device=device).expand(batch_size, -1)
         self.static_scores = static_scores
+        self.method = method
+        self.num_extra_tokens = num_extra_tokens
+        self.has_fused_token = False
+        self.sizes = None
         self.kept_patches = ()
+        self.source_maps = ()
 
     def scores_for_next_layer(self, token_score: str) -> torch.Tensor | None:
         """Scores of the current patch tokens, or ``None`` when the layer must score them by its own attention."""
@@ -191,16 +256,46 @@ class PatchTracker:
             return torch.rand(self.patch_indices.shape, device=self.patch_indices.device)
         return self.static_scores
 
-    def update(self, kept_token_indices: torch.Tensor | None):
-        """Record one pruning layer; ``None`` means the layer kept every token (keep rate too high to drop one)."""
-        if kept_token_indices is not None:
-            self.patch_indices = self.patch_indices.gather(1, kept_token_indices)
+    def layer_reduction(self, keep_rate: float, token_score: str) -> LayerReduction:
+        return LayerReduction(
+            self.method, keep_rate, self.num_extra_tokens, self.has_fused_token,
+            self.scores_for_next_layer(token_score), self.sizes,
+        )
+
+    def attention_mask(self, attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+        """The mask for the next layer: once tokens are merged, plus ToMe's proportional attention, log(size)."""
+        if self.sizes is None:
+            return attention_mask
+        bias = proportional_attention_bias(self.sizes, self.num_extra_tokens, dtype)
+        return bias if attention_mask is None else attention_mask + bias
+
+    def mean_patch_token(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Mean over the input patches: a merged token counts as many times as it holds patches."""
+        patches = hidden_states[:, self.num_extra_tokens :]
+        if self.sizes is None:
+            return patches.mean(dim=1)
+        weights = (self.sizes / self.sizes.sum(dim=1, keepdim=True)).to(patches.dtype)
+        return (patches * weights.unsqueeze(-1)).sum(dim=1)
+
+    def update(self, plan):
+        """Record one reducing layer's plan; ``None`` means it kept every token (keep rate too high to drop one)."""
+        if self.method == "merge":
+            source = self.source_maps[-1] if self.source_maps else self.patch_indices
+            if plan is not None:
+                destination, self.sizes = plan
+                source = destination.gather(1, source)
+            self.source_maps += (source,)
+            return
+        if plan is not None:
+            self.patch_indices = self.patch_indices.gather(1, plan)
             if self.static_scores is not None:
-                self.static_scores = self.static_scores.gather(1, kept_token_indices)
+                self.static_scores = self.static_scores.gather(1, plan)
+            if self.method == "fuse" and not self.has_fused_token:
+                self.has_fused_token, self.num_extra_tokens = True, self.num_extra_tokens + 1
         self.kept_patches += (self.patch_indices,)
 
 
-_PRUNING_FIELDS = ("keep_rate", "pruning_layers", "token_score", "num_hidden_layers")
+_PRUNING_FIELDS = ("keep_rate", "pruning_layers", "token_score", "token_reduction", "num_hidden_layers")
 
 
 class PruningConfigMixin:
@@ -228,6 +323,7 @@ class PruningConfigMixin:
 
     def _validate_pruning(self):
         validate_pruning_config(self.keep_rate, self.pruning_layers, self.token_score, self.num_hidden_layers)
+        validate_token_reduction(self.token_reduction, self.token_score)
 
 
 class PrunedModelMixin:
@@ -265,7 +361,8 @@ class PrunedModelMixin:
             )
 
     def run_layers(self, hidden_states, input_values, attention_mask=None, **kwargs):
-        """Run every layer, pruning in ``config.pruning_layers``; returns the hidden states and ``kept_patches``."""
+        """Run every layer, reducing tokens in ``config.pruning_layers``; returns the hidden states and the
+        :class:`PatchTracker` (``kept_patches`` or ``source_maps``, token sizes)."""
         config = self.config
         pruning = config.keep_rate < 1.0
         if pruning and attention_mask is not None:
@@ -278,17 +375,19 @@ class PrunedModelMixin:
             intensity, variation = self.patch_layout.patch_statistics(input_values)
             static_scores = intensity if config.token_score == "intensity" else variation
         num_patches = hidden_states.shape[1] - self.num_extra_tokens
-        tracker = PatchTracker(hidden_states.shape[0], num_patches, hidden_states.device, static_scores)
+        tracker = PatchTracker(
+            hidden_states.shape[0], num_patches, hidden_states.device, static_scores, config.token_reduction,
+            self.num_extra_tokens,
+        )
 
         for index, layer in enumerate(self.layers):
+            mask = tracker.attention_mask(attention_mask, hidden_states.dtype)
             if pruning and index in config.pruning_layers:
-                token_scores = tracker.scores_for_next_layer(config.token_score)
-                hidden_states, kept_token_indices = layer(
-                    hidden_states, attention_mask, keep_rate=config.keep_rate, token_scores=token_scores, **kwargs
-                )
-                tracker.update(kept_token_indices)
+                reduction = tracker.layer_reduction(config.keep_rate, config.token_score)
+                hidden_states, plan = layer(hidden_states, mask, reduction=reduction, **kwargs)
+                tracker.update(plan)
             else:
-                hidden_states, _ = layer(hidden_states, attention_mask, **kwargs)
+                hidden_states, _ = layer(hidden_states, mask, **kwargs)
                 if index in config.pruning_layers:
                     tracker.update(None)
-        return hidden_states, tracker.kept_patches
+        return hidden_states, tracker
