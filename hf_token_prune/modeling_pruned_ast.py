@@ -5,13 +5,11 @@ exactly what `ASTForAudioClassification` computes. The pruning itself lives in `
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.core_model_loading import ConversionOps, WeightConverter
-from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogram_transformer import (
     ASTAttention,
@@ -23,48 +21,22 @@ from transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogra
     ASTPreTrainedModel,
     eager_attention_forward,
 )
-from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_pruned_ast import PrunedASTConfig
 from .pruning import (
     PatchLayout,
+    PrunedAudioClassificationMixin,
+    PrunedBlockMixin,
     PrunedModelMixin,
+    PrunedModelOutput,
     cls_attention_score,
     cls_attention_score_from_weights,
 )
 
 
 NUM_EXTRA_TOKENS = 2  # CLS and distillation token, never pruned
-
-
-@dataclass
-class PrunedASTModelOutput(BaseModelOutputWithPooling):
-    r"""
-    kept_patches (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True`):
-        One `(batch_size, num_kept)` tensor per pruning layer: the index, in the input's frequency-major patch grid
-        (`f * time_patches + t`), of every patch token that survived that layer, most important first
-        (`token_reduction` "prune" and "fuse"; the fused token holds the other patches).
-    source_maps (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True` and `token_reduction="merge"`):
-        One `(batch_size, num_patches)` tensor per merging layer: for each input patch (frequency-major), the position
-        among that layer's output patch tokens of the token that now carries it; equal values form a merged group.
-    """
-
-    kept_patches: tuple[torch.LongTensor, ...] | None = None
-    source_maps: tuple[torch.LongTensor, ...] | None = None
-
-
-@dataclass
-class PrunedASTAudioClassifierOutput(SequenceClassifierOutput):
-    r"""
-    kept_patches (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True`):
-        See [`PrunedASTModelOutput`].
-    source_maps (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True` and `token_reduction="merge"`):
-        See [`PrunedASTModelOutput`].
-    """
-
-    kept_patches: tuple[torch.LongTensor, ...] | None = None
-    source_maps: tuple[torch.LongTensor, ...] | None = None
 
 
 class CropTimePositionEmbeddings(ConversionOps):
@@ -152,27 +124,18 @@ class PrunedASTAttention(ASTAttention):
         return attn_output, attn_weights, signal
 
 
-class PrunedASTLayer(ASTLayer):
+class PrunedASTLayer(PrunedBlockMixin, ASTLayer):
     """`ASTLayer` that, given a `keep_rate`, drops patch tokens after the attention residual, before the MLP."""
+
+    num_extra_tokens = NUM_EXTRA_TOKENS
 
     def __init__(self, config: PrunedASTConfig):
         super().__init__(config)
         self.attention = PrunedASTAttention(config)
 
-    def forward(self, hidden_states, attention_mask=None, reduction=None, **kwargs):
-        reduces = reduction is not None and reduction.reduces(hidden_states)
-        signal_kwargs = (
-            dict(token_signal=reduction.token_signal, num_extra_tokens=reduction.num_extra_tokens) if reduces else {}
-        )
-        attn_output, _, token_signal = self.attention(
-            self.layernorm_before(hidden_states), attention_mask, **signal_kwargs, **kwargs
-        )
-        hidden_states = hidden_states + self.dropout(attn_output)
-        plan = None
-        if reduces:
-            hidden_states, plan = reduction(hidden_states, token_signal)
-        hidden_states = hidden_states + self.dropout(self.mlp(self.layernorm_after(hidden_states)))
-        return hidden_states, plan
+    @property
+    def residual_dropout(self) -> nn.Module:
+        return self.dropout
 
 
 class PrunedASTPreTrainedModel(PrunedModelMixin, ASTPreTrainedModel):
@@ -232,7 +195,7 @@ class PrunedASTModel(PrunedASTPreTrainedModel, ASTModel):
         hidden_states, tracker = self.run_layers(hidden_states, input_values, attention_mask, **kwargs)
         sequence_output = self.layernorm(hidden_states)
         pooled_output = (sequence_output[:, 0] + sequence_output[:, 1]) / 2
-        return PrunedASTModelOutput(
+        return PrunedModelOutput(
             last_hidden_state=sequence_output,
             pooler_output=pooled_output,
             kept_patches=(tracker.kept_patches or None) if output_kept_patches else None,
@@ -240,35 +203,15 @@ class PrunedASTModel(PrunedASTPreTrainedModel, ASTModel):
         )
 
 
-class PrunedASTForAudioClassification(PrunedASTPreTrainedModel, ASTForAudioClassification):
+class PrunedASTForAudioClassification(
+    PrunedAudioClassificationMixin, PrunedASTPreTrainedModel, ASTForAudioClassification
+):
     def __init__(self, config: PrunedASTConfig):
         PrunedASTPreTrainedModel.__init__(self, config)
         self.num_labels = config.num_labels
         self.audio_spectrogram_transformer = PrunedASTModel(config)
         self.classifier = ASTMLPHead(config)
         self.post_init()
-
-    @can_return_tuple
-    def forward(self, input_values=None, labels=None, attention_mask=None, output_kept_patches=None, **kwargs):
-        r"""
-        labels (`torch.LongTensor` of shape `(batch_size,)`, or float `(batch_size, num_labels)` multi-label targets):
-            Targets for the loss, as for [`ASTForAudioClassification`].
-        output_kept_patches (`bool`, *optional*):
-            Return `kept_patches`, see [`PrunedASTModelOutput`].
-        """
-        outputs = self.audio_spectrogram_transformer(
-            input_values, attention_mask=attention_mask, output_kept_patches=output_kept_patches, **kwargs
-        )
-        logits = self.classifier(outputs.pooler_output)
-        loss = None if labels is None else self.loss_function(labels, logits, self.config, **kwargs)
-        return PrunedASTAudioClassifierOutput(
-            loss=loss,
-            logits=logits,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            kept_patches=outputs.kept_patches,
-            source_maps=outputs.source_maps,
-        )
 
 
 # save_pretrained copies this file and what it imports relatively (config, pruning core) next to the weights.

@@ -7,25 +7,26 @@ and drop the rest between attention and MLP; the pruning itself lives in `prunin
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogram_transformer import (
     eager_attention_forward,
 )
-from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_pruned_audiomae import PrunedAudioMAEConfig
 from .pruning import (
     PatchLayout,
+    PrunedAudioClassificationMixin,
+    PrunedBlockMixin,
     PrunedModelMixin,
+    PrunedModelOutput,
     attention_with_received_score,
     received_attention_score_from_weights,
 )
@@ -57,38 +58,6 @@ def sincos_position_embeddings(hidden_size: int, num_frequency_patches: int, num
 
     patches = torch.cat([encode(columns), encode(rows)], dim=1)
     return torch.cat([torch.zeros(1, hidden_size), patches]).unsqueeze(0)
-
-
-@dataclass
-class PrunedAudioMAEModelOutput(BaseModelOutputWithPooling):
-    r"""
-    pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
-        `fc_norm` of the mean of the surviving patch tokens (the CLS token and a fused token are not pooled; a merged
-        token weighs as many input patches as it holds).
-    kept_patches (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True`):
-        One `(batch_size, num_kept)` tensor per pruning layer: the index, in the input's time-major patch grid
-        (`t * frequency_patches + f`), of every patch token that survived that layer, most important first
-        (`token_reduction` "prune" and "fuse").
-    source_maps (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True` and `token_reduction="merge"`):
-        One `(batch_size, num_patches)` tensor per merging layer: for each input patch (time-major), the position among
-        that layer's output patch tokens of the token that now carries it; equal values form a merged group.
-    """
-
-    kept_patches: tuple[torch.LongTensor, ...] | None = None
-    source_maps: tuple[torch.LongTensor, ...] | None = None
-
-
-@dataclass
-class PrunedAudioMAEAudioClassifierOutput(SequenceClassifierOutput):
-    r"""
-    kept_patches (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True`):
-        See [`PrunedAudioMAEModelOutput`].
-    source_maps (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True` and `token_reduction="merge"`):
-        See [`PrunedAudioMAEModelOutput`].
-    """
-
-    kept_patches: tuple[torch.LongTensor, ...] | None = None
-    source_maps: tuple[torch.LongTensor, ...] | None = None
 
 
 class AudioMAEEmbeddings(nn.Module):
@@ -184,8 +153,10 @@ class AudioMAEDropPath(nn.Module):
         return hidden_states * mask / keep_prob
 
 
-class PrunedAudioMAELayer(GradientCheckpointingLayer):
+class PrunedAudioMAELayer(PrunedBlockMixin, GradientCheckpointingLayer):
     """A timm ViT block that, given a `keep_rate`, drops patch tokens after the attention residual, before the MLP."""
+
+    num_extra_tokens = NUM_EXTRA_TOKENS
 
     def __init__(self, config: PrunedAudioMAEConfig, drop_path_rate: float = 0.0):
         super().__init__()
@@ -195,20 +166,9 @@ class PrunedAudioMAELayer(GradientCheckpointingLayer):
         self.mlp = AudioMAEMLP(config)
         self.drop_path = AudioMAEDropPath(drop_path_rate)
 
-    def forward(self, hidden_states, attention_mask=None, reduction=None, **kwargs):
-        reduces = reduction is not None and reduction.reduces(hidden_states)
-        signal_kwargs = (
-            dict(token_signal=reduction.token_signal, num_extra_tokens=reduction.num_extra_tokens) if reduces else {}
-        )
-        attn_output, _, token_signal = self.attention(
-            self.layernorm_before(hidden_states), attention_mask, **signal_kwargs, **kwargs
-        )
-        hidden_states = hidden_states + self.drop_path(attn_output)
-        plan = None
-        if reduces:
-            hidden_states, plan = reduction(hidden_states, token_signal)
-        hidden_states = hidden_states + self.drop_path(self.mlp(self.layernorm_after(hidden_states)))
-        return hidden_states, plan
+    @property
+    def residual_dropout(self) -> nn.Module:
+        return self.drop_path
 
 
 class PrunedAudioMAEPreTrainedModel(PrunedModelMixin, PreTrainedModel):
@@ -294,8 +254,9 @@ class PrunedAudioMAEModel(PrunedAudioMAEPreTrainedModel):
         self.check_input_values(input_values)
         hidden_states = self.embeddings(input_values)
         hidden_states, tracker = self.run_layers(hidden_states, input_values, attention_mask, **kwargs)
+        # AudioMAE pools the surviving patch tokens (not CLS) and has no final norm before fc_norm.
         pooled_output = self.fc_norm(tracker.mean_patch_token(hidden_states))
-        return PrunedAudioMAEModelOutput(
+        return PrunedModelOutput(
             last_hidden_state=hidden_states,
             pooler_output=pooled_output,
             kept_patches=(tracker.kept_patches or None) if output_kept_patches else None,
@@ -303,7 +264,7 @@ class PrunedAudioMAEModel(PrunedAudioMAEPreTrainedModel):
         )
 
 
-class PrunedAudioMAEForAudioClassification(PrunedAudioMAEPreTrainedModel):
+class PrunedAudioMAEForAudioClassification(PrunedAudioClassificationMixin, PrunedAudioMAEPreTrainedModel):
     def __init__(self, config: PrunedAudioMAEConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
@@ -317,29 +278,6 @@ class PrunedAudioMAEForAudioClassification(PrunedAudioMAEPreTrainedModel):
         if module is self.classifier and isinstance(module, nn.Linear):
             # The official fine-tuning starts the new head nearly at zero.
             init.trunc_normal_(module.weight, std=2e-5)
-
-    @can_return_tuple
-    def forward(self, input_values=None, labels=None, attention_mask=None, output_kept_patches=None, **kwargs):
-        r"""
-        labels (`torch.LongTensor` of shape `(batch_size,)`, or float `(batch_size, num_labels)` multi-label targets):
-            Targets for the loss: cross-entropy for single labels, BCE when `config.problem_type` is
-            `"multi_label_classification"` (as for every transformers classifier).
-        output_kept_patches (`bool`, *optional*):
-            Return `kept_patches`, see [`PrunedAudioMAEModelOutput`].
-        """
-        outputs = self.audiomae(
-            input_values, attention_mask=attention_mask, output_kept_patches=output_kept_patches, **kwargs
-        )
-        logits = self.classifier(outputs.pooler_output)
-        loss = None if labels is None else self.loss_function(labels, logits, self.config, **kwargs)
-        return PrunedAudioMAEAudioClassifierOutput(
-            loss=loss,
-            logits=logits,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            kept_patches=outputs.kept_patches,
-            source_maps=outputs.source_maps,
-        )
 
 
 # save_pretrained copies this file and what it imports relatively (config, pruning core) next to the weights.

@@ -2,8 +2,8 @@
 
 A pruning layer scores the patch tokens, keeps the ``ceil(n * keep_rate)`` best ones and drops the rest before its
 MLP. Extra tokens (CLS, distillation) sit at the front of the sequence and are never pruned. This file is copied next
-to every saved model as remote code, so it imports nothing but ``torch``; the two mixins at the end hold what the
-pruned configs and models share.
+to every saved model as remote code, so it imports nothing but ``torch`` and ``transformers``; the tensor functions come
+first, then what the pruned configs, blocks and models of both families share.
 """
 
 import math
@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
+from transformers.utils.generic import can_return_tuple
 
 from .reduction import (
     fused_token,
@@ -326,6 +328,62 @@ class PruningConfigMixin:
         validate_token_reduction(self.token_reduction, self.token_score)
 
 
+@dataclass
+class PrunedModelOutput(BaseModelOutputWithPooling):
+    r"""
+    kept_patches (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True` and `token_reduction` is
+    `"prune"` or `"fuse"`):
+        One `(batch_size, num_kept)` tensor per pruning layer: the index, in the input's patch grid, of every patch
+        token that survived that layer, most important first. The grid is the model's `patch_layout`: frequency-major
+        (`f * time_patches + t`) for AST, time-major (`t * frequency_patches + f`) for AudioMAE. Under fuse, the fused
+        token holds every other patch.
+    source_maps (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True` and `token_reduction="merge"`):
+        One `(batch_size, num_patches)` tensor per merging layer: for each input patch (same grid), the position among
+        that layer's output patch tokens of the token that now carries it; equal values form one merged group.
+    """
+
+    kept_patches: tuple[torch.LongTensor, ...] | None = None
+    source_maps: tuple[torch.LongTensor, ...] | None = None
+
+
+@dataclass
+class PrunedAudioClassifierOutput(SequenceClassifierOutput):
+    r"""
+    kept_patches (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True`):
+        See [`PrunedModelOutput`].
+    source_maps (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True` and `token_reduction="merge"`):
+        See [`PrunedModelOutput`].
+    """
+
+    kept_patches: tuple[torch.LongTensor, ...] | None = None
+    source_maps: tuple[torch.LongTensor, ...] | None = None
+
+
+class PrunedBlockMixin:
+    """The pre-norm ViT block both families run: attention, residual, token reduction, MLP, residual.
+
+    A layer using it has ``layernorm_before``, ``attention`` (returning the output, the weights and, when asked for a
+    ``token_signal``, the patch scores or the head-mean keys), ``layernorm_after``, ``mlp`` and ``residual_dropout``,
+    the module applied to both residual branches (dropout in AST, stochastic depth in AudioMAE).
+    """
+
+    def forward(self, hidden_states, attention_mask=None, reduction: LayerReduction | None = None, **kwargs):
+        """Returns the new hidden states and the reduction's plan (``None`` when every token was kept).
+
+        A ``reduction`` makes this a reducing layer: it prunes, fuses or merges the patch tokens before the MLP.
+        """
+        reduces = reduction is not None and reduction.reduces(hidden_states)
+        if reduces:
+            kwargs = dict(kwargs, token_signal=reduction.token_signal, num_extra_tokens=reduction.num_extra_tokens)
+        attn_output, _, token_signal = self.attention(self.layernorm_before(hidden_states), attention_mask, **kwargs)
+        hidden_states = hidden_states + self.residual_dropout(attn_output)
+        plan = None
+        if reduces:
+            hidden_states, plan = reduction(hidden_states, token_signal)
+        hidden_states = hidden_states + self.residual_dropout(self.mlp(self.layernorm_after(hidden_states)))
+        return hidden_states, plan
+
+
 class PrunedModelMixin:
     """What both pruned model families share: run-time keep rate, input checks, the pruning loop, saving.
 
@@ -391,3 +449,30 @@ class PrunedModelMixin:
                 if index in config.pruning_layers:
                     tracker.update(None)
         return hidden_states, tracker
+
+
+class PrunedAudioClassificationMixin:
+    """The classifier forward both families share: base model, head on its pooled output, transformers' loss."""
+
+    @can_return_tuple
+    def forward(self, input_values=None, labels=None, attention_mask=None, output_kept_patches=None, **kwargs):
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size,)`, or float `(batch_size, num_labels)` multi-label targets):
+            Targets for the loss: cross-entropy for single labels, BCE when `config.problem_type` is
+            `"multi_label_classification"`, as for every transformers classifier.
+        output_kept_patches (`bool`, *optional*):
+            Return `kept_patches` (prune, fuse) or `source_maps` (merge), see [`PrunedModelOutput`].
+        """
+        outputs = self.base_model(
+            input_values, attention_mask=attention_mask, output_kept_patches=output_kept_patches, **kwargs
+        )
+        logits = self.classifier(outputs.pooler_output)
+        loss = None if labels is None else self.loss_function(labels, logits, self.config, **kwargs)
+        return PrunedAudioClassifierOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            kept_patches=outputs.kept_patches,
+            source_maps=outputs.source_maps,
+        )
