@@ -4,8 +4,12 @@ import math
 
 import pytest
 import torch
+from transformers import ASTConfig, ASTForAudioClassification
 
+from conftest import tiny_ast_kwargs
+from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
 from hf_token_prune.reduction import fused_token, merge_plan, merge_weighted, proportional_attention_bias
+from test_pruned_audiomae import converted, spectrogram
 
 
 # References, one sample at a time, in plain Python over token lists ------------------------------------------------
@@ -98,3 +102,212 @@ def test_proportional_attention_bias_is_log_size_and_zero_for_extra_tokens():
     bias = proportional_attention_bias(sizes, 2, torch.float32)
     assert bias.shape == (1, 1, 1, 5)
     assert torch.equal(bias[0, 0, 0], torch.tensor([0.0, 0.0, 0.0, math.log(2.0), math.log(5.0)]))
+
+
+# The whole models against a per-sample reference forward ------------------------------------------------------------
+#
+# Both families are written out from their published architectures, one sample at a time, with the attention formed
+# explicitly (softmax(q k^T * scale + log size) v), EViT's fusion and ToMe's merging done by the references above.
+# AST runs on transformers' own ASTForAudioClassification modules; AudioMAE on the independent timm-layout ViT of
+# test_pruned_audiomae, converted by the package's converter.
+
+REFERENCE_METHODS = ("fuse", "merge")
+REFERENCE_KEEP_RATES = (0.55, 0.3)  # 0.3 needs two bipartite rounds per merging layer
+
+
+class Family:
+    """What the reference needs from one model family: its blocks' pieces, how it scores, embeds and pools."""
+
+    def __init__(self, name, embed, blocks, heads, classify, num_extra_tokens):
+        self.name, self.embed, self.blocks, self.heads = name, embed, blocks, heads
+        self.classify, self.num_extra_tokens = classify, num_extra_tokens
+
+    def score(self, attention, extra):
+        if self.name == "ast":  # CLS row over the patch keys, mean over heads (paper eq. 2b)
+            return attention[:, 0, extra:].mean(0)
+        return attention[:, extra:, extra:].mean(dim=(0, 1))  # attention received from patch queries (eq. 2a)
+
+
+def ast_family(stock):
+    ast = stock.audio_spectrogram_transformer
+
+    def pieces(layer):
+        attention = layer.attention
+        return (layer.layernorm_before, (attention.q_proj, attention.k_proj, attention.v_proj), attention.o_proj,
+                layer.layernorm_after, layer.mlp)
+
+    def classify(x, extra, sizes):
+        sequence = ast.layernorm(x)
+        return stock.classifier(((sequence[0] + sequence[1]) / 2)[None])[0]
+
+    return Family("ast", lambda sample: ast.embeddings(sample[None])[0], [pieces(layer) for layer in ast.layers],
+                  stock.config.num_attention_heads, classify, 2)
+
+
+def audiomae_family(reference):
+    def pieces(block):
+        dim = block.attn.qkv.out_features // 3
+        q, k, v = (lambda h, i=i: block.attn.qkv(h)[:, i * dim : (i + 1) * dim] for i in range(3))
+        mlp = lambda h: block.mlp.fc2(torch.nn.functional.gelu(block.mlp.fc1(h)))  # noqa: E731
+        return block.norm1, (q, k, v), block.attn.proj, block.norm2, mlp
+
+    def embed(sample):
+        x = reference.patch_embed.proj(sample[None, None]).flatten(2).transpose(1, 2)[0] + reference.pos_embed[0, 1:]
+        return torch.cat([reference.cls_token[0] + reference.pos_embed[0, :1], x])
+
+    def classify(x, extra, sizes):  # mean over input patches: a merged token counts once per patch it holds
+        pooled = sum(size * token for size, token in zip(sizes, x[extra:])) / sum(sizes)
+        return reference.head(reference.fc_norm(pooled))
+
+    return Family("audiomae", embed, [pieces(block) for block in reference.blocks], reference.blocks[0].heads,
+                  classify, 1)
+
+
+def reference_forward(family, sample, method, keep_rate, pruning_layers=(3, 6, 9)):
+    """Logits and, per reducing layer, kept patches (fuse: global indices, best first) or merged groups (merge)."""
+    x, extra = family.embed(sample), family.num_extra_tokens
+    num_patches = len(x) - extra
+    sizes, groups, kept = [1.0] * num_patches, [[p] for p in range(num_patches)], list(range(num_patches))
+    records = []
+    for index, (norm1, projections, output, norm2, mlp) in enumerate(family.blocks):
+        h = norm1(x)
+        q, k, v = (projection(h).reshape(len(h), family.heads, -1).transpose(0, 1) for projection in projections)
+        logits = q @ k.transpose(1, 2) * q.shape[-1] ** -0.5 + torch.tensor([1.0] * extra + sizes).log()
+        attention = logits.softmax(dim=-1)
+        x = x + output((attention @ v).transpose(0, 1).reshape(len(h), -1))
+        n = len(x) - extra
+        if index in pruning_layers and math.ceil(n * keep_rate - 1e-6) < n:
+            num_kept = math.ceil(n * keep_rate - 1e-6)
+            if method == "merge":
+                local_groups, means, merged_sizes = reference_merge(x[extra:], sizes, k.mean(0)[extra:], n - num_kept)
+                groups = [sorted(sum((groups[t] for t in group), [])) for group in local_groups]
+                x, sizes = torch.cat([x[:extra], means]), merged_sizes.tolist()
+                records.append(groups)
+            else:
+                score = family.score(attention, extra)
+                order = sorted(range(n), key=lambda j: -score[j].item())
+                keep, drop = order[:num_kept], order[num_kept:]
+                front, patches = x[:extra], x[extra:]
+                fused = sum((score[j] * patches[j] for j in drop), torch.zeros_like(x[0]))
+                if extra > family.num_extra_tokens:  # the fused token exists: it absorbs these too
+                    front = torch.cat([front[:-1], front[-1:] + fused])
+                else:
+                    front, extra = torch.cat([front, fused[None]]), extra + 1
+                x, sizes = torch.cat([front, patches[keep]]), [1.0] * num_kept
+                kept = [kept[j] for j in keep]
+                records.append(kept)
+        x = x + mlp(norm2(x))
+    return family.classify(x, extra, sizes), records
+
+
+def models(family, tmp_path, attn_implementation):
+    """(reference family, our model) with the same random weights."""
+    if family == "ast":
+        stock = ASTForAudioClassification(ASTConfig(**tiny_ast_kwargs())).eval()
+        ours = PrunedASTForAudioClassification(PrunedASTConfig(**tiny_ast_kwargs())).eval()
+        ours.load_state_dict(stock.state_dict())
+        ours.set_attn_implementation(attn_implementation)
+        return ast_family(stock), ours
+    reference, ours = converted(tmp_path, attn_implementation)
+    return audiomae_family(reference), ours
+
+
+def groups_of(source_map):
+    """Merged groups of one sample's source map, in the order of the tokens that carry them."""
+    return [sorted((source_map == token).nonzero()[:, 0].tolist()) for token in range(int(source_map.max()) + 1)]
+
+
+@pytest.mark.parametrize("keep_rate", REFERENCE_KEEP_RATES)
+@pytest.mark.parametrize("method", REFERENCE_METHODS)
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("family", ["ast", "audiomae"])
+def test_batched_model_equals_the_per_sample_reference(family, attn_implementation, method, keep_rate, tmp_path):
+    reference, model = models(family, tmp_path, attn_implementation)
+    model.config.token_reduction = method
+    model.set_keep_rate(keep_rate)
+    inputs = torch.randn(3, model.config.max_length, model.config.num_mel_bins)
+    with torch.no_grad():
+        outputs = model(inputs, output_kept_patches=True)
+        for row, sample in enumerate(inputs):
+            logits, records = reference_forward(reference, sample, method, keep_rate)
+            assert (outputs.logits[row] - logits).abs().max() <= 1e-5
+            if method == "merge":
+                assert outputs.kept_patches is None
+                assert [groups_of(source[row]) for source in outputs.source_maps] == records
+            else:
+                assert outputs.source_maps is None
+                assert [kept[row].tolist() for kept in outputs.kept_patches] == records
+
+
+@pytest.mark.parametrize("method", ["prune", "fuse", "merge"])
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_keep_rate_one_is_stock_ast_bit_for_bit_with_every_method(attn_implementation, method):
+    stock = ASTForAudioClassification(ASTConfig(**tiny_ast_kwargs())).eval()
+    ours = PrunedASTForAudioClassification(PrunedASTConfig(**tiny_ast_kwargs(), token_reduction=method)).eval()
+    ours.load_state_dict(stock.state_dict())
+    stock.set_attn_implementation(attn_implementation)
+    ours.set_attn_implementation(attn_implementation)
+    inputs = torch.randn(2, 128, 64)
+    with torch.no_grad():
+        assert torch.equal(ours(inputs).logits, stock(inputs).logits)
+
+
+@pytest.mark.parametrize("method", ["fuse", "merge"])
+def test_keep_rate_one_is_the_audiomae_reference_with_every_method(method, tmp_path):
+    reference, model = converted(tmp_path)
+    model.config.token_reduction = method
+    inputs = spectrogram()
+    with torch.no_grad():
+        assert (model(inputs).logits - reference(inputs)).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("method", REFERENCE_METHODS)
+@pytest.mark.parametrize("family", ["ast", "audiomae"])
+def test_a_sample_in_a_batch_equals_the_sample_alone(family, method, tmp_path):
+    _, model = models(family, tmp_path, "sdpa")
+    model.config.token_reduction = method
+    model.set_keep_rate(0.4)
+    inputs = torch.randn(4, model.config.max_length, model.config.num_mel_bins)
+    with torch.no_grad():
+        batched = model(inputs, output_kept_patches=True)
+        for row in range(4):
+            alone = model(inputs[row : row + 1], output_kept_patches=True)
+            assert (alone.logits[0] - batched.logits[row]).abs().max() <= 1e-5
+            records = alone.source_maps if method == "merge" else alone.kept_patches
+            batched_records = batched.source_maps if method == "merge" else batched.kept_patches
+            assert all(torch.equal(a[0], b[row]) for a, b in zip(records, batched_records))
+
+
+@pytest.mark.parametrize("family", ["ast", "audiomae"])
+def test_proportional_attention_under_sdpa_equals_eager(family, tmp_path):
+    _, model = models(family, tmp_path, "eager")
+    attention = model.base_model.layers[0].attention
+    hidden = torch.randn(3, 20, model.config.hidden_size)
+    sizes = torch.randint(1, 6, (3, 20 - model.num_extra_tokens)).float()
+    bias = proportional_attention_bias(sizes, model.num_extra_tokens, hidden.dtype)
+    with torch.no_grad():
+        eager, weights, _ = attention(hidden, bias)
+        _, unbiased, _ = attention(hidden)
+        model.set_attn_implementation("sdpa")
+        sdpa, no_weights, _ = attention(hidden, bias)
+    assert no_weights is None
+    assert (sdpa - eager).abs().max() <= 1e-6
+    # ToMe: a key of size s weighs as s copies of itself, softmax renormalised
+    full_sizes = torch.cat([torch.ones(3, model.num_extra_tokens), sizes], dim=1)[:, None, None]
+    expected = unbiased * full_sizes / (unbiased * full_sizes).sum(dim=-1, keepdim=True)
+    assert (weights - expected).abs().max() <= 1e-6
+    assert (weights - unbiased).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("token_reduction", "drop", "choose one of prune, fuse, merge"),
+    ("token_score", "intensity", "cannot use token_score='intensity'"),
+])
+@pytest.mark.parametrize("method", ["fuse", "merge"])
+def test_nonsensical_method_and_score_combinations_are_refused(method, field, value, message):
+    config = PrunedASTConfig(**tiny_ast_kwargs(), token_reduction=method)
+    with pytest.raises(ValueError, match=message):
+        setattr(config, field, value)
+    assert (config.token_reduction, config.token_score) == (method, "attention")  # unchanged after the refusal
+    with pytest.raises(ValueError, match="token_score='attention'"):
+        PrunedASTConfig(**tiny_ast_kwargs(), token_reduction=method, token_score="random")
