@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import ASTConfig, ASTForAudioClassification
 
-from conftest import tiny_ast_kwargs
+from conftest import run_with_package_blocked, tiny_ast_kwargs
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
 from hf_token_prune.reduction import fused_token, merge_plan, merge_weighted, proportional_attention_bias
 from test_pruned_audiomae import converted, spectrogram
@@ -311,3 +311,42 @@ def test_nonsensical_method_and_score_combinations_are_refused(method, field, va
     assert (config.token_reduction, config.token_score) == (method, "attention")  # unchanged after the refusal
     with pytest.raises(ValueError, match="token_score='attention'"):
         PrunedASTConfig(**tiny_ast_kwargs(), token_reduction=method, token_score="random")
+
+
+def test_saved_folders_with_fuse_and_merge_load_as_remote_code_without_the_package(tmp_path):
+    """One subprocess loads an AST and an AudioMAE folder per method with only torch and transformers importable."""
+    cases = []
+    for family in ("ast", "audiomae"):
+        for method in REFERENCE_METHODS:
+            (tmp_path / f"{family}-{method}-reference").mkdir()
+            _, model = models(family, tmp_path / f"{family}-{method}-reference", "sdpa")
+            model.config.token_reduction = method
+            model.set_keep_rate(0.5)
+            inputs = torch.randn(2, model.config.max_length, model.config.num_mel_bins)
+            with torch.no_grad():
+                outputs = model(inputs, output_kept_patches=True)
+            folder = tmp_path / f"{family}-{method}"
+            model.save_pretrained(folder)
+            assert (folder / "reduction.py").exists()  # copied with the pruning core it is imported by
+            maps = outputs.source_maps if method == "merge" else outputs.kept_patches
+            torch.save({"inputs": inputs, "logits": outputs.logits, "maps": list(maps)}, folder / "expected.pt")
+            cases.append(str(folder))
+    result = run_with_package_blocked(
+        f"""
+        import torch
+        from transformers import AutoModelForAudioClassification
+        for folder in {cases!r}:
+            expected = torch.load(folder + "/expected.pt", weights_only=True)
+            model = AutoModelForAudioClassification.from_pretrained(folder, trust_remote_code=True).eval()
+            assert type(model).__module__.startswith("transformers_modules"), type(model)
+            with torch.no_grad():
+                outputs = model(expected["inputs"], output_kept_patches=True)
+            maps = outputs.source_maps if model.config.token_reduction == "merge" else outputs.kept_patches
+            assert (outputs.logits - expected["logits"]).abs().max() <= 1e-6, folder
+            assert all(torch.equal(a, b) for a, b in zip(maps, expected["maps"])), folder
+            print("LOADED", folder.rsplit("/", 1)[1], model.config.token_reduction)
+        """,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("LOADED") == 4
