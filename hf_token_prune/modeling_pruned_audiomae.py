@@ -80,7 +80,7 @@ class AudioMAEEmbeddings(nn.Module):
         # (batch, frames, mel) is read as a (time, frequency) image: tokens come out time-major.
         patches = self.patch_embeddings(input_values.unsqueeze(1)).flatten(2).transpose(1, 2)
         patches = patches + self.position_embeddings[:, NUM_EXTRA_TOKENS:]
-        cls_tokens = (self.cls_token + self.position_embeddings[:, :NUM_EXTRA_TOKENS]).expand(len(patches), -1, -1)
+        cls_tokens = (self.cls_token + self.position_embeddings[:, :NUM_EXTRA_TOKENS]).expand(patches.shape[0], -1, -1)
         return torch.cat([cls_tokens, patches], dim=1)
 
 

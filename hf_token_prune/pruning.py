@@ -412,7 +412,9 @@ class PrunedModelMixin:
                 f"num_mel_bins={expected[1]}): make features with the model's feature extractor, whose max_length and "
                 "num_mel_bins must match the config."
             )
-        if not torch.isfinite(input_values).all():
+        # A data-dependent branch breaks torch.compile(fullgraph=True) and torch.export; graphs skip the value check
+        # (their shape checks still trace), eager calls keep it.
+        if not torch.compiler.is_compiling() and not torch.isfinite(input_values).all():
             raise ValueError(
                 "input_values contains NaN or infinite values: check the audio (empty, NaN or clipped samples) and the "
                 "feature extractor's normalisation before calling the model."

@@ -74,3 +74,25 @@ def run_with_package_blocked(code: str, cwd) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh, offline Python where ``hf_token_prune`` cannot be imported, as for a Hub user."""
     script = _BLOCK_PACKAGE + textwrap.dedent(code)
     return subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def tiny_audiomae_kwargs(**overrides):
+    """The AudioMAE counterpart of `tiny_ast_kwargs`: 12 layers of 64, 128 frames x 64 mel in a time-major 8 x 4 grid."""
+    kwargs = dict(hidden_size=64, num_attention_heads=4, intermediate_size=128, max_length=128, num_mel_bins=64,
+                  num_labels=5)
+    kwargs.update(overrides)
+    return kwargs
+
+
+def tiny_pruned_classifier(family: str, **overrides):
+    """A small pruned classifier of either family ("ast" or "audiomae"), in eval mode."""
+    from hf_token_prune import (
+        PrunedASTConfig,
+        PrunedASTForAudioClassification,
+        PrunedAudioMAEConfig,
+        PrunedAudioMAEForAudioClassification,
+    )
+
+    if family == "ast":
+        return PrunedASTForAudioClassification(PrunedASTConfig(**tiny_ast_kwargs(**overrides))).eval()
+    return PrunedAudioMAEForAudioClassification(PrunedAudioMAEConfig(**tiny_audiomae_kwargs(**overrides))).eval()

@@ -1,0 +1,90 @@
+"""torch.compile(fullgraph=True) and torch.export of both pruned families equal eager, and eager keeps its input checks.
+
+Full-graph capture is checked with the fast "eager" / "aot_eager" backends; inductor compiles take minutes on a small
+machine, so one test alone uses it.
+"""
+
+import pytest
+import torch
+
+from conftest import tiny_pruned_classifier
+from hf_token_prune.pruning import TOKEN_SCORES
+
+
+FAMILIES = ("ast", "audiomae")
+# At keep rate 1.0 nothing is scored, so one token score covers it.
+SETTINGS = [(1.0, "attention")] + [(0.5, score) for score in TOKEN_SCORES]
+
+
+def small_model(family, keep_rate, token_score):
+    return tiny_pruned_classifier(
+        family, num_hidden_layers=4, pruning_layers=[1, 2], keep_rate=keep_rate, token_score=token_score
+    )
+
+
+def run(model, inputs):
+    torch.manual_seed(3)  # the "random" score draws inside the graph: same seed, same draw
+    with torch.no_grad():
+        return model(inputs, output_kept_patches=True)
+
+
+def assert_same(actual, expected):
+    assert (actual.logits - expected.logits).abs().max() <= 1e-5
+    assert len(actual.kept_patches) == len(expected.kept_patches) == 2
+    for kept_actual, kept_expected in zip(actual.kept_patches, expected.kept_patches):
+        assert torch.equal(kept_actual, kept_expected)
+
+
+@pytest.mark.parametrize("keep_rate, token_score", SETTINGS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_torch_compile_fullgraph_static_and_dynamic_batch(family, keep_rate, token_score):
+    model = small_model(family, keep_rate, token_score)
+    static = torch.compile(model, fullgraph=True, backend="eager")
+    inputs = torch.randn(3, 128, 64)
+    assert_same(run(static, inputs), run(model, inputs))
+    torch._dynamo.reset()
+    dynamic = torch.compile(model, fullgraph=True, backend="aot_eager", dynamic=True)
+    run(dynamic, inputs)
+    # One graph serves every batch size (but 1, which dynamo specialises for any model).
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for batch_size in (2, 5):
+            other = torch.randn(batch_size, 128, 64)
+            assert_same(run(dynamic, other), run(model, other))
+
+
+@pytest.mark.parametrize("keep_rate, token_score", SETTINGS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_torch_export_with_a_dynamic_batch_axis(family, keep_rate, token_score):
+    model = small_model(family, keep_rate, token_score)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    exported = torch.export.export(
+        model, (torch.randn(2, 128, 64),), {"output_kept_patches": True}, dynamic_shapes=({0: batch}, None)
+    ).module()
+    for batch_size in (1, 3):
+        inputs = torch.randn(batch_size, 128, 64)
+        torch.manual_seed(3)
+        with torch.no_grad():
+            actual = exported(inputs, output_kept_patches=True)
+        assert_same(actual, run(model, inputs))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_eager_calls_keep_the_input_checks_after_tracing(family):
+    model = small_model(family, 0.5, "attention")
+    torch.export.export(model, (torch.randn(2, 128, 64),))
+    torch.compile(model, fullgraph=True, backend="eager")(torch.randn(2, 128, 64))
+    inputs = torch.randn(2, 128, 64)
+    inputs[1, 5, 5] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        model(inputs)
+    with pytest.raises(ValueError, match=r"max_length=128, num_mel_bins=64"):
+        model(torch.randn(2, 64, 128))
+
+
+def test_inductor_compile_equals_eager():
+    model = small_model("ast", 0.5, "attention")
+    inputs = torch.randn(2, 128, 64)
+    compiled = torch.compile(model, fullgraph=True)
+    actual, expected = run(compiled, inputs), run(model, inputs)
+    assert (actual.logits - expected.logits).abs().max() <= 1e-5
+    assert all(torch.equal(a, b) for a, b in zip(actual.kept_patches, expected.kept_patches))
