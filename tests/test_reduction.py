@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import ASTConfig, ASTForAudioClassification
 
-from conftest import run_with_package_blocked, tiny_ast_kwargs
+from conftest import run_with_package_blocked, tiny_ast_kwargs, tiny_pruned_classifier
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
 from hf_token_prune.reduction import fused_token, merge_plan, merge_weighted, proportional_attention_bias
 from test_pruned_audiomae import converted, spectrogram
@@ -350,3 +350,26 @@ def test_saved_folders_with_fuse_and_merge_load_as_remote_code_without_the_packa
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("LOADED") == 4
+
+
+def reduction_maps(outputs):
+    return outputs.source_maps if outputs.source_maps is not None else outputs.kept_patches
+
+
+@pytest.mark.parametrize("method, keep_rate", [("fuse", 0.5), ("merge", 0.5), ("merge", 0.3)])
+@pytest.mark.parametrize("family", ["ast", "audiomae"])
+def test_compile_fullgraph_and_export_equal_eager(family, method, keep_rate):
+    model = tiny_pruned_classifier(family, num_hidden_layers=4, pruning_layers=[1, 2], keep_rate=keep_rate,
+                                   token_reduction=method)
+    inputs = torch.randn(3, 128, 64)
+    with torch.no_grad():
+        expected = model(inputs, output_kept_patches=True)
+        compiled = torch.compile(model, fullgraph=True, backend="eager")(inputs, output_kept_patches=True)
+        batch = torch.export.Dim("batch", min=1, max=64)
+        exported = torch.export.export(
+            model, (torch.randn(2, 128, 64),), {"output_kept_patches": True}, dynamic_shapes=({0: batch}, None)
+        ).module()(inputs, output_kept_patches=True)
+    torch._dynamo.reset()
+    for actual in (compiled, exported):
+        assert (actual.logits - expected.logits).abs().max() <= 1e-5
+        assert all(torch.equal(a, b) for a, b in zip(reduction_maps(actual), reduction_maps(expected)))
