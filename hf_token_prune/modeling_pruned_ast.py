@@ -125,9 +125,8 @@ class PrunedASTAttention(ASTAttention):
 
 
 class PrunedASTLayer(PrunedBlockMixin, ASTLayer):
-    """`ASTLayer` that, given a `keep_rate`, drops patch tokens after the attention residual, before the MLP."""
-
-    num_extra_tokens = NUM_EXTRA_TOKENS
+    """`ASTLayer` that, given a `reduction`, prunes, fuses or merges patch tokens after the attention residual,
+    before the MLP (the block body is `PrunedBlockMixin`'s)."""
 
     def __init__(self, config: PrunedASTConfig):
         super().__init__(config)

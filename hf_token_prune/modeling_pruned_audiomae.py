@@ -154,9 +154,8 @@ class AudioMAEDropPath(nn.Module):
 
 
 class PrunedAudioMAELayer(PrunedBlockMixin, GradientCheckpointingLayer):
-    """A timm ViT block that, given a `keep_rate`, drops patch tokens after the attention residual, before the MLP."""
-
-    num_extra_tokens = NUM_EXTRA_TOKENS
+    """A timm ViT block that, given a `reduction`, prunes, fuses or merges patch tokens after the attention residual,
+    before the MLP (the block body is `PrunedBlockMixin`'s)."""
 
     def __init__(self, config: PrunedAudioMAEConfig, drop_path_rate: float = 0.0):
         super().__init__()

@@ -1,12 +1,16 @@
 """Fuse (EViT) and merge (ToMe): the pure functions against per-sample references written from the papers."""
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 from transformers import ASTConfig, ASTForAudioClassification
 
-from conftest import run_with_package_blocked, tiny_ast_kwargs, tiny_pruned_classifier
+from conftest import REPO, run_with_package_blocked, tiny_ast_kwargs, tiny_pruned_classifier
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
 from hf_token_prune.reduction import fused_token, merge_plan, merge_weighted, proportional_attention_bias
 from test_pruned_audiomae import converted, spectrogram
@@ -373,3 +377,18 @@ def test_compile_fullgraph_and_export_equal_eager(family, method, keep_rate):
     for actual in (compiled, exported):
         assert (actual.logits - expected.logits).abs().max() <= 1e-5
         assert all(torch.equal(a, b) for a, b in zip(reduction_maps(actual), reduction_maps(expected)))
+
+
+def test_quick_reduction_benchmark_runs_and_reports_every_method(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "benchmarks/benchmark_reduction.py", "--quick", "--output_dir", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (scenario,) = json.loads((tmp_path / "reduction_quick.json").read_text())
+    assert {(row["method"], row["keep_rate"]) for row in scenario["rows"]} == {
+        ("none", 1.0), ("prune", 0.5), ("fuse", 0.5), ("merge", 0.5)
+    }
+    assert all(row["mac_ratio"] > 1 and row["speedup"] > 0 for row in scenario["rows"] if row["method"] != "none")
+    assert "load average" in (tmp_path / "reduction_quick.md").read_text()
