@@ -1,7 +1,9 @@
 """TopK token pruning: the one novel piece that both pruned models call.
 
 A pruning layer scores the patch tokens, keeps the ``ceil(n * keep_rate)`` best ones and drops the rest before its
-MLP. Extra tokens (CLS, distillation) sit at the front of the sequence and are never pruned. This file is copied next
+MLP; with ``token_reduction`` "fuse" or "merge" it keeps the dropped tokens' content instead (EViT's fused token,
+ToMe's merging: the tensor functions are in ``reduction.py``, the layer plumbing here). Extra tokens (CLS,
+distillation) sit at the front of the sequence and are never pruned. This file is copied next
 to every saved model as remote code, so it imports nothing but ``torch`` and ``transformers``; the tensor functions come
 first, then what the pruned configs, blocks and models of both families share.
 """
