@@ -1,7 +1,5 @@
 """Configuration of the Audio Spectrogram Transformer with TopK token pruning."""
 
-from dataclasses import field
-
 from transformers import ASTConfig
 
 from .pruning import PruningConfigMixin
@@ -16,9 +14,11 @@ class PrunedASTConfig(PruningConfigMixin, ASTConfig):
         Fraction of the patch tokens each pruning layer keeps, in (0, 1]: a layer that receives `n` patch tokens keeps
         `ceil(n * keep_rate)` (at least one). The same rate applies at every pruning layer, so the kept counts compound
         (512 patches at 0.7 -> 359, 252, 177). CLS and distillation tokens are always kept. 1.0 disables pruning.
-    pruning_layers (`list[int]`, *optional*, defaults to `[3, 6, 9]`):
+    pruning_layers (`list[int]`, *optional*):
         0-based indices of the layers that prune, between their attention and their MLP; sorted, unique, inside
-        `[0, num_hidden_layers)`. The default is the paper's 4th, 7th and 10th blocks.
+        `[0, num_hidden_layers)`, at least one when `keep_rate < 1`. Defaults to the paper's relative positions,
+        `floor(k * num_hidden_layers / 4)` for k = 1, 2, 3: its 4th, 7th and 10th of 12 blocks (`[3, 6, 9]`),
+        `[1, 3, 4]` of 6, `[6, 12, 18]` of 24.
     token_score (`str`, *optional*, defaults to `"attention"`):
         How patch tokens are ranked: `"attention"` (the CLS query's attention to each patch, mean over heads),
         `"intensity"` / `"variation"` (mean / unbiased std of the patch in the model input), or `"random"` (a control).
@@ -40,7 +40,7 @@ class PrunedASTConfig(PruningConfigMixin, ASTConfig):
     model_type = "pruned-audio-spectrogram-transformer"
 
     keep_rate: float | int = 1.0
-    pruning_layers: list[int] = field(default_factory=lambda: [3, 6, 9])
+    pruning_layers: list[int] | None = None
     token_score: str = "attention"
     token_reduction: str = "prune"
 

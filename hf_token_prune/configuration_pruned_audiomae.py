@@ -1,7 +1,5 @@
 """Configuration of AudioMAE (the fine-tuning ViT of Huang et al., 2022) with TopK token pruning."""
 
-from dataclasses import field
-
 from transformers import PreTrainedConfig
 
 from .pruning import PruningConfigMixin
@@ -45,9 +43,10 @@ class PrunedAudioMAEConfig(PruningConfigMixin, PreTrainedConfig):
     keep_rate (`float`, *optional*, defaults to 1.0):
         Fraction of the patch tokens each pruning layer keeps, in (0, 1]: `ceil(n * keep_rate)`, at least one;
         compounds across pruning layers. The CLS token is always kept. 1.0 disables pruning.
-    pruning_layers (`list[int]`, *optional*, defaults to `[3, 6, 9]`):
+    pruning_layers (`list[int]`, *optional*):
         0-based indices of the layers that prune between their attention and their MLP; sorted, unique, inside
-        `[0, num_hidden_layers)`.
+        `[0, num_hidden_layers)`, at least one when `keep_rate < 1`. Defaults to the paper's relative positions,
+        `floor(k * num_hidden_layers / 4)` for k = 1, 2, 3 (`[3, 6, 9]` of 12 layers).
     token_score (`str`, *optional*, defaults to `"attention"`):
         How patch tokens are ranked: `"attention"` (the attention each patch receives, mean over heads and patch
         queries, paper eq. 2a), `"intensity"` / `"variation"` (mean / unbiased std of the patch in the model input), or
@@ -76,7 +75,7 @@ class PrunedAudioMAEConfig(PruningConfigMixin, PreTrainedConfig):
     max_length: int = 1024
     initializer_range: float = 0.02
     keep_rate: float | int = 1.0
-    pruning_layers: list[int] = field(default_factory=lambda: [3, 6, 9])
+    pruning_layers: list[int] | None = None
     token_score: str = "attention"
     token_reduction: str = "prune"
 

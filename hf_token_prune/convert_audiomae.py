@@ -194,7 +194,8 @@ def main(argv=None):
     parser.add_argument("--num_mel_bins", type=int, default=128, help="mel bins of the input (default 128, as every "
                         "official checkpoint)")
     parser.add_argument("--keep_rate", type=float, default=1.0, help="keep rate saved in the config (default 1.0)")
-    parser.add_argument("--pruning_layers", default="3,6,9", help="comma-separated 0-based layers (default 3,6,9)")
+    parser.add_argument("--pruning_layers", help="comma-separated 0-based layers (default: the paper's relative "
+                        "positions, 3,6,9 of 12 layers)")
     parser.add_argument("--token_score", default="attention", choices=["attention", "intensity", "variation", "random"])
     args = parser.parse_args(argv)
 
@@ -205,7 +206,7 @@ def main(argv=None):
         names = json.loads(args.id2label.read_text())
         id2label = dict(enumerate(names)) if isinstance(names, list) else {int(k): v for k, v in names.items()}
     try:
-        pruning_layers = [int(layer) for layer in args.pruning_layers.split(",")]
+        pruning_layers = [int(layer) for layer in args.pruning_layers.split(",")] if args.pruning_layers else None
     except ValueError:
         parser.error(f"--pruning_layers {args.pruning_layers!r}: give comma-separated integers, e.g. 3,6,9")
     try:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from .pruning import kept_token_counts, num_kept_tokens, parse_keep_rates
+from .pruning import default_pruning_layers, kept_token_counts, num_kept_tokens, parse_keep_rates
 from .reduction import TOKEN_REDUCTIONS, merge_rounds
 
 
@@ -130,6 +130,10 @@ def _shape_of(config, max_length=None) -> ModelShape:
             f"max_length={max_length} frames x num_mel_bins={config.num_mel_bins} is smaller than one "
             f"{config.patch_size}x{config.patch_size} patch: use at least {config.patch_size} frames."
         )
+    # A stock AST config has no pruning fields: count it as PrunedAST would run it.
+    pruning_layers = getattr(config, "pruning_layers", None)
+    if pruning_layers is None:
+        pruning_layers = default_pruning_layers(config.num_hidden_layers)
     return ModelShape(
         family=family,
         hidden_size=config.hidden_size,
@@ -140,8 +144,7 @@ def _shape_of(config, max_length=None) -> ModelShape:
         num_patches=num_patches,
         num_extra_tokens=num_extra_tokens,
         num_labels=getattr(config, "num_labels", 0),
-        # A stock AST config has no pruning fields: count it as PrunedAST would run it.
-        pruning_layers=tuple(getattr(config, "pruning_layers", (3, 6, 9))),
+        pruning_layers=tuple(pruning_layers),
         token_score=getattr(config, "token_score", "attention"),
         token_reduction=getattr(config, "token_reduction", "prune"),
     )

@@ -21,6 +21,8 @@ from transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogra
     ASTPreTrainedModel,
     eager_attention_forward,
 )
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
@@ -91,7 +93,14 @@ class PrunedASTAttention(ASTAttention):
     """`ASTAttention` that can also return what a token reduction needs: the CLS-attention score of the patch tokens
     (`token_signal="score"`) or the keys averaged over heads (`"keys"`, ToMe's similarity metric)."""
 
-    def forward(self, hidden_states, attention_mask=None, token_signal=None, num_extra_tokens=NUM_EXTRA_TOKENS, **kwargs):
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_signal: str | None = None,
+        num_extra_tokens: int = NUM_EXTRA_TOKENS,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         hidden_shape = (*hidden_states.shape[:-1], -1, self.head_dim)
         query_states = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         key_states = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
@@ -182,7 +191,13 @@ class PrunedASTModel(PrunedASTPreTrainedModel, ASTModel):
 
     @merge_with_config_defaults
     @capture_outputs(tie_last_hidden_states=False)
-    def forward(self, input_values=None, attention_mask=None, output_kept_patches=None, **kwargs):
+    def forward(
+        self,
+        input_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        output_kept_patches: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> PrunedModelOutput:
         r"""
         input_values (`torch.Tensor` of shape `(batch_size, max_length, num_mel_bins)`):
             Normalised log-mel filterbank features, as made by the model's `ASTFeatureExtractor`.

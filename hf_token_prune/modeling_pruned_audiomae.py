@@ -17,6 +17,8 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogram_transformer import (
     eager_attention_forward,
 )
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
@@ -99,7 +101,14 @@ class AudioMAEAttention(nn.Module):
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, hidden_states, attention_mask=None, token_signal=None, num_extra_tokens=NUM_EXTRA_TOKENS, **kwargs):
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_signal: str | None = None,
+        num_extra_tokens: int = NUM_EXTRA_TOKENS,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         batch_size, sequence_length, _ = hidden_states.shape
         qkv = self.qkv(hidden_states).reshape(batch_size, sequence_length, 3, self.num_attention_heads, -1)
         query_states, key_states, value_states = qkv.permute(2, 0, 3, 1, 4).unbind(0)
@@ -243,7 +252,13 @@ class PrunedAudioMAEModel(PrunedAudioMAEPreTrainedModel):
 
     @merge_with_config_defaults
     @capture_outputs(tie_last_hidden_states=False)
-    def forward(self, input_values=None, attention_mask=None, output_kept_patches=None, **kwargs):
+    def forward(
+        self,
+        input_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        output_kept_patches: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> PrunedModelOutput:
         r"""
         input_values (`torch.Tensor` of shape `(batch_size, max_length, num_mel_bins)`):
             Normalised log-mel filterbank features, as made by the model's `AudioMAEFeatureExtractor`.

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 
 from .reduction import (
@@ -29,6 +31,14 @@ TOKEN_SCORES = ("attention", "intensity", "variation", "random")
 
 # Absorbs float error in n * keep_rate (100 * 0.7 == 70.00000000000001) so the ceil rule gives the exact answer.
 _CEIL_TOLERANCE = 1e-6
+
+
+def default_pruning_layers(num_hidden_layers: int) -> list[int]:
+    """The paper's pruning positions at any depth: 0-based layers ``floor(k * num_hidden_layers / 4)`` for k = 1, 2, 3.
+
+    That is the paper's 3, 6, 9 of 12 layers, 1, 3, 4 of 6, 6, 12, 18 of 24; repeats collapse (0, 1 of 2 layers).
+    """
+    return sorted({k * num_hidden_layers // 4 for k in (1, 2, 3)})
 
 
 def validate_pruning_config(keep_rate, pruning_layers, token_score, num_hidden_layers):
@@ -57,6 +67,12 @@ def validate_pruning_config(keep_rate, pruning_layers, token_score, num_hidden_l
         )
     if token_score not in TOKEN_SCORES:
         raise ValueError(f"token_score={token_score!r} is invalid: choose one of {', '.join(TOKEN_SCORES)}.")
+    if keep_rate < 1.0 and not pruning_layers:
+        raise ValueError(
+            f"keep_rate={keep_rate!r} prunes nothing: pruning_layers is empty. Give 0-based layers to prune in, e.g. "
+            f"{default_pruning_layers(num_hidden_layers)} (the default for num_hidden_layers={num_hidden_layers}), "
+            "or keep_rate=1.0."
+        )
 
 
 def parse_keep_rates(text: str) -> list[float]:
@@ -306,12 +322,16 @@ class PruningConfigMixin:
     """Validation of ``keep_rate``, ``pruning_layers`` and ``token_score`` for a transformers config class.
 
     Fields are validated at construction and on every later assignment (``from_pretrained(..., keep_rate=x)`` and
-    ``set_keep_rate`` assign after ``__init__``); a refused value leaves the config unchanged.
+    ``set_keep_rate`` assign after ``__init__``); a refused value leaves the config unchanged. ``pruning_layers=None``
+    (the default, and what a stock checkpoint's config gives) becomes ``default_pruning_layers(num_hidden_layers)``.
     """
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        self.pruning_layers = list(self.pruning_layers)
+        if self.pruning_layers is None:
+            self.pruning_layers = default_pruning_layers(self.num_hidden_layers)
+        elif isinstance(self.pruning_layers, tuple):
+            self.pruning_layers = list(self.pruning_layers)
         self._validate_pruning()
 
     def __setattr__(self, name, value):
@@ -369,7 +389,13 @@ class PrunedBlockMixin:
     the module applied to both residual branches (dropout in AST, stochastic depth in AudioMAE).
     """
 
-    def forward(self, hidden_states, attention_mask=None, reduction: LayerReduction | None = None, **kwargs):
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        reduction: LayerReduction | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ):
         """Returns the new hidden states and the reduction's plan (``None`` when every token was kept).
 
         A ``reduction`` makes this a reducing layer: it prunes, fuses or merges the patch tokens before the MLP.
@@ -459,7 +485,14 @@ class PrunedAudioClassificationMixin:
     """The classifier forward both families share: base model, head on its pooled output, transformers' loss."""
 
     @can_return_tuple
-    def forward(self, input_values=None, labels=None, attention_mask=None, output_kept_patches=None, **kwargs):
+    def forward(
+        self,
+        input_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        output_kept_patches: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> PrunedAudioClassifierOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size,)`, or float `(batch_size, num_labels)` multi-label targets):
             Targets for the loss: cross-entropy for single labels, BCE when `config.problem_type` is

@@ -483,7 +483,7 @@ def test_bad_keep_rate_at_run_time_and_load_time(tmp_path):
     with pytest.raises(ValueError, match="keep_rate=0"):
         PrunedASTForAudioClassification.from_pretrained(tmp_path, keep_rate=0)
     with pytest.raises(ValueError, match="num_hidden_layers=4"):
-        PrunedASTConfig(**tiny_ast_kwargs(num_hidden_layers=4))
+        PrunedASTConfig(**tiny_ast_kwargs(num_hidden_layers=4, pruning_layers=[3, 6, 9]))
 
 
 @pytest.mark.parametrize("shape", [(2, 100, 64), (2, 128, 128), (128, 64), (2, 1, 128, 64)])
