@@ -1,6 +1,6 @@
 """Speed and memory of token pruning, side by side with transformers' own AST.
 
-    python benchmarks/benchmark_pruning.py            # full run (< 10 min on 2 cores): benchmarks/results/
+    python benchmarks/benchmark_pruning.py            # full run (< 10 min on 2 cores): outputs/benchmark/
     python benchmarks/benchmark_pruning.py --quick    # seconds, tiny model: a smoke test of the whole pipeline
 
 Times, in one process and with one fixed thread count, transformers' stock `ASTForAudioClassification` (SDPA and
@@ -153,9 +153,37 @@ def make_step(scenario, variant, inputs, labels):
     return step
 
 
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Point file descriptor 2 at /dev/null: the profiler's C++ side (kineto) writes a "USDT: profiler_start/stop"
+    line there on every start and stop, whatever its log level."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+@contextlib.contextmanager
+def quiet_profile(**kwargs):
+    """``torch.profiler.profile`` without kineto's start / stop lines; anything else the run prints still shows."""
+    prof = profile(**kwargs)
+    with _stderr_silenced():
+        prof.__enter__()
+    try:
+        yield prof
+    finally:
+        with _stderr_silenced():
+            prof.__exit__(None, None, None)
+
+
 def peak_allocated_bytes(step) -> int:
     """Peak of torch's running CPU allocation total during ``step()``, from the profiler's allocator trace."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with quiet_profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
     events = sorted(
         (event for event in prof.profiler.kineto_results.events() if event.name() == "[memory]"),
@@ -257,7 +285,7 @@ def profile_pruned_forward(model, modules, inputs, keep_rate, forward_seconds, r
     with torch.inference_mode():
         with instrumented_pruning(modules, calls):
             model(inputs)
-        with instrumented_pruning(modules), profile(activities=[ProfilerActivity.CPU]) as prof:
+        with instrumented_pruning(modules), quiet_profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(repeats):
                 with record_function("forward"):
                     model(inputs)
@@ -524,15 +552,20 @@ def parse_args(argv=None):
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke test: tiny model, keep rates 1.0 and 0.5, 2 rounds, 2 small scenarios (seconds); "
-        "writes to outputs/benchmark_quick unless --output_dir is given",
+        help="smoke test: tiny model, keep rates 1.0 and 0.5, 2 rounds, 2 small scenarios (seconds)",
     )
     parser.add_argument(
         "--output_dir",
         type=Path,
         default=None,
-        help="where benchmark.md, benchmark.json and speedup_vs_macs.png go "
-        "(default: benchmarks/results, or outputs/benchmark_quick with --quick)",
+        help="where benchmark.md, benchmark.json and speedup_vs_macs.png go (default: outputs/benchmark, or "
+        "outputs/benchmark_quick with --quick); the committed results are only replaced with --update_results",
+    )
+    parser.add_argument(
+        "--update_results",
+        action="store_true",
+        help="write into benchmarks/results/, replacing the committed benchmark.* (their Command line records this "
+        "run's flags)",
     )
     parser.add_argument(
         "--repeats", type=int, default=None, help="timed rounds per scenario (default: 7; 2 with --quick)"
@@ -549,8 +582,14 @@ def parse_args(argv=None):
         args.repeats = 2 if args.quick else 7
     if args.repeats < 1 or args.num_threads < 1:
         parser.error("--repeats and --num_threads must be at least 1")
-    if args.output_dir is None:
-        args.output_dir = REPO / ("outputs/benchmark_quick" if args.quick else "benchmarks/results")
+    if args.update_results:
+        if args.quick or args.output_dir is not None:
+            parser.error("--update_results writes the full run to benchmarks/results: leave out --quick / --output_dir")
+        args.output_dir = REPO / "benchmarks" / "results"
+    elif args.output_dir is None:
+        args.output_dir = REPO / "outputs" / ("benchmark_quick" if args.quick else "benchmark")
+    elif args.output_dir.resolve() == (REPO / "benchmarks" / "results").resolve():
+        parser.error("--output_dir benchmarks/results holds the committed results: add --update_results to replace them")
     return args
 
 

@@ -13,12 +13,14 @@ holds the weights, the config, the feature extractor and remote code, and loads 
 
 import argparse
 import json
+import pickle
 import re
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
+from .checks import one_line
 from .configuration_pruned_audiomae import PrunedAudioMAEConfig
 from .feature_extraction_audiomae import AudioMAEFeatureExtractor
 from .modeling_pruned_audiomae import PrunedAudioMAEForAudioClassification
@@ -63,7 +65,19 @@ def read_checkpoint(path: Path) -> dict:
     try:
         if path.suffix == ".safetensors":
             return load_file(path)
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        # MAE-style training scripts store their argparse.Namespace next to the weights: plain data, safe to allow.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's message advises weights_only=False, i.e. running whatever code the file holds: never pass that on.
+        needed = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if needed:
+            raise CheckpointMismatchError(
+                f"{path} is not loaded: besides tensors it holds a Python object ({needed.group(1)}) that only pickle "
+                "can rebuild, and unpickling can run arbitrary code. Convert a copy holding only the tensors (a "
+                ".safetensors file, or a .pth of the state dict alone), made where you trust the file."
+            ) from None
+        raise CheckpointMismatchError(f"Could not read {path}: it is not a file torch.save wrote.") from None
     except Exception as error:  # torch and safetensors raise many types for truncated or foreign files
         raise CheckpointMismatchError(f"Could not read {path} as a PyTorch or safetensors checkpoint: {error}") from error
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("model"), dict):
@@ -215,13 +229,14 @@ def main(argv=None):
             args.num_mel_bins, keep_rate=args.keep_rate, pruning_layers=pruning_layers, token_score=args.token_score,
         )
     except (CheckpointMismatchError, FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"error: {error}")
+        raise SystemExit(f"error: {one_line(error)}") from None
     config = model.config
     print(
         f"wrote {args.output_dir}: AudioMAE {config.num_hidden_layers} layers x {config.hidden_size}, "
         f"{config.max_length} frames x {config.num_mel_bins} mel ({model.patch_layout.num_patches} patches), "
         f"{config.num_labels} labels, keep rate {config.keep_rate}, pruning layers {config.pruning_layers}"
     )
+    return 0
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ recipe files, the model and its feature extractor, the optimiser settings, the r
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -42,6 +43,7 @@ from transformers import (
 )
 
 from . import metrics as metric_modules
+from .checks import check_audio_folder, check_model, one_line, unknown_arguments_error
 from .configuration_pruned_ast import PrunedASTConfig
 from .configuration_pruned_audiomae import PrunedAudioMAEConfig
 from .data import (
@@ -403,23 +405,67 @@ def check_training_arguments(pruning_args, training_args):
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Keep the usage examples of the docstring as written and show every default."""
+    """Keep the usage examples of the docstring as written; one name per flag (HfArgumentParser also accepts the
+    dashed spelling); the defaults that are set."""
+
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=36, width=118)
+
+    def _format_action_invocation(self, action):
+        if not action.option_strings or action.nargs == 0:
+            return super()._format_action_invocation(action)
+        return f"{action.option_strings[0]} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
 
 
-def parse_arguments(argv=None):
-    """The five argument dataclasses from the command line, a recipe's values as defaults; bad values exit with
-    one line naming the flag."""
+# The TrainingArguments flags `--help` lists; all of them are accepted, and `--help_all` lists them all.
+TRAINING_FLAGS_SHOWN = (
+    "output_dir", "num_train_epochs", "max_steps", "learning_rate", "weight_decay", "per_device_train_batch_size",
+    "per_device_eval_batch_size", "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps", "eval_strategy",
+    "save_strategy", "load_best_model_at_end", "metric_for_best_model", "logging_steps", "seed",
+    "resume_from_checkpoint", "dataloader_num_workers", "report_to", "push_to_hub", "hub_model_id",
+)  # fmt: skip
+USAGE = "%(prog)s [--recipe NAME] [--FLAG VALUE ...]    (--help: the main flags, --help_all: all of them)"
+
+
+def _given(argv, flag):
+    return any(arg == flag or arg.startswith(flag + "=") for arg in argv)
+
+
+def build_parser(show_all=False):
     recipes = "\n".join(f"  {name:<24} {read_recipe(name)['description']}" for name in available_recipes())
     parser = HfArgumentParser(
-        ARGUMENT_CLASSES, description=__doc__, epilog=f"recipes (--recipe):\n{recipes}", formatter_class=HelpFormatter
+        ARGUMENT_CLASSES,
+        usage=USAGE,
+        description=__doc__.split("\n\nThis module")[0],
+        epilog=f"recipes (--recipe):\n{recipes}\n\nEvery flag of transformers' TrainingArguments is accepted; --help "
+        "lists the common ones, --help_all all of them.",
+        formatter_class=HelpFormatter,
     )
+    if not show_all:
+        training_flags = {f.name for f in dataclasses.fields(TrainingArguments)} - set(TRAINING_FLAGS_SHOWN)
+        for action in parser._actions:
+            if action.dest in training_flags:
+                action.help = argparse.SUPPRESS
     # Without an accelerator, `accelerate launch --multi_gpu` starts the processes but TrainingArguments only joins
     # them (gloo) with use_cpu: make that the default there.
     parser.set_defaults(use_cpu=not torch.accelerator.is_available())
     # Every parameter takes part in every step (pruning drops tokens, not modules): DDP's search for unused ones
     # only costs time and warns.
     parser.set_defaults(ddp_find_unused_parameters=False)
+    return parser
+
+
+def parse_arguments(argv=None):
+    """The five argument dataclasses from the command line, a recipe's values as defaults; bad values exit with
+    one line naming the flag."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    show_all = "--help_all" in argv
+    parser = build_parser(show_all)
+    if show_all:
+        argv = ["--help"]
     recipe_args, _ = HfArgumentParser(RecipeArguments, add_help=False).parse_known_args(argv)
     required = []
     if recipe_args.recipe:
@@ -430,10 +476,16 @@ def parse_arguments(argv=None):
             raise SystemExit(f"recipe {recipe_args.recipe} sets unknown arguments {unknown}.")
         parser.set_defaults(**recipe["arguments"])
         required = recipe.get("required", [])
+    namespace, unknown = parser.parse_known_args(argv)
+    if unknown:
+        unknown_arguments_error(parser, unknown)
+    if namespace.load_best_model_at_end and namespace.save_strategy == "no" and not _given(argv, "--save_strategy"):
+        # A recipe that saves no checkpoints (demo) saves one per evaluation instead: the best one is reloaded from it.
+        parser.set_defaults(save_strategy=namespace.eval_strategy, save_total_limit=namespace.save_total_limit or 1)
     try:
         parsed = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as error:  # a __post_init__ refused a value: one line, no traceback
-        raise SystemExit(f"finetune: {error}") from None
+        raise SystemExit(f"finetune: {one_line(error)}") from None
     values = {name: value for arguments in parsed for name, value in vars(arguments).items()}
     missing = [name for name in required if values.get(name) is None]
     if missing:
@@ -443,7 +495,7 @@ def parse_arguments(argv=None):
         )
     if values["dataset_name"] is None:
         parser.error(f"give --dataset_name or a --recipe ({', '.join(available_recipes())}).")
-    if any(arg == "--learning_rate" or arg.startswith("--learning_rate=") for arg in argv):
+    if _given(argv, "--learning_rate"):
         parsed[3].base_learning_rate = None  # a learning rate given outright wins over a recipe's base rate
     try:
         check_training_arguments(parsed[3], parsed[4])
@@ -471,6 +523,7 @@ def build_config(model_args, data_args, pruning_args):
         settings["max_length"] = num_frames
     if model_args.model_name_or_path:
         name = model_args.model_name_or_path
+        check_model(name, cache_dir=model_args.cache_dir)
         model_type = PretrainedConfig.get_config_dict(name, cache_dir=model_args.cache_dir)[0].get("model_type")
         if model_type not in CHECKPOINT_CONFIGS:
             raise ValueError(
@@ -561,6 +614,8 @@ def optimizer_cls_and_kwargs(optimizer, training_args):
 
 
 def load_data(data_args, cache_dir):
+    if data_args.dataset_name == "audiofolder":
+        check_audio_folder(data_args.data_dir)
     data = load_audio_classification(
         data_args.dataset_name,
         source=data_args.dataset_source,
@@ -749,8 +804,8 @@ def main(argv=None):
 
     try:  # a config value the model refuses, e.g. a pruning layer it does not have
         config = build_config(model_args, data_args, pruning_args)
-    except ValueError as error:
-        raise SystemExit(f"finetune: {error}") from None
+    except (OSError, ValueError) as error:  # OSError: a Hub model that does not download
+        raise SystemExit(f"finetune: {one_line(error)}") from None
 
     with training_args.main_process_first(desc="loading and checking the dataset"):
         try:

@@ -13,13 +13,13 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
-import soundfile
 import torch
 from transformers import ASTFeatureExtractor
 
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
 from hf_token_prune.analysis.inputs import load_pruned_model
+from hf_token_prune.checks import check_model, one_line
+from hf_token_prune.classify import read_audio
 from hf_token_prune.data import DATASETS
 from hf_token_prune.pruning import parse_keep_rates
 from hf_token_prune.visualization import kept_patch_mask, plot_pruning_stages
@@ -35,39 +35,30 @@ def parse_args(argv=None):
     parser.add_argument("--model_name_or_path",
                         help="pruned AST / AudioMAE folder (e.g. outputs/demo after `make demo`) or stock AST "
                         "checkpoint, with its feature extractor; default: a random-weight ViT-B AST for 128-frame clips")
-    parser.add_argument("--audio", type=Path, help="audio file (any rate soundfile reads; resampled to 16 kHz). "
+    parser.add_argument("--audio", type=Path, help="audio file (any format and rate ffmpeg reads; resampled to 16 kHz). "
                         "Default: the first 'yes' clip of the shipped keyword test split")
     parser.add_argument("--keep_rates", default="1.0,0.9,0.8,0.7,0.6,0.5,0.4",
                         help="comma-separated keep rates in (0, 1] (default: %(default)s)")
     parser.add_argument("--token_score", default="attention", choices=["attention", "intensity", "variation", "random"])
     parser.add_argument("--plot_keep_rate", type=float, default=0.5, help="keep rate drawn in the PNG")
-    parser.add_argument("--repeats", type=int, default=10, help="timed forwards per keep rate (median reported)")
+    parser.add_argument("--repeats", type=int, default=10,
+                        help="timed forwards per keep rate, at least 2 (median and spread reported)")
     parser.add_argument("--num_threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--output_dir", type=Path, default=Path("outputs/inference_demo"))
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
-
-
-def load_audio(path, sampling_rate):
-    if not path.is_file():
-        raise SystemExit(f"--audio {path}: no such file.")
-    wave, file_rate = soundfile.read(path, dtype="float32", always_2d=True)
-    wave = wave.mean(axis=1)
-    if wave.size == 0 or not np.isfinite(wave).all():
-        raise SystemExit(f"--audio {path}: the clip is empty or contains NaN/inf samples.")
-    if file_rate != sampling_rate:
-        from scipy.signal import resample_poly
-
-        wave = resample_poly(wave, sampling_rate, file_rate).astype(np.float32)
-    return wave
+    args = parser.parse_args(argv)
+    if args.repeats < 2:
+        parser.error(f"--repeats {args.repeats}: the spread needs at least 2 timed forwards.")
+    return args
 
 
 def build_model(args):
     if args.model_name_or_path:
         try:
+            check_model(args.model_name_or_path)
             model, extractor = load_pruned_model(args.model_name_or_path)
-        except ValueError as error:
-            raise SystemExit(f"--model_name_or_path: {error}") from None
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"inference_demo.py: {one_line(error)}") from None
         model.config.token_score = args.token_score
         return model, extractor
     torch.manual_seed(args.seed)
@@ -90,7 +81,10 @@ def main(argv=None):
     model, extractor = build_model(args)
     model.eval()
     args.audio = args.audio or sorted((KEYWORD_TEST_DIR / "yes").glob("*.flac"))[0]
-    wave = load_audio(args.audio, extractor.sampling_rate)
+    try:
+        wave = read_audio(args.audio, extractor.sampling_rate)
+    except ValueError as error:
+        raise SystemExit(f"--audio {error}") from None
     inputs = extractor(wave, sampling_rate=extractor.sampling_rate, return_tensors="pt")
     config = model.config
     num_patches = model.patch_layout.num_patches

@@ -17,7 +17,7 @@ from scipy.stats import kendalltau
 from sklearn.metrics import average_precision_score
 from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 
-from conftest import KEYWORDS, load_recipe, tiny_ast_kwargs
+from conftest import KEYWORDS, tiny_ast_kwargs
 from hf_token_prune import (
     AudioMAEFeatureExtractor,
     PrunedASTConfig,
@@ -47,6 +47,7 @@ from hf_token_prune.analysis import (
     retained_patch_histograms,
     variation_clusters,
 )
+from hf_token_prune.analysis import command as analysis_command
 from hf_token_prune.analysis.inputs import batch_patch_statistics
 from hf_token_prune.data import num_fbank_frames
 
@@ -478,7 +479,7 @@ def save_tiny_model(path):
 def test_recipe_writes_every_analysis_and_an_index_linking_them(tmp_path):
     model_dir = save_tiny_model(tmp_path / "model")
     output_dir = tmp_path / "analysis"
-    load_recipe("analyze").main([
+    analysis_command.main([
         "--model_name_or_path", str(model_dir), "--dataset_name", "audiofolder", "--data_dir", str(KEYWORDS),
         "--split", "test", "--max_samples", "6", "--keep_rates", "1.0,0.5", "--blocks", "1,11",
         "--num_examples", "2", "--exclude_padding", "--sweep_models", str(model_dir), "--output_dir", str(output_dir),
@@ -499,7 +500,7 @@ def test_recipe_reads_an_audiomae_folder_and_notes_its_minimum_padding(tmp_path)
     model, extractor = tiny_audiomae()
     model.save_pretrained(tmp_path / "model")
     extractor.save_pretrained(tmp_path / "model")
-    load_recipe("analyze").main([
+    analysis_command.main([
         "--model_name_or_path", str(tmp_path / "model"), "--dataset_name", "audiofolder", "--data_dir", str(KEYWORDS),
         "--max_samples", "6", "--analyses", "clusters,patterns", "--num_examples", "1",
         "--output_dir", str(tmp_path / "analysis"),
@@ -535,6 +536,6 @@ def test_unknown_analysis_is_refused(capsys):
         parse_analyses("sweep,kendal")
     assert parse_analyses(" sweep , kendall") == ["sweep", "kendall"]
     with pytest.raises(SystemExit):
-        load_recipe("analyze").parse_args(["--model_name_or_path", "m", "--dataset_name", "d", "--analyses", "sweeps"])
+        analysis_command.parse_args(["--model_name_or_path", "m", "--dataset_name", "d", "--analyses", "sweeps"])
     assert "unknown analysis 'sweeps'" in capsys.readouterr().err
     assert set(ANALYSES) == {"sweep", "patterns", "clusters", "kendall", "cluster_drop", "histograms"}

@@ -1,0 +1,342 @@
+"""What every analysis reads: a pruned model, and an audio dataset turned into that model's features.
+
+Dataset handling is deliberately minimal (an ``audiofolder`` or any Hugging Face dataset with an audio and a label
+column); the dataset-specific loaders of ``hf_token_prune.data`` can replace ``load_audio_dataset`` without touching
+the analyses, which only iterate over ``AnalysisData.batches()``.
+"""
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data import num_fbank_frames
+
+
+logger = logging.getLogger(__name__)
+
+# The interface both pruned models share and every analysis relies on (see PrunedASTPreTrainedModel).
+PRUNED_MODEL_INTERFACE = ("set_keep_rate", "patch_layout", "num_extra_tokens", "attention_token_scores")
+
+# Figures 3 and 6 of the paper are drawn at keep rate 0.5; used when the model itself does not prune.
+DEFAULT_ANALYSIS_KEEP_RATE = 0.5
+
+
+def check_pruned_model(model):
+    """Raise ``ValueError`` unless ``model`` is a pruned audio transformer of this package (AST or AudioMAE)."""
+    missing = [name for name in PRUNED_MODEL_INTERFACE if not hasattr(model, name)]
+    config = getattr(model, "config", None)
+    missing += [name for name in ("keep_rate", "token_score", "pruning_layers") if not hasattr(config, name)]
+    if missing or not hasattr(getattr(model, "base_model", None), "layers"):
+        raise ValueError(
+            f"{type(model).__name__} is not a pruned audio transformer (it lacks {', '.join(missing) or 'layers'}): "
+            "the analyses need hf_token_prune's models, e.g. "
+            "PrunedASTForAudioClassification.from_pretrained(<AST checkpoint>), which loads any AST checkpoint."
+        )
+
+
+def load_pruned_model(model_name_or_path):
+    """Load a pruned classification model and the feature extractor saved next to it.
+
+    A stock AST checkpoint loads as ``PrunedASTForAudioClassification`` with pruning off (the library's own
+    conversion); any other model type is refused with the reason.
+    """
+    import hf_token_prune  # noqa: F401  (registers the pruned model types with the Auto classes)
+    from transformers import ASTConfig, AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
+
+    from ..modeling_pruned_ast import PrunedASTForAudioClassification
+
+    try:
+        config = AutoConfig.from_pretrained(model_name_or_path)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read a model configuration from {model_name_or_path!r}: {error}") from error
+    if config.model_type == ASTConfig.model_type:
+        logger.info("%s is a stock AST checkpoint: loading it as PrunedAST with pruning off.", model_name_or_path)
+        model = PrunedASTForAudioClassification.from_pretrained(model_name_or_path)
+    elif hasattr(config, "keep_rate") and hasattr(config, "token_score"):
+        model = AutoModelForAudioClassification.from_pretrained(model_name_or_path)
+    else:
+        raise ValueError(
+            f"{model_name_or_path!r} holds a {config.model_type!r} model, not a pruned audio transformer: give a "
+            "folder saved from hf_token_prune (PrunedAST / PrunedAudioMAE) or a stock AST checkpoint."
+        )
+    check_pruned_model(model)
+    try:
+        feature_extractor = AutoFeatureExtractor.from_pretrained(model_name_or_path)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"no feature extractor in {model_name_or_path!r}: save the one the model was trained with next to it, e.g. "
+            "ASTFeatureExtractor(num_mel_bins=..., max_length=..., mean=..., std=...).save_pretrained(folder)."
+        ) from error
+    return model.eval(), feature_extractor
+
+
+@contextmanager
+def model_settings(model, keep_rate=None, token_score=None, attn_implementation=None):
+    """Run the model in inference mode with temporary pruning settings; restore them afterwards."""
+    check_pruned_model(model)
+    config = model.config
+    saved = (config.keep_rate, config.token_score, config._attn_implementation, model.training)
+    model.eval()
+    try:
+        if keep_rate is not None:
+            model.set_keep_rate(keep_rate)
+        if token_score is not None:
+            config.token_score = token_score
+        if attn_implementation is not None and attn_implementation != saved[2]:
+            model.set_attn_implementation(attn_implementation)
+        with torch.inference_mode():
+            yield model
+    finally:
+        model.set_keep_rate(saved[0])
+        config.token_score = saved[1]
+        if config._attn_implementation != saved[2]:
+            model.set_attn_implementation(saved[2])
+        model.train(saved[3])
+
+
+def analysis_keep_rate(model, keep_rate=None):
+    """The keep rate pictures and correlations are drawn at: the one given, else the model's own, else 0.5."""
+    if keep_rate is not None:
+        return keep_rate
+    return model.config.keep_rate if model.config.keep_rate < 1.0 else DEFAULT_ANALYSIS_KEEP_RATE
+
+
+def load_audio_dataset(name, data_dir=None, split="test"):
+    """``datasets.load_dataset(name, data_dir=..., split=...)``, e.g. ``("audiofolder", data_dir="data/keywords")``."""
+    import datasets
+
+    return datasets.load_dataset(name, data_dir=data_dir, split=split)
+
+
+def _find_audio_column(dataset, audio_column):
+    import datasets
+
+    columns = dataset.column_names
+    if audio_column is not None:
+        if audio_column not in columns:
+            raise ValueError(f"the dataset has no column {audio_column!r} (columns: {columns}); pass --audio_column.")
+        return audio_column
+    audio_columns = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Audio)]
+    if not audio_columns:
+        raise ValueError(
+            f"the dataset has no audio column (columns: {columns}): cast the column holding the audio with "
+            "datasets.Audio(), or name it with --audio_column."
+        )
+    return audio_columns[0]
+
+
+def _find_label_column(dataset, label_column):
+    import datasets
+
+    columns = dataset.column_names
+    if label_column is not None:
+        if label_column not in columns:
+            raise ValueError(f"the dataset has no column {label_column!r} (columns: {columns}); pass --label_column.")
+        return label_column
+    for name in ("label", "labels"):
+        if name in columns:
+            return name
+    for name, feature in dataset.features.items():
+        if isinstance(getattr(feature, "feature", feature), datasets.ClassLabel):
+            return name
+    raise ValueError(f"the dataset has no label column (columns: {columns}); name it with --label_column.")
+
+
+def _generic_labels(config):
+    return all(label == f"LABEL_{i}" for i, label in config.id2label.items())
+
+
+def _label_mapping(feature, config):
+    """Model label id of every dataset label id (matched by name when the model's labels are named), whether the
+    labels are multi-label, and the dataset's class names (``None`` for plain integer labels)."""
+    import datasets
+
+    class_label = feature if isinstance(feature, datasets.ClassLabel) else getattr(feature, "feature", None)
+    multi_label = not isinstance(feature, datasets.ClassLabel) and hasattr(feature, "feature")
+    if not isinstance(class_label, datasets.ClassLabel):
+        if not multi_label and isinstance(feature, datasets.Value) and feature.dtype.startswith("int"):
+            return None, False, None  # plain integer labels: taken to be the model's ids
+        raise ValueError(
+            f"label feature {feature} is not supported: use integer ids, a ClassLabel, or a list of ClassLabel ids "
+            "(multi-label)."
+        )
+    names = class_label.names
+    label2id = config.label2id or {name: int(i) for i, name in config.id2label.items()}
+    if all(name in label2id for name in names):
+        return np.array([label2id[name] for name in names]), multi_label, names
+    if len(names) > config.num_labels:
+        raise ValueError(
+            f"the dataset has {len(names)} classes but the model only {config.num_labels}, and the names do not "
+            f"match the model's labels ({list(label2id)[:5]}...): this model was not trained on this dataset."
+        )
+    if not _generic_labels(config):
+        logger.warning("dataset class names do not match the model's labels: matching them by index instead.")
+    return np.arange(len(names)), multi_label, names
+
+
+def padding_kind(feature_extractor):
+    """``"zero"`` or ``"minimum"``: what short clips are padded with in the fbank, before normalisation."""
+    from transformers import ASTFeatureExtractor
+
+    declared = getattr(feature_extractor, "fbank_padding", None)  # AudioMAEFeatureExtractor's choice
+    if declared in ("zero", "minimum"):
+        return declared
+    if isinstance(feature_extractor, ASTFeatureExtractor):
+        return "zero"  # ASTFeatureExtractor always pads the fbank with 0, whatever its padding_value says
+    return "unknown"
+
+
+def padding_note(feature_extractor):
+    """One sentence for reports: which padding the features carry and where it lands in intensity."""
+    kind = padding_kind(feature_extractor)
+    name = type(feature_extractor).__name__
+    if kind == "zero":
+        value = 0.0
+        if getattr(feature_extractor, "do_normalize", False):
+            value = (0.0 - feature_extractor.mean) / (2 * feature_extractor.std)
+        return (
+            f"{name} pads short clips with log-mel 0 before normalising (normalised value {value:.3f}); that is louder "
+            "than most real patches, so padding falls among the high-intensity clusters. The paper pads with the "
+            "clip's minimum, which puts padding in C1."
+        )
+    if kind == "minimum":
+        return (
+            f"{name} pads short clips with the clip's minimum log-mel value (as the paper does): padding falls in the "
+            "lowest-intensity cluster."
+        )
+    return f"{name}: padding value unknown; padded frames are still detected from the clip lengths."
+
+
+@dataclass
+class AnalysisData:
+    """An audio classification split, featurised on the fly for one model.
+
+    ``batches()`` yields ``{"input_values": (B, frames, mel), "labels": (B,) or multi-hot (B, num_labels),
+    "num_frames": (B,) frames of real audio, "index": (B,) row in the dataset}``.
+    """
+
+    dataset: object
+    feature_extractor: object
+    audio_column: str
+    label_column: str
+    label_mapping: np.ndarray | None
+    multi_label: bool
+    num_labels: int
+    label_names: dict  # model label id -> name shown in figures
+    batch_size: int = 8
+    num_workers: int = 0
+
+    def __len__(self):
+        return len(self.dataset)
+
+    @property
+    def metric_name(self):
+        return "mAP" if self.multi_label else "accuracy"
+
+    def select(self, indices):
+        """The same data restricted to some rows of the dataset."""
+        return replace(self, dataset=self.dataset.select(list(indices)))
+
+    def with_feature_extractor(self, feature_extractor):
+        return replace(self, feature_extractor=feature_extractor)
+
+    def labels(self):
+        """Model label ids of every row (a list of ids per row when multi-label), without decoding audio."""
+        return [self._model_labels(label) for label in self.dataset[self.label_column]]
+
+    def _model_labels(self, label):
+        if self.label_mapping is None:
+            return label
+        return [int(self.label_mapping[i]) for i in label] if self.multi_label else int(self.label_mapping[label])
+
+    def _collate(self, indices):
+        rows = self.dataset[list(indices)]
+        waves = []
+        for audio in rows[self.audio_column]:
+            wave = np.asarray(audio["array"], dtype=np.float32)
+            waves.append(wave.mean(axis=0) if wave.ndim == 2 else wave)  # (channels, samples) -> mono
+        rate = self.feature_extractor.sampling_rate
+        features = self.feature_extractor(waves, sampling_rate=rate, return_tensors="pt")
+        max_length = features["input_values"].shape[1]
+        labels = [self._model_labels(label) for label in rows[self.label_column]]
+        if self.multi_label:
+            targets = torch.zeros(len(labels), self.num_labels)
+            for row, ids in enumerate(labels):
+                targets[row, ids] = 1.0
+        else:
+            targets = torch.tensor(labels)
+        return {
+            "input_values": features["input_values"],
+            "labels": targets,
+            "num_frames": torch.tensor([min(max_length, num_fbank_frames(len(w), rate)) for w in waves]),
+            "index": torch.tensor(list(indices)),
+        }
+
+    def batches(self, desc=None, batch_size=None):
+        """Featurised batches in dataset order, with a progress bar named ``desc``."""
+        loader = torch.utils.data.DataLoader(
+            range(len(self.dataset)),
+            batch_size=batch_size or self.batch_size,
+            collate_fn=self._collate,
+            num_workers=self.num_workers,
+        )
+        return tqdm(loader, desc=desc, unit="batch", leave=False, disable=desc is None)
+
+
+def prepare_analysis_data(
+    dataset, feature_extractor, model, audio_column=None, label_column=None, batch_size=8, max_samples=None,
+    num_workers=0,
+):
+    """Check the dataset against the model and return ``AnalysisData`` (audio resampled to the extractor's rate)."""
+    import datasets
+
+    audio_column = _find_audio_column(dataset, audio_column)
+    label_column = _find_label_column(dataset, label_column)
+    if len(dataset) == 0:
+        raise ValueError("the dataset split is empty: choose another --split.")
+    if max_samples is not None:
+        dataset = dataset.select(range(min(max_samples, len(dataset))))
+    dataset = dataset.cast_column(audio_column, datasets.Audio(sampling_rate=feature_extractor.sampling_rate))
+    mapping, multi_label, names = _label_mapping(dataset.features[label_column], model.config)
+    label_names = dict(model.config.id2label)
+    if names is not None and _generic_labels(model.config):  # a model saved without names: show the dataset's
+        label_names.update({int(model_id): name for model_id, name in zip(mapping, names)})
+    multi_label = multi_label or model.config.problem_type == "multi_label_classification"
+    if getattr(feature_extractor, "max_length", model.config.max_length) != model.config.max_length or getattr(
+        feature_extractor, "num_mel_bins", model.config.num_mel_bins
+    ) != model.config.num_mel_bins:
+        raise ValueError(
+            f"the feature extractor makes {feature_extractor.max_length} frames x {feature_extractor.num_mel_bins} mel "
+            f"bins but the model expects {model.config.max_length} x {model.config.num_mel_bins}: use the extractor "
+            "saved with the model."
+        )
+    return AnalysisData(
+        dataset=dataset,
+        feature_extractor=feature_extractor,
+        audio_column=audio_column,
+        label_column=label_column,
+        label_mapping=mapping,
+        multi_label=multi_label,
+        num_labels=model.config.num_labels,
+        label_names=label_names,
+        batch_size=batch_size,
+        num_workers=num_workers,
+    )
+
+
+def batch_patch_statistics(model, input_values, num_frames):
+    """Intensity, variation and padded fraction of every patch token of a batch, each ``(batch, patches)``.
+
+    The padded fraction is the share of a patch's pixels that lie in padded frames, computed with the same
+    ``patch_statistics`` windows as the intensity so it follows any patch order and stride.
+    """
+    layout = model.patch_layout
+    intensity, variation = layout.patch_statistics(input_values)
+    frames = torch.arange(input_values.shape[1], device=input_values.device)
+    padded_frames = (frames[None, :] >= num_frames[:, None].to(frames.device)).float()
+    padding_fraction, _ = layout.patch_statistics(padded_frames[:, :, None].expand_as(input_values))
+    return intensity, variation, padding_fraction

@@ -1,0 +1,50 @@
+"""Configuration of the Audio Spectrogram Transformer with TopK token pruning."""
+
+from dataclasses import field
+
+from transformers import ASTConfig
+
+from .pruning import PruningConfigMixin
+
+
+class PrunedASTConfig(PruningConfigMixin, ASTConfig):
+    r"""
+    [`ASTConfig`] plus the three fields of TopK token pruning. Any AST checkpoint's config loads into it; the pruning
+    fields then take their defaults or the values passed to `from_pretrained`.
+
+    keep_rate (`float`, *optional*, defaults to 1.0):
+        Fraction of the patch tokens each pruning layer keeps, in (0, 1]: a layer that receives `n` patch tokens keeps
+        `ceil(n * keep_rate)` (at least one). The same rate applies at every pruning layer, so the kept counts compound
+        (512 patches at 0.7 -> 359, 252, 177). CLS and distillation tokens are always kept. 1.0 disables pruning.
+    pruning_layers (`list[int]`, *optional*, defaults to `[3, 6, 9]`):
+        0-based indices of the layers that prune, between their attention and their MLP; sorted, unique, inside
+        `[0, num_hidden_layers)`. The default is the paper's 4th, 7th and 10th blocks.
+    token_score (`str`, *optional*, defaults to `"attention"`):
+        How patch tokens are ranked: `"attention"` (the CLS query's attention to each patch, mean over heads),
+        `"intensity"` / `"variation"` (mean / unbiased std of the patch in the model input), or `"random"` (a control).
+
+    Example:
+
+    ```python
+    >>> from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
+    >>> config = PrunedASTConfig(keep_rate=0.7, pruning_layers=[3, 6, 9])
+    >>> model = PrunedASTForAudioClassification(config)
+    ```"""
+
+    model_type = "pruned-audio-spectrogram-transformer"
+
+    keep_rate: float | int = 1.0
+    pruning_layers: list[int] = field(default_factory=lambda: [3, 6, 9])
+    token_score: str = "attention"
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        # A stock AST checkpoint is this model with pruning off: load it as ours, without transformers' warning
+        # about mixing model types.
+        if config_dict.get("model_type") == ASTConfig.model_type:
+            config_dict = {**config_dict, "model_type": cls.model_type}
+        return config_dict, kwargs
+
+
+__all__ = ["PrunedASTConfig"]

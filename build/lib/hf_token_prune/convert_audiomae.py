@@ -1,0 +1,227 @@
+"""Convert an official AudioMAE checkpoint into a `PrunedAudioMAEForAudioClassification` folder.
+
+    python -m hf_token_prune.convert_audiomae --checkpoint finetuned.pth --output_dir audiomae-as20k \\
+        [--num_labels 527 --id2label labels.json] [--max_length 1024] [--keep_rate 0.7]
+
+Reads the official fine-tuning checkpoints (`.pth` with timm key names under `ckpt["model"]`), timm-format
+`.safetensors` copies, and the AudioSet-2M *pre-training* checkpoint (its decoder and final norm are dropped; `fc_norm`
+and the classifier start fresh, to be fine-tuned). The architecture (width, depth, MLP size, labels, frames) is read
+from the tensors. Every key must map onto the model and every model weight must come from the checkpoint (except that
+fresh head of a pre-training checkpoint); otherwise nothing is written and the error lists the keys. The output folder
+holds the weights, the config, the feature extractor and remote code, and loads with or without `trust_remote_code`.
+"""
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from .configuration_pruned_audiomae import PrunedAudioMAEConfig
+from .feature_extraction_audiomae import AudioMAEFeatureExtractor
+from .modeling_pruned_audiomae import PrunedAudioMAEForAudioClassification
+
+
+# timm / official AudioMAE name -> ours; `{}` is the block index.
+KEY_MAP = {
+    "cls_token": "audiomae.embeddings.cls_token",
+    "pos_embed": "audiomae.embeddings.position_embeddings",
+    "patch_embed.proj.weight": "audiomae.embeddings.patch_embeddings.weight",
+    "patch_embed.proj.bias": "audiomae.embeddings.patch_embeddings.bias",
+    "blocks.{}.norm1.weight": "audiomae.layers.{}.layernorm_before.weight",
+    "blocks.{}.norm1.bias": "audiomae.layers.{}.layernorm_before.bias",
+    "blocks.{}.attn.qkv.weight": "audiomae.layers.{}.attention.qkv.weight",
+    "blocks.{}.attn.qkv.bias": "audiomae.layers.{}.attention.qkv.bias",
+    "blocks.{}.attn.proj.weight": "audiomae.layers.{}.attention.proj.weight",
+    "blocks.{}.attn.proj.bias": "audiomae.layers.{}.attention.proj.bias",
+    "blocks.{}.norm2.weight": "audiomae.layers.{}.layernorm_after.weight",
+    "blocks.{}.norm2.bias": "audiomae.layers.{}.layernorm_after.bias",
+    "blocks.{}.mlp.fc1.weight": "audiomae.layers.{}.mlp.fc1.weight",
+    "blocks.{}.mlp.fc1.bias": "audiomae.layers.{}.mlp.fc1.bias",
+    "blocks.{}.mlp.fc2.weight": "audiomae.layers.{}.mlp.fc2.weight",
+    "blocks.{}.mlp.fc2.bias": "audiomae.layers.{}.mlp.fc2.bias",
+    "fc_norm.weight": "audiomae.fc_norm.weight",
+    "fc_norm.bias": "audiomae.fc_norm.bias",
+    "head.weight": "classifier.weight",
+    "head.bias": "classifier.bias",
+}
+# Pre-training only: the MAE decoder, its mask token, and the encoder norm that fine-tuning replaces by fc_norm.
+PRETRAINING_ONLY = re.compile(r"^(decoder_|mask_token$|norm\.)")
+FRESH_IN_PRETRAINING = ("audiomae.fc_norm.", "classifier.")
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint does not fit the AudioMAE architecture; nothing was written."""
+
+
+def read_checkpoint(path: Path) -> dict:
+    """Tensors of an official `.pth` (under `"model"`) or a timm-format `.safetensors` file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--checkpoint {path}: no such file.")
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(path)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch and safetensors raise many types for truncated or foreign files
+        raise CheckpointMismatchError(f"Could not read {path} as a PyTorch or safetensors checkpoint: {error}") from error
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("model"), dict):
+        checkpoint = checkpoint["model"]
+    if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise CheckpointMismatchError(f"{path} holds no state dict (expected tensors, or a dict with a 'model' entry).")
+    return checkpoint
+
+
+def rename(timm_key: str) -> str | None:
+    block = re.match(r"blocks\.(\d+)\.(.*)", timm_key)
+    if block:
+        pattern = KEY_MAP.get(f"blocks.{{}}.{block.group(2)}")
+        return pattern.format(block.group(1)) if pattern else None
+    return KEY_MAP.get(timm_key)
+
+
+def config_from_checkpoint(
+    state_dict: dict, num_labels=None, max_length=None, num_attention_heads=None, num_mel_bins=128, **pruning
+):
+    """Read the architecture off the tensors; raise CheckpointMismatchError naming what is missing or odd."""
+    required = ["cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.mlp.fc1.weight"]
+    missing = [key for key in required if key not in state_dict]
+    if missing:
+        raise CheckpointMismatchError(
+            f"Not an AudioMAE/timm ViT checkpoint: missing {missing} (found e.g. {sorted(state_dict)[:8]})."
+        )
+    projection = state_dict["patch_embed.proj.weight"]
+    hidden_size, in_channels, patch_size, _ = projection.shape
+    if in_channels != 1:
+        raise CheckpointMismatchError(
+            f"patch_embed.proj.weight has {in_channels} input channels; AudioMAE reads 1-channel spectrograms."
+        )
+    num_layers = 1 + max(int(m.group(1)) for key in state_dict if (m := re.match(r"blocks\.(\d+)\.", key)))
+    checkpoint_patches = state_dict["pos_embed"].shape[1] - 1
+    checkpoint_length = checkpoint_patches // (num_mel_bins // patch_size) * patch_size
+    if max_length is not None and max_length > checkpoint_length:
+        raise CheckpointMismatchError(
+            f"--max_length {max_length} exceeds the checkpoint's {checkpoint_length} frames: its position embeddings "
+            "can be shortened, not extended."
+        )
+    if num_labels is None:
+        if "head.weight" not in state_dict:
+            raise CheckpointMismatchError("A pre-training checkpoint has no classifier: pass --num_labels.")
+        num_labels = state_dict["head.weight"].shape[0]
+    return PrunedAudioMAEConfig(
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_attention_heads or max(1, hidden_size // 64),
+        intermediate_size=state_dict["blocks.0.mlp.fc1.weight"].shape[0],
+        patch_size=patch_size,
+        num_mel_bins=num_mel_bins,
+        max_length=max_length or checkpoint_length,
+        num_labels=num_labels,
+        **pruning,
+    )
+
+
+def shorten_position_embeddings(position_embeddings: torch.Tensor, config: PrunedAudioMAEConfig) -> torch.Tensor:
+    """The official way to fit 1024-frame embeddings to a shorter input: keep the first columns of its grid."""
+    rows = config.num_mel_bins // config.patch_size
+    columns = config.max_length // config.patch_size
+    grid = position_embeddings[:, 1:].reshape(1, rows, -1, position_embeddings.shape[-1])
+    return torch.cat([position_embeddings[:, :1], grid[:, :, :columns].flatten(1, 2)], dim=1)
+
+
+def convert(checkpoint_path, output_dir, num_labels=None, id2label=None, max_length=None, num_attention_heads=None,
+            num_mel_bins=128, **pruning) -> PrunedAudioMAEForAudioClassification:
+    """Convert and save; returns the model. Raises CheckpointMismatchError (writing nothing) when keys do not fit."""
+    state_dict = read_checkpoint(Path(checkpoint_path))
+    pretraining = any(PRETRAINING_ONLY.match(key) for key in state_dict)
+    if pretraining:
+        state_dict = {key: value for key, value in state_dict.items() if not PRETRAINING_ONLY.match(key)}
+    if id2label is not None:
+        num_labels = len(id2label)
+    config = config_from_checkpoint(state_dict, num_labels, max_length, num_attention_heads, num_mel_bins, **pruning)
+    if id2label is not None:
+        config.id2label = {int(i): label for i, label in id2label.items()}
+        config.label2id = {label: int(i) for i, label in id2label.items()}
+
+    renamed = {rename(key): value for key, value in state_dict.items()}
+    unmapped = sorted(key for key in state_dict if rename(key) is None)
+    model = PrunedAudioMAEForAudioClassification(config)
+    expected = model.state_dict()
+    fresh = {key for key in expected if pretraining and key.startswith(FRESH_IN_PRETRAINING)}
+    missing = sorted(set(expected) - set(renamed) - fresh)
+    position_key = "audiomae.embeddings.position_embeddings"
+    if position_key in renamed and renamed[position_key].shape != expected[position_key].shape:
+        renamed[position_key] = shorten_position_embeddings(renamed[position_key], config)
+    if num_labels is not None and "classifier.weight" in renamed and renamed["classifier.weight"].shape[0] != num_labels:
+        raise CheckpointMismatchError(
+            f"The checkpoint's head has {renamed['classifier.weight'].shape[0]} classes but {num_labels} were asked "
+            "for: convert with its own classes, then fine-tune for yours."
+        )
+    mismatched = sorted(
+        f"{key}: checkpoint {tuple(renamed[key].shape)} vs model {tuple(value.shape)}"
+        for key, value in expected.items()
+        if key in renamed and renamed[key].shape != value.shape
+    )
+    if unmapped or missing or mismatched:
+        raise CheckpointMismatchError(
+            "The checkpoint does not fit AudioMAE; nothing was written.\n"
+            + (f"  keys with no place in the model: {unmapped}\n" if unmapped else "")
+            + (f"  model weights the checkpoint lacks: {missing}\n" if missing else "")
+            + (f"  shape mismatches: {mismatched}\n" if mismatched else "")
+        )
+    if pretraining:
+        # The fresh head and fc_norm keep their initialisation; everything else must load exactly.
+        model.load_state_dict({**{k: v for k, v in expected.items() if k in fresh}, **renamed}, strict=True)
+    else:
+        model.load_state_dict(renamed, strict=True)
+
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    AudioMAEFeatureExtractor(max_length=config.max_length, num_mel_bins=config.num_mel_bins).save_pretrained(output_dir)
+    return model
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True, help=".pth (official) or .safetensors (timm format)")
+    parser.add_argument("--output_dir", type=Path, required=True, help="folder to write (must be empty or new)")
+    parser.add_argument("--num_labels", type=int, help="classes; required for a pre-training checkpoint")
+    parser.add_argument("--id2label", type=Path, help="JSON list of class names, or {index: name}")
+    parser.add_argument("--max_length", type=int, help="input frames if shorter than the checkpoint's (e.g. 512 "
+                        "for ESC-50, 128 for Speech Commands); position embeddings are shortened the official way")
+    parser.add_argument("--num_attention_heads", type=int, help="heads (not stored in checkpoints; default width/64)")
+    parser.add_argument("--num_mel_bins", type=int, default=128, help="mel bins of the input (default 128, as every "
+                        "official checkpoint)")
+    parser.add_argument("--keep_rate", type=float, default=1.0, help="keep rate saved in the config (default 1.0)")
+    parser.add_argument("--pruning_layers", default="3,6,9", help="comma-separated 0-based layers (default 3,6,9)")
+    parser.add_argument("--token_score", default="attention", choices=["attention", "intensity", "variation", "random"])
+    args = parser.parse_args(argv)
+
+    if args.output_dir.exists() and any(args.output_dir.iterdir()):
+        parser.error(f"--output_dir {args.output_dir} is not empty: choose a new folder.")
+    id2label = None
+    if args.id2label:
+        names = json.loads(args.id2label.read_text())
+        id2label = dict(enumerate(names)) if isinstance(names, list) else {int(k): v for k, v in names.items()}
+    try:
+        pruning_layers = [int(layer) for layer in args.pruning_layers.split(",")]
+    except ValueError:
+        parser.error(f"--pruning_layers {args.pruning_layers!r}: give comma-separated integers, e.g. 3,6,9")
+    try:
+        model = convert(
+            args.checkpoint, args.output_dir, args.num_labels, id2label, args.max_length, args.num_attention_heads,
+            args.num_mel_bins, keep_rate=args.keep_rate, pruning_layers=pruning_layers, token_score=args.token_score,
+        )
+    except (CheckpointMismatchError, FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: {error}")
+    config = model.config
+    print(
+        f"wrote {args.output_dir}: AudioMAE {config.num_hidden_layers} layers x {config.hidden_size}, "
+        f"{config.max_length} frames x {config.num_mel_bins} mel ({model.patch_layout.num_patches} patches), "
+        f"{config.num_labels} labels, keep rate {config.keep_rate}, pruning layers {config.pruning_layers}"
+    )
+
+
+if __name__ == "__main__":
+    main()

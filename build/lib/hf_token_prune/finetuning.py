@@ -1,0 +1,818 @@
+"""Fine-tune an audio transformer while its keep rate shrinks (TopK token pruning), then publish the pruned model.
+
+    python recipes/finetune.py --recipe demo                      # small AST from scratch on data/keywords
+    accelerate launch recipes/finetune.py --recipe ast-esc50 \\
+        --model_name_or_path MIT/ast-finetuned-audioset-16-16-0.442 --fold 1 --keep_rate 0.7 \\
+        --output_dir ast-esc50-kr0.7 [--push_to_hub]
+    python recipes/finetune.py --dataset_name audiofolder --data_dir my_sounds/ --model_name_or_path <AST checkpoint> \\
+        --keep_rate 0.7 --shrink_start_epoch 2 --shrink_epochs 5 --num_train_epochs 10 --output_dir my-model
+
+A recipe (hf_token_prune/recipes/<name>.json) sets the flags of one of the paper's settings (its "source" says where
+each value comes from and what is not reproduced; `demo` is ours); flags given on the command line override it. Batch
+sizes are per process, as --per_device_train_batch_size always is. After training, the model is evaluated at each
+of --eval_keep_rates on the test split and the output folder receives the weights with their remote code, the
+feature extractor, a model card (README.md) and a plot of the keep-rate schedule. Distributed: run the same command
+under `accelerate launch` (configure NCCL, FSDP or DeepSpeed with `accelerate config`); on CPU: `accelerate launch
+--multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no recipes/finetune.py ...`.
+
+This module holds the whole recipe as library calls: the argument dataclasses (validated in `__post_init__`), the
+recipe files, the model and its feature extractor, the optimiser settings, the results table and the model card;
+`main(argv)` wires them, as transformers' `run_audio_classification.py` does. `recipes/finetune.py` and
+`hf-token-prune finetune` run it.
+"""
+
+import argparse
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import (
+    ASTFeatureExtractor,
+    AutoFeatureExtractor,
+    AutoModelForAudioClassification,
+    HfArgumentParser,
+    PretrainedConfig,
+    TrainingArguments,
+    set_seed,
+)
+
+from . import metrics as metric_modules
+from .configuration_pruned_ast import PrunedASTConfig
+from .configuration_pruned_audiomae import PrunedAudioMAEConfig
+from .data import (
+    DATASETS,
+    AudioFeatureTransform,
+    AugmentationEpochCallback,
+    Mixup,
+    PatchMasking,
+    SpecAugment,
+    TimeShift,
+    drop_unusable_audio,
+    estimate_normalization,
+    load_audio_classification,
+    normalised_zero,
+)
+from .feature_extraction_audiomae import AudioMAEFeatureExtractor
+from .model_card import METRIC_NAMES, build_model_card, plot_training
+from .pruning import TOKEN_SCORES, parse_keep_rates
+from .training import KeepRateScheduleCallback, PrunedModelTrainer, keep_rate_sweep
+
+
+RECIPES = Path(__file__).resolve().parent / "recipes"
+CARD_TEMPLATE = Path(__file__).resolve().parent / "templates" / "pruned_audio_model_card.md"
+# In a clone of the repository, a recipe's relative data paths (the demo's data/keywords) are read from its root.
+REPO = Path(__file__).resolve().parent.parent
+logger = logging.getLogger("finetune")
+
+# --model_type of a model built from scratch: its config and feature extractor.
+MODEL_TYPES = {
+    "pruned-ast": (PrunedASTConfig, ASTFeatureExtractor),
+    "pruned-audiomae": (PrunedAudioMAEConfig, AudioMAEFeatureExtractor),
+}
+# What a checkpoint's model_type loads as: a stock AST is a pruned AST with pruning off.
+CHECKPOINT_CONFIGS = {
+    "audio-spectrogram-transformer": PrunedASTConfig,
+    PrunedASTConfig.model_type: PrunedASTConfig,
+    PrunedAudioMAEConfig.model_type: PrunedAudioMAEConfig,
+}
+
+
+def available_recipes():
+    return sorted(path.stem for path in RECIPES.glob("*.json"))
+
+
+def read_recipe(name):
+    """A recipe file; relative paths in its arguments are read from the repository's root when it is there."""
+    path = RECIPES / f"{name}.json"
+    if not path.is_file():
+        raise SystemExit(f"unknown recipe {name!r}: choose one of {', '.join(available_recipes())}.")
+    recipe = json.loads(path.read_text())
+    data_dir = recipe["arguments"].get("data_dir")
+    if data_dir and not Path(data_dir).is_absolute() and (REPO / data_dir).is_dir():
+        recipe["arguments"]["data_dir"] = str(REPO / data_dir)
+    return recipe
+
+
+# -- arguments ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RecipeArguments:
+    recipe: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Start from the hyper-parameters of a recipe: {', '.join(available_recipes())}. Any flag given "
+            "on the command line overrides the recipe."
+        },
+    )
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Checkpoint to fine-tune (folder or Hub id): an AST (stock or pruned) or a pruned AudioMAE. "
+            "Without it a model is built from scratch from --model_type and --config_overrides."
+        },
+    )
+    model_type: str = field(
+        default="pruned-ast",
+        metadata={"help": "Model built from scratch.", "choices": list(MODEL_TYPES)},
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "Config fields of a model built from scratch, e.g. 'hidden_size=192,num_attention_heads=3'."},
+    )
+    attn_implementation: str = field(default="sdpa", metadata={"help": "Attention kernel: sdpa or eager."})
+    drop_path_rate: float | None = field(
+        default=None, metadata={"help": "Stochastic depth of a PrunedAudioMAE (its recipes: 0.1); AST has none."}
+    )
+    reset_classifier: bool = field(
+        default=False,
+        metadata={
+            "help": "Start the classifier head afresh even when the checkpoint's classes are the dataset's (the "
+            "paper's AST on AudioSet-20K). A head for other classes is always new."
+        },
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where Hub models and datasets are cached."})
+    torch_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "Intra-op threads of torch on CPU (default: torch's choice). Small models gain nothing from "
+            "more than one, and on a shared CPU extra threads spin against other processes."
+        },
+    )
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": f"A named dataset ({', '.join(DATASETS)}) or a Hub id / local folder with an audio and a "
+            "label column."
+        },
+    )
+    dataset_source: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where a named dataset is read from instead of its Hub id (a copy in the same layout; "
+            "required for voxceleb1)."
+        },
+    )
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "Dataset configuration (load_dataset name)."}
+    )
+    dataset_revision: str | None = field(default=None, metadata={"help": "Dataset revision on the Hub."})
+    data_dir: str | None = field(
+        default=None, metadata={"help": "Folder of audio files (audiofolder) or data_dir of the dataset."}
+    )
+    fold: int | None = field(default=None, metadata={"help": "ESC-50: the held-out fold, 1 to 5."})
+    audio_column_name: str = field(default="audio", metadata={"help": "Column holding the audio."})
+    label_column_name: str | None = field(
+        default=None, metadata={"help": "Column holding the class (default: the dataset's own)."}
+    )
+    sampling_rate: int = field(default=16000, metadata={"help": "Audio is decoded (and resampled) at this rate."})
+    fbank_padding: str | None = field(
+        default=None,
+        metadata={
+            "help": "What the feature extractor pads clips shorter than --num_frames with: minimum (the clip's "
+            "lowest fbank value, reads as silence; AudioMAE and the paper) or zero (transformers' ASTFeatureExtractor, "
+            "reads as loud). Default: the extractor's own (AST: zero, AudioMAE: minimum). Saved with the model.",
+            "choices": ["minimum", "zero"],
+        },
+    )
+    num_frames: int | None = field(
+        default=None,
+        metadata={
+            "help": "Fbank frames per clip (10 ms each); default: the dataset's (audioset 1024, speech_commands 128, "
+            "esc50 512, voxceleb1 1024), else the checkpoint's max_length."
+        },
+    )
+    num_mel_bins: int = field(default=128, metadata={"help": "Mel bins of a model built from scratch."})
+    feature_mean: float | None = field(
+        default=None, metadata={"help": "Fbank normalisation mean; default: the dataset's, else estimated."}
+    )
+    feature_std: float | None = field(
+        default=None, metadata={"help": "Fbank normalisation std; default: the dataset's, else estimated."}
+    )
+    freq_mask: int = field(default=0, metadata={"help": "SpecAugment: maximum masked frequency band (mel bins)."})
+    time_mask: int = field(default=0, metadata={"help": "SpecAugment: maximum masked time span (frames)."})
+    patch_mask_ratio: float = field(
+        default=0.0,
+        metadata={"help": "Fraction of time-patch columns and frequency-patch rows blanked (AudioMAE masking)."},
+    )
+    mixup: float = field(
+        default=0.0,
+        metadata={
+            "help": "Probability that a training clip's waveform is blended with another clip's (targets too); needs "
+            "--loss bce, the default only for multi-label data."
+        },
+    )
+    time_shift: bool = field(
+        default=False,
+        metadata={
+            "help": "Training augmentation: each clip at a random position of the --num_frames input (longer clips "
+            "randomly cropped, shorter ones with the feature extractor's padding moved partly in front). Evaluation "
+            "and the saved model use the feature extractor alone, as a pipeline does."
+        },
+    )
+    mixup_alpha: float = field(
+        default=10.0, metadata={"help": "Mixup weight ~ Beta(alpha, alpha) (AST and AudioMAE data loaders: 10)."}
+    )
+    loss: str | None = field(
+        default=None,
+        metadata={
+            "help": "ce (softmax cross-entropy) or bce (sigmoid binary cross-entropy on one-hot targets); "
+            "default: bce for multi-label data, else ce.",
+            "choices": ["ce", "bce"],
+        },
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only this many training clips (debugging)."}
+    )
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only this many evaluation / test clips."})
+    drop_unusable_rows: bool = field(
+        default=False,
+        metadata={"help": "Drop clips that do not decode, are empty or hold NaN (they are reported); default: stop."},
+    )
+
+    def __post_init__(self):
+        if self.sampling_rate <= 0:
+            raise ValueError(
+                f"--sampling_rate {self.sampling_rate}: audio needs a positive rate (16000 in every recipe)."
+            )
+        if self.sampling_rate != 16000:
+            raise ValueError(
+                f"--sampling_rate {self.sampling_rate}: the fbank feature extractors frame 400-sample windows every "
+                "160 samples, i.e. 25 ms / 10 ms only at 16000 Hz, the rate of every recipe and checkpoint here. "
+                "Audio is resampled when it is decoded: keep 16000."
+            )
+        if self.mixup > 0 and self.training_loss != "bce":
+            raise ValueError(
+                "--mixup blends targets, which needs --loss bce (the default loss of single-label data is ce): add "
+                "--loss bce or set --mixup 0."
+            )
+
+    @property
+    def training_loss(self):
+        """--loss, else the dataset's default: bce for multi-label data, ce otherwise."""
+        multi_label = self.dataset_name in DATASETS and DATASETS[self.dataset_name].multi_label
+        return self.loss or ("bce" if multi_label else "ce")
+
+
+@dataclass
+class PruningArguments:
+    keep_rate: float = field(
+        default=0.7, metadata={"help": "Target keep rate in (0, 1], reached at the end of the schedule."}
+    )
+    pruning_layers: str = field(default="3,6,9", metadata={"help": "0-based pruning layers, comma-separated."})
+    token_score: str = field(
+        default="attention", metadata={"help": "How tokens are ranked.", "choices": list(TOKEN_SCORES)}
+    )
+    shrink_start_epoch: float = field(
+        default=0.0,
+        metadata={
+            "help": "Epochs trained at keep rate 1.0 before it starts to shrink (0-based: 14 = from the 15th epoch); "
+            "SpecAugment and patch masking stop there unless --augment_while_pruning."
+        },
+    )
+    shrink_epochs: float = field(
+        default=0.0, metadata={"help": "Epochs over which it shrinks from 1.0 to --keep_rate."}
+    )
+    augment_while_pruning: bool = field(
+        default=False,
+        metadata={"help": "Keep SpecAugment and patch masking on once shrinking starts (the paper turns them off)."},
+    )
+    optimizer: str = field(
+        default="adamw",
+        metadata={
+            "help": "adamw: the Trainer's --optim (decoupled weight decay); adam: torch.optim.Adam with L2 weight "
+            "decay, as AST's recipes (then --optim is not used).",
+            "choices": ["adamw", "adam"],
+        },
+    )
+    base_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "AudioMAE's rule: --learning_rate = this x global batch / 256, the global batch being "
+            "--per_device_train_batch_size x devices x --gradient_accumulation_steps (AudioMAE recipes: 1e-3). "
+            "Ignored when --learning_rate is given on the command line."
+        },
+    )
+    layer_decay: float | None = field(
+        default=None, metadata={"help": "Layer-wise learning-rate decay (AudioMAE: 0.75)."}
+    )
+    lr_step_decay: str | None = field(
+        default=None,
+        metadata={
+            "help": "AST's learning-rate schedule 'start_epoch,every_epochs,factor' (replaces --lr_scheduler_type)."
+        },
+    )
+    warmup_epochs: float | None = field(
+        default=None, metadata={"help": "Linear warm-up in epochs (replaces --warmup_steps; AudioMAE recipes: 4)."}
+    )
+    eval_keep_rates: str = field(
+        default="1.0,0.9,0.8,0.7,0.6,0.5,0.4",
+        metadata={"help": "Keep rates of the final evaluation table on the test split."},
+    )
+    # Parsed from the flags above in __post_init__ (not flags themselves). The order, uniqueness and range of the
+    # pruning layers are the pruned config's to check, against the model's depth.
+    layers: list[int] = field(init=False)
+    keep_rates: list[float] = field(init=False)
+    step_decay: tuple | None = field(init=False)
+
+    def __post_init__(self):
+        (self.keep_rate,) = _keep_rates(self.keep_rate, "--keep_rate")
+        evaluated = _keep_rates(self.eval_keep_rates, "--eval_keep_rates")
+        self.keep_rates = sorted(set(evaluated) | {self.keep_rate, 1.0}, reverse=True)
+        if self.shrink_start_epoch < 0 or self.shrink_epochs < 0:
+            raise ValueError("--shrink_start_epoch and --shrink_epochs must be >= 0.")
+        try:
+            self.layers = [int(layer) for layer in self.pruning_layers.split(",")]
+        except ValueError:
+            raise ValueError(f"--pruning_layers {self.pruning_layers!r}: give 0-based layer indices, e.g. 3,6,9.")
+        self.step_decay = None
+        if self.lr_step_decay:
+            try:
+                start, every, factor = self.lr_step_decay.split(",")
+                self.step_decay = (int(start), int(every), float(factor))
+            except ValueError:
+                raise ValueError(f"--lr_step_decay {self.lr_step_decay!r}: give start_epoch,every_epochs,factor.")
+            if self.step_decay[0] < 0 or self.step_decay[1] < 1 or self.step_decay[2] <= 0:
+                raise ValueError(
+                    f"--lr_step_decay {self.lr_step_decay!r}: start_epoch must be >= 0, every_epochs >= 1 and the "
+                    "factor > 0, e.g. 5,1,0.85."
+                )
+        if self.warmup_epochs is not None and self.warmup_epochs < 0:
+            raise ValueError(f"--warmup_epochs {self.warmup_epochs}: give a number of epochs >= 0.")
+
+
+def _keep_rates(text, flag):
+    try:
+        return parse_keep_rates(text)
+    except ValueError as error:
+        raise ValueError(f"{flag} {error}") from None
+
+
+ARGUMENT_CLASSES = (RecipeArguments, ModelArguments, DataArguments, PruningArguments, TrainingArguments)
+
+
+def check_training_arguments(pruning_args, training_args):
+    """What only the pruning and the training arguments together can refuse."""
+    if training_args.dataloader_persistent_workers and training_args.dataloader_num_workers > 0:
+        raise ValueError(
+            "--dataloader_persistent_workers keeps each worker's copy of the feature transform from the first epoch: "
+            "augmentation would repeat the same draws every epoch and never switch off. Leave it off."
+        )
+    shrink_end = pruning_args.shrink_start_epoch + pruning_args.shrink_epochs
+    if pruning_args.keep_rate < 1.0 and training_args.max_steps <= 0 and shrink_end > training_args.num_train_epochs:
+        raise ValueError(
+            f"--shrink_start_epoch {pruning_args.shrink_start_epoch:g} + --shrink_epochs {pruning_args.shrink_epochs:g}"
+            f" = {shrink_end:g} epochs, but --num_train_epochs is {training_args.num_train_epochs:g}: training would "
+            f"stop before the keep rate reaches {pruning_args.keep_rate}, at which the model is evaluated and saved. "
+            "Shrink earlier or train longer."
+        )
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Keep the usage examples of the docstring as written and show every default."""
+
+
+def parse_arguments(argv=None):
+    """The five argument dataclasses from the command line, a recipe's values as defaults; bad values exit with
+    one line naming the flag."""
+    recipes = "\n".join(f"  {name:<24} {read_recipe(name)['description']}" for name in available_recipes())
+    parser = HfArgumentParser(
+        ARGUMENT_CLASSES, description=__doc__, epilog=f"recipes (--recipe):\n{recipes}", formatter_class=HelpFormatter
+    )
+    # Without an accelerator, `accelerate launch --multi_gpu` starts the processes but TrainingArguments only joins
+    # them (gloo) with use_cpu: make that the default there.
+    parser.set_defaults(use_cpu=not torch.accelerator.is_available())
+    # Every parameter takes part in every step (pruning drops tokens, not modules): DDP's search for unused ones
+    # only costs time and warns.
+    parser.set_defaults(ddp_find_unused_parameters=False)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    recipe_args, _ = HfArgumentParser(RecipeArguments, add_help=False).parse_known_args(argv)
+    required = []
+    if recipe_args.recipe:
+        recipe = read_recipe(recipe_args.recipe)
+        known = {action.dest for action in parser._actions}
+        unknown = sorted(set(recipe["arguments"]) - known)
+        if unknown:
+            raise SystemExit(f"recipe {recipe_args.recipe} sets unknown arguments {unknown}.")
+        parser.set_defaults(**recipe["arguments"])
+        required = recipe.get("required", [])
+    try:
+        parsed = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as error:  # a __post_init__ refused a value: one line, no traceback
+        raise SystemExit(f"finetune: {error}") from None
+    values = {name: value for arguments in parsed for name, value in vars(arguments).items()}
+    missing = [name for name in required if values.get(name) is None]
+    if missing:
+        raise SystemExit(
+            f"recipe {recipe_args.recipe} needs {', '.join('--' + name for name in missing)}: "
+            f"{read_recipe(recipe_args.recipe)['source']}"
+        )
+    if values["dataset_name"] is None:
+        parser.error(f"give --dataset_name or a --recipe ({', '.join(available_recipes())}).")
+    if any(arg == "--learning_rate" or arg.startswith("--learning_rate=") for arg in argv):
+        parsed[3].base_learning_rate = None  # a learning rate given outright wins over a recipe's base rate
+    try:
+        check_training_arguments(parsed[3], parsed[4])
+    except ValueError as error:
+        raise SystemExit(f"finetune: {error}") from None
+    # The transforms need the audio and labels columns that Trainer would otherwise strip as "unused".
+    parsed[4].remove_unused_columns = False
+    return parsed
+
+
+# -- model ----------------------------------------------------------------------------------------------------------
+
+
+def build_config(model_args, data_args, pruning_args):
+    """The config of the model to fine-tune, pruning off until the schedule starts (validated by the config itself,
+    so a pruning layer the model does not have is refused before any data is read). Its input length is
+    --num_frames, else the dataset's, else the checkpoint's."""
+    settings = {"keep_rate": 1.0, "pruning_layers": pruning_args.layers, "token_score": pruning_args.token_score}
+    spec = DATASETS.get(data_args.dataset_name)
+    num_frames = data_args.num_frames or (spec.num_frames if spec else None)
+    if num_frames is None and not model_args.model_name_or_path:
+        raise ValueError(f"--num_frames is needed for {data_args.dataset_name} (fbank frames of 10 ms per clip).")
+    if num_frames is not None:
+        settings["max_length"] = num_frames
+    if model_args.model_name_or_path:
+        name = model_args.model_name_or_path
+        model_type = PretrainedConfig.get_config_dict(name, cache_dir=model_args.cache_dir)[0].get("model_type")
+        if model_type not in CHECKPOINT_CONFIGS:
+            raise ValueError(
+                f"{name} holds a {model_type!r} model: fine-tuning starts from an AST (stock or pruned) or a pruned "
+                "AudioMAE checkpoint."
+            )
+        config = CHECKPOINT_CONFIGS[model_type].from_pretrained(name, cache_dir=model_args.cache_dir, **settings)
+    else:
+        config_class = MODEL_TYPES[model_args.model_type][0]
+        config = config_class(num_mel_bins=data_args.num_mel_bins, **settings)
+        if model_args.config_overrides:
+            config.update_from_string(model_args.config_overrides)
+        config._attn_implementation = model_args.attn_implementation
+    if model_args.drop_path_rate is not None and hasattr(config, "drop_path_rate"):
+        config.drop_path_rate = model_args.drop_path_rate
+    return config
+
+
+def checkpoint_label_names(config):
+    return [config.id2label[key] for key in sorted(config.id2label)]
+
+
+def build_model(config, model_args, data_args, label_names):
+    """The model for `config` with a head for `label_names`, and its feature extractor: the checkpoint's weights
+    through the Auto classes (a head for other classes is new), or a fresh model of --model_type."""
+    config.id2label = dict(enumerate(label_names))
+    config.label2id = {name: i for i, name in enumerate(label_names)}
+    if model_args.model_name_or_path:
+        name = model_args.model_name_or_path
+        model = AutoModelForAudioClassification.from_pretrained(
+            name,
+            config=config,
+            ignore_mismatched_sizes=True,
+            attn_implementation=model_args.attn_implementation,
+            cache_dir=model_args.cache_dir,
+        )
+        extractor = AutoFeatureExtractor.from_pretrained(name, cache_dir=model_args.cache_dir)
+        extractor.max_length = config.max_length
+    else:
+        model = AutoModelForAudioClassification.from_config(config)
+        extractor = MODEL_TYPES[model_args.model_type][1](
+            num_mel_bins=config.num_mel_bins, max_length=config.max_length, sampling_rate=data_args.sampling_rate
+        )
+    return model, with_fbank_padding(extractor, data_args.fbank_padding)
+
+
+def with_fbank_padding(extractor, fbank_padding):
+    """The extractor, padding short clips as asked. transformers' `ASTFeatureExtractor` only pads with zero; the
+    minimum needs ours, the same Kaldi fbank with a padding choice, which the model folder carries as remote code."""
+    if fbank_padding is None or getattr(extractor, "fbank_padding", "zero") == fbank_padding:
+        return extractor
+    if hasattr(extractor, "fbank_padding"):
+        extractor.fbank_padding = fbank_padding
+        return extractor
+    settings = {key: value for key, value in extractor.to_dict().items() if key != "feature_extractor_type"}
+    return AudioMAEFeatureExtractor(**{**settings, "fbank_padding": fbank_padding})
+
+
+def reset_classifier(model):
+    """A freshly initialised head. A head of the same size for other classes would load silently (only size
+    mismatches are re-initialised), and `_init_weights` skips loaded weights: take a new model's head instead."""
+    model.classifier.load_state_dict(type(model)(model.config).classifier.state_dict())
+
+
+def scaled_learning_rate(base_learning_rate, training_args):
+    """AudioMAE's rule: the base rate times the global batch over 256."""
+    global_batch = training_args.train_batch_size * training_args.world_size * training_args.gradient_accumulation_steps
+    return base_learning_rate * global_batch / 256
+
+
+def optimizer_cls_and_kwargs(optimizer, training_args):
+    """`Trainer`'s `optimizer_cls_and_kwargs`: `None` (its own AdamW from `--optim`) or AST's torch Adam with L2 weight
+    decay and the Trainer's betas, epsilon and learning rate."""
+    if optimizer != "adam":
+        return None
+    return (
+        torch.optim.Adam,
+        {
+            "lr": training_args.learning_rate,
+            "weight_decay": training_args.weight_decay,
+            "betas": (training_args.adam_beta1, training_args.adam_beta2),
+            "eps": training_args.adam_epsilon,
+        },
+    )
+
+
+# -- data -----------------------------------------------------------------------------------------------------------
+
+
+def load_data(data_args, cache_dir):
+    data = load_audio_classification(
+        data_args.dataset_name,
+        source=data_args.dataset_source,
+        config_name=data_args.dataset_config_name,
+        data_dir=data_args.data_dir,
+        revision=data_args.dataset_revision,
+        fold=data_args.fold,
+        audio_column_name=data_args.audio_column_name,
+        label_column_name=data_args.label_column_name,
+        sampling_rate=data_args.sampling_rate,
+        cache_dir=cache_dir,
+    )
+    if data_args.max_train_samples:
+        data.train = data.train.select(range(min(data_args.max_train_samples, len(data.train))))
+    if data_args.max_eval_samples:
+        data.eval = data.eval.select(range(min(data_args.max_eval_samples, len(data.eval))))
+        data.test = data.test.select(range(min(data_args.max_eval_samples, len(data.test))))
+    for report in drop_unusable_audio(data, data_args.sampling_rate, drop=data_args.drop_unusable_rows):
+        logger.warning("dropped: %s", report)
+    return data
+
+
+def set_normalization(extractor, data, data_args):
+    """The fbank normalisation: given, the dataset's published one, or estimated on the training clips."""
+    mean = data_args.feature_mean if data_args.feature_mean is not None else data.spec.mean
+    std = data_args.feature_std if data_args.feature_std is not None else data.spec.std
+    if mean is None or std is None:
+        mean, std = estimate_normalization(data.train, extractor)
+        logger.info("fbank normalisation estimated on the training clips: mean %.4f, std %.4f", mean, std)
+    extractor.mean, extractor.std, extractor.do_normalize = mean, std, True
+
+
+def set_transforms(data, extractor, data_args, patch_size, one_hot, seed, num_frames):
+    """Features on the fly: augmented for training, plain for evaluation. Returns the training transform and the
+    augmentations the keep-rate schedule may switch off."""
+    fill = normalised_zero(extractor)
+    augmentations = [
+        SpecAugment(data_args.freq_mask, data_args.time_mask, fill),
+        PatchMasking(data_args.patch_mask_ratio, patch_size, fill),
+    ]
+    num_labels = len(data.label_names)
+    train = AudioFeatureTransform(
+        extractor,
+        num_labels,
+        data.multi_label,
+        one_hot,
+        augmentations,
+        Mixup(data_args.mixup, data_args.mixup_alpha),
+        seed,
+        time_shift=TimeShift(num_frames, data_args.sampling_rate) if data_args.time_shift else None,
+    )
+    plain = AudioFeatureTransform(extractor, num_labels, data.multi_label, one_hot)
+    data.train.set_transform(train)
+    data.eval.set_transform(plain)
+    data.test.set_transform(plain)
+    return train, augmentations
+
+
+def make_compute_metrics(metric_name):
+    metric = metric_modules.load(metric_name)
+
+    def compute_metrics(prediction):
+        logits, labels = prediction.predictions, prediction.label_ids
+        if metric_name == "accuracy" and labels.ndim == 2:
+            labels = labels.argmax(axis=1)  # one-hot targets of a BCE loss
+        return metric.compute(predictions=logits, references=labels.astype("int64"))
+
+    return compute_metrics
+
+
+# -- results --------------------------------------------------------------------------------------------------------
+
+
+def results_table(results, metric, split, keep_rate):
+    """The metric and GMACs per keep rate, as printed at the end of a run."""
+    name = METRIC_NAMES[metric]
+    full = results[[row["keep_rate"] for row in results].index(1.0)]
+    lines = [
+        f"\n{name} on the {split} split per keep rate (trained to {keep_rate}):",
+        f"{'keep rate':>9} | {name:>8} | {'GMACs':>7} | MACs vs 1.0",
+    ]
+    for row in results:
+        marker = "  <- trained" if math.isclose(row["keep_rate"], keep_rate) else ""
+        lines.append(
+            f"{row['keep_rate']:>9.2f} | {row['metric']:>8.4f} | {row['gmacs']:>7.3f} | "
+            f"{100 * row['gmacs'] / full['gmacs']:>5.1f} %{marker}"
+        )
+    return "\n".join(lines)
+
+
+def training_hyperparameters(trainer, model, data_args, pruning_args, recipe_name):
+    """The card's hyper-parameter table."""
+    args = trainer.args
+    extractor = trainer.processing_class
+    return {
+        "recipe": recipe_name or "-",
+        "keep rate schedule": f"1.0 until epoch {pruning_args.shrink_start_epoch}, cosine to {pruning_args.keep_rate} "
+        f"over {pruning_args.shrink_epochs} epochs, stepped per optimizer step",
+        "epochs": round(trainer.state.epoch, 2),
+        "batch size (global)": args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps,
+        "optimizer": f"{pruning_args.optimizer}, betas ({args.adam_beta1}, {args.adam_beta2}), "
+        f"weight decay {args.weight_decay}",
+        "learning rate": args.learning_rate,
+        "warm-up steps": args.warmup_steps,
+        "gradient clipping (max norm)": args.max_grad_norm or "-",
+        "learning-rate schedule": f"step decay (start epoch, every, factor) {pruning_args.lr_step_decay}"
+        if pruning_args.lr_step_decay
+        else str(args.lr_scheduler_type.value),
+        "layer decay": pruning_args.layer_decay or "-",
+        "loss": "binary cross-entropy" if model.config.problem_type.startswith("multi") else "cross-entropy",
+        "SpecAugment (freq, time)": f"{data_args.freq_mask}, {data_args.time_mask}",
+        "patch masking": data_args.patch_mask_ratio,
+        "mixup (probability, alpha)": f"{data_args.mixup}, {data_args.mixup_alpha}",
+        "fbank frames / normalisation": f"{model.config.max_length} / mean {extractor.mean:.4f}, "
+        f"std {extractor.std:.4f}",
+        "short clips padded with": getattr(extractor, "fbank_padding", "zero"),
+        "time shift (each clip at a random position of the input)": data_args.time_shift,
+    }
+
+
+def write_card(trainer, model_args, data_args, pruning_args, data, results, recipe_name):
+    """The output folder's model card (README.md), keep-rate plot and results JSON; the card is also the one
+    `trainer.push_to_hub` publishes."""
+    model, output = trainer.model, Path(trainer.args.output_dir)
+    plot_file = "keep_rate_schedule.png"
+    schedule = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, KeepRateScheduleCallback))
+    plot_training(
+        schedule.trajectory(trainer.state.max_steps),
+        trainer.state.log_history,
+        results,
+        model.config.keep_rate,
+        data.spec.metric,
+        output / plot_file,
+        title=output.name,
+    )
+    (output / "keep_rate_sweep.json").write_text(json.dumps(results, indent=2))
+    audiofolder = data_args.dataset_name == "audiofolder"
+    card = build_model_card(
+        CARD_TEMPLATE,
+        model_name=output.name,
+        model=model,
+        base_model=model_args.model_name_or_path,
+        dataset_id=Path(data.source).name if audiofolder else data.source,
+        dataset_pretty_name=f"{Path(data.source).name} (audio folder)" if audiofolder else data.spec.pretty_name,
+        dataset_config=data.config_name,
+        dataset_split=data.splits["test"],
+        metric=data.spec.metric,
+        results=results,
+        hyperparameters=training_hyperparameters(trainer, model, data_args, pruning_args, recipe_name),
+        plot_file=plot_file,
+        repo_id=trainer.hub_model_id if trainer.args.push_to_hub else str(output),
+    )
+    card.save(output / "README.md")
+    trainer.model_card = card
+    print(f"\nwrote {output}: weights, remote code, feature extractor, README.md (model card), {plot_file}")
+    print(f"next: one clip at each keep rate: python recipes/inference_demo.py --model_name_or_path {output}")
+    if data_args.dataset_name not in DATASETS or audiofolder:
+        print(
+            f"      which patches it keeps: python recipes/analyze.py --model_name_or_path {output} --dataset_name "
+            f"{data_args.dataset_name}" + (f" --data_dir {data_args.data_dir}" if data_args.data_dir else "")
+            + f" --split {data.splits['test']} --output_dir {output / 'analysis'}"
+        )
+
+
+# -- the recipe -----------------------------------------------------------------------------------------------------
+
+
+def main(argv=None):
+    recipe, model_args, data_args, pruning_args, training_args = parse_arguments(argv)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if training_args.should_log else logging.WARNING,
+    )
+    transformers.utils.logging.set_verbosity_warning()
+    if model_args.torch_threads:
+        torch.set_num_threads(model_args.torch_threads)
+    set_seed(training_args.seed)
+    if pruning_args.base_learning_rate is not None:
+        training_args.learning_rate = scaled_learning_rate(pruning_args.base_learning_rate, training_args)
+        logger.info("learning rate %.3g from base %.3g", training_args.learning_rate, pruning_args.base_learning_rate)
+
+    try:  # a config value the model refuses, e.g. a pruning layer it does not have
+        config = build_config(model_args, data_args, pruning_args)
+    except ValueError as error:
+        raise SystemExit(f"finetune: {error}") from None
+
+    with training_args.main_process_first(desc="loading and checking the dataset"):
+        try:
+            data = load_data(data_args, model_args.cache_dir)
+        except ValueError as error:  # bad input: say what is wrong, without a traceback
+            raise SystemExit(f"finetune: {error}") from None
+    same_classes = False
+    if model_args.model_name_or_path:
+        checkpoint_labels = checkpoint_label_names(config)
+        if data.align_labels(checkpoint_labels):
+            logger.info("classes renumbered in the order of the checkpoint's classifier, which is kept")
+        same_classes = checkpoint_labels == data.label_names
+    model, extractor = build_model(config, model_args, data_args, data.label_names)
+    if extractor.sampling_rate != data_args.sampling_rate:
+        # the Kaldi fbank frames 25 ms windows in samples of the extractor's rate: other audio would be misread
+        raise SystemExit(
+            f"--sampling_rate {data_args.sampling_rate}: the feature extractor expects {extractor.sampling_rate} Hz "
+            f"audio; decode at --sampling_rate {extractor.sampling_rate}."
+        )
+    if model_args.model_name_or_path and (model_args.reset_classifier or not same_classes):
+        reset_classifier(model)
+        logger.info("new classifier head for the %d classes of %s", len(data.label_names), data_args.dataset_name)
+    set_normalization(extractor, data, data_args)
+    loss = data_args.training_loss
+    model.config.problem_type = "multi_label_classification" if loss == "bce" else "single_label_classification"
+    train_transform, augmentations = set_transforms(
+        data,
+        extractor,
+        data_args,
+        model.config.patch_size,
+        one_hot=loss == "bce",
+        seed=training_args.seed,
+        num_frames=config.max_length,
+    )
+
+    # As the paper: augmentation stops when shrinking starts, only in runs that prune.
+    stop_augmenting = pruning_args.keep_rate < 1.0 and not pruning_args.augment_while_pruning
+    if stop_augmenting and pruning_args.shrink_start_epoch == 0 and (
+        data_args.freq_mask or data_args.time_mask or data_args.patch_mask_ratio
+    ):
+        logger.warning(
+            "--freq_mask / --time_mask / --patch_mask_ratio have no effect: augmentation stops when the keep rate "
+            "starts shrinking, which is at epoch 0 (--shrink_start_epoch). --augment_while_pruning true keeps it."
+        )
+    schedule = KeepRateScheduleCallback(
+        pruning_args.keep_rate,
+        pruning_args.shrink_start_epoch,
+        pruning_args.shrink_epochs,
+        augmentations=augmentations if stop_augmenting else (),
+    )
+    trainer = PrunedModelTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        processing_class=extractor,
+        compute_metrics=make_compute_metrics(data.spec.metric),
+        callbacks=[schedule, AugmentationEpochCallback(train_transform)],
+        optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(pruning_args.optimizer, training_args),
+        layer_decay=pruning_args.layer_decay,
+        lr_step_decay=pruning_args.step_decay,
+        warmup_epochs=pruning_args.warmup_epochs,
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+
+    results = keep_rate_sweep(trainer, data.test, pruning_args.keep_rates, data.spec.metric)
+    trainer.save_model()
+    if trainer.is_world_process_zero():
+        print(results_table(results, data.spec.metric, data.splits["test"], pruning_args.keep_rate), flush=True)
+        write_card(trainer, model_args, data_args, pruning_args, data, results, recipe.recipe)
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
+    return trainer
+
+
+__all__ = [
+    "ARGUMENT_CLASSES",
+    "DataArguments",
+    "ModelArguments",
+    "PruningArguments",
+    "RecipeArguments",
+    "available_recipes",
+    "build_config",
+    "build_model",
+    "main",
+    "optimizer_cls_and_kwargs",
+    "parse_arguments",
+    "read_recipe",
+    "reset_classifier",
+    "scaled_learning_rate",
+    "write_card",
+]

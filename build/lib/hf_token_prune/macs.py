@@ -1,0 +1,412 @@
+"""Multiply-accumulates (MACs) of pruned and unpruned AST / AudioMAE models, counted from the config.
+
+    python -m hf_token_prune.macs --model vit-b --keep_rates 1.0,0.9,0.8,0.7,0.6,0.5,0.4 --max_length 128,512,1024
+    python -m hf_token_prune.macs --table2              # the paper's Table II beside ours, with the difference
+    python -m hf_token_prune.macs --model path/to/checkpoint --verify   # also count the real forward
+
+Counting convention (the one under which the paper's Table II is reproduced to 0.1 G):
+
+* One MAC is one multiply-add of a matrix product: a linear layer mapping ``n`` tokens from ``d_in`` to ``d_out``
+  features costs ``n * d_in * d_out``; biases, LayerNorm, GELU, softmax, residual additions, pooling, top-k and
+  gathers cost nothing. This is also what ``torch.utils.flop_counter.FlopCounterMode`` counts (its FLOPs are
+  2 x MACs), so the analytic count can be checked against a real forward (:func:`count_forward_macs`).
+* Patch embedding: ``patches * patch_size**2 * hidden`` (a one-channel convolution).
+* Each transformer layer with ``Na`` tokens in its attention and ``Nm`` in its MLP (``Nm < Na`` only in a pruning
+  layer, which drops tokens between the two): ``4 * Na * D**2`` (query, key, value, output projections)
+  ``+ 2 * Na**2 * D`` (``QK^T`` and attention x ``V``) ``+ 2 * Nm * D * intermediate`` (the MLP;
+  ``8 * Nm * D**2`` for ViT-B). Token counts include the extra tokens (AST: CLS and distillation, AudioMAE: CLS),
+  which are never pruned; patch tokens left after each pruning layer follow the models' own ceil rule
+  (:func:`hf_token_prune.pruning.kept_token_counts`).
+* Token scoring: with eager attention the score is read from the attention weights (no MACs). With a fused
+  attention (SDPA, the default) the weights never exist: an AST pruning layer recomputes the CLS row of ``QK^T``
+  (``Na * D``, counted separately); an AudioMAE pruning layer computes its attention itself, chunked, and reads the
+  score off the same probabilities, so its scoring costs no MACs beyond the attention's own.
+* Classifier: ``hidden * num_labels``. Counted separately.
+
+Table II of the paper counts the patch embedding and the layers of a ViT-B with **one** extra token (the paper gives
+one table for both models), without classifier and scoring: :attr:`MacCount.paper_convention` with
+``num_extra_tokens=1``. AST really carries two extra tokens, which adds up to 0.1 G (0.05 G at 64 patches).
+"""
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, replace
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+from .pruning import kept_token_counts, num_kept_tokens, parse_keep_rates
+
+
+AST_MODEL_TYPES = ("audio-spectrogram-transformer", "pruned-audio-spectrogram-transformer")
+AUDIOMAE_MODEL_TYPE = "pruned-audiomae"
+
+# Paper Table II: GMACs of ViT-B at 64 / 256 / 512 patches (Speech Commands, ESC-50, AudioSet/VoxCeleb clip lengths).
+TABLE_II_KEEP_RATES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
+TABLE_II = {
+    64: (5.6, 4.9, 4.30, 3.7, 3.3, 2.8, 2.5),
+    256: (23.1, 20.0, 17.3, 15.0, 13.1, 11.4, 10.0),
+    512: (48.6, 41.8, 36.0, 31.1, 27.1, 23.7, 20.8),
+}
+TABLE_II_TOLERANCE = 0.1  # GMACs; the paper prints one decimal
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The numbers a MAC count needs from a config, whichever model family it describes."""
+
+    family: str  # "ast" or "audiomae"
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    patch_size: int
+    num_patches: int
+    num_extra_tokens: int
+    num_labels: int
+    pruning_layers: tuple[int, ...]
+    token_score: str
+
+    @property
+    def scoring_costs_macs(self) -> bool:
+        """AST recomputes its CLS row beside SDPA; AudioMAE's pruning layers get the score with their attention."""
+        return self.family == "ast"
+
+
+@dataclass(frozen=True)
+class MacCount:
+    """MACs of one forward pass, split by where they are spent (all integers, for ``batch_size`` inputs)."""
+
+    patch_embedding: int
+    attention_projections: int
+    attention_matmuls: int
+    mlp: int
+    token_scoring: int
+    classifier: int
+    tokens_per_layer: tuple[tuple[int, int], ...]  # (tokens in attention, tokens in MLP) of each layer, per sample
+    kept_patches: tuple[int, ...]  # patch tokens left after each pruning layer
+
+    @property
+    def layers(self) -> int:
+        return self.attention_projections + self.attention_matmuls + self.mlp
+
+    @property
+    def paper_convention(self) -> int:
+        """Patch embedding and transformer layers only: what the paper's Table II counts."""
+        return self.patch_embedding + self.layers
+
+    @property
+    def total(self) -> int:
+        return self.paper_convention + self.token_scoring + self.classifier
+
+
+def _shape_of(config, max_length=None) -> ModelShape:
+    model_type = getattr(config, "model_type", None)
+    max_length = config.max_length if max_length is None else max_length
+    if model_type in AST_MODEL_TYPES:
+        # Same arithmetic as ASTEmbeddings.get_shape (a strided convolution, overlapping strides allowed).
+        frequency_patches = (config.num_mel_bins - config.patch_size) // config.frequency_stride + 1
+        time_patches = (max_length - config.patch_size) // config.time_stride + 1
+        family, num_patches, num_extra_tokens = "ast", frequency_patches * time_patches, 2
+    elif model_type == AUDIOMAE_MODEL_TYPE:
+        time_patches, frequency_patches = max_length // config.patch_size, config.num_mel_bins // config.patch_size
+        family, num_patches, num_extra_tokens = "audiomae", time_patches * frequency_patches, 1
+    else:
+        raise ValueError(
+            f"Cannot count MACs of model_type={model_type!r}: supported are {', '.join(AST_MODEL_TYPES)} and "
+            f"{AUDIOMAE_MODEL_TYPE} (pass an AST / PrunedAST / PrunedAudioMAE config or a preset name)."
+        )
+    if time_patches < 1 or frequency_patches < 1:
+        raise ValueError(
+            f"max_length={max_length} frames x num_mel_bins={config.num_mel_bins} is smaller than one "
+            f"{config.patch_size}x{config.patch_size} patch: use at least {config.patch_size} frames."
+        )
+    return ModelShape(
+        family=family,
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_hidden_layers,
+        patch_size=config.patch_size,
+        num_patches=num_patches,
+        num_extra_tokens=num_extra_tokens,
+        num_labels=getattr(config, "num_labels", 0),
+        # A stock AST config has no pruning fields: count it as PrunedAST would run it.
+        pruning_layers=tuple(getattr(config, "pruning_layers", (3, 6, 9))),
+        token_score=getattr(config, "token_score", "attention"),
+    )
+
+
+def count_macs(
+    config,
+    keep_rate: float | None = None,
+    max_length: int | None = None,
+    batch_size: int = 1,
+    attn_implementation: str | None = None,
+    num_extra_tokens: int | None = None,
+) -> MacCount:
+    """Analytic MACs of a forward pass of the model ``config`` describes (see the module docstring for the rules).
+
+    Args:
+        config: an `ASTConfig`, `PrunedASTConfig` or `PrunedAudioMAEConfig` (or a preset from :func:`preset_config`).
+        keep_rate: defaults to ``config.keep_rate`` (1.0 for a stock AST config).
+        max_length: input frames; defaults to ``config.max_length``.
+        batch_size: inputs per forward; every sample keeps the same number of tokens.
+        attn_implementation: ``"sdpa"`` / ``"eager"``; decides whether attention scores cost MACs (see above).
+            Defaults to the config's, else ``"sdpa"`` (transformers' default).
+        num_extra_tokens: override the family's count (the paper's Table II uses 1 for both models).
+    """
+    shape = _shape_of(config, max_length)
+    if num_extra_tokens is not None:
+        shape = replace(shape, num_extra_tokens=num_extra_tokens)
+    keep_rate = getattr(config, "keep_rate", 1.0) if keep_rate is None else keep_rate
+    if not 0.0 < keep_rate <= 1.0:
+        raise ValueError(f"keep_rate={keep_rate!r} is invalid: it must lie in (0, 1].")
+    attn_implementation = attn_implementation or getattr(config, "_attn_implementation", None) or "sdpa"
+    scores_cost_macs = attn_implementation != "eager" and shape.token_score == "attention"
+
+    hidden, extra = shape.hidden_size, shape.num_extra_tokens
+    kept = kept_token_counts(shape.num_patches, keep_rate, len(shape.pruning_layers))
+    patches, next_pruning = shape.num_patches, 0
+    projections = matmuls = mlp = scoring = 0
+    tokens_per_layer = []
+    for index in range(shape.num_hidden_layers):
+        attention_tokens = patches + extra
+        if index in shape.pruning_layers:
+            if num_kept_tokens(patches, keep_rate) < patches and scores_cost_macs and shape.scoring_costs_macs:
+                scoring += attention_tokens * hidden
+            patches = kept[next_pruning]
+            next_pruning += 1
+        mlp_tokens = patches + extra
+        projections += 4 * attention_tokens * hidden * hidden
+        matmuls += 2 * attention_tokens * attention_tokens * hidden
+        mlp += 2 * mlp_tokens * hidden * shape.intermediate_size
+        tokens_per_layer.append((attention_tokens, mlp_tokens))
+
+    return MacCount(
+        patch_embedding=batch_size * shape.num_patches * shape.patch_size**2 * hidden,
+        attention_projections=batch_size * projections,
+        attention_matmuls=batch_size * matmuls,
+        mlp=batch_size * mlp,
+        token_scoring=batch_size * scoring,
+        classifier=batch_size * hidden * shape.num_labels,
+        tokens_per_layer=tuple(tokens_per_layer),
+        kept_patches=tuple(kept),
+    )
+
+
+# -- presets ------------------------------------------------------------------------------------------------------
+
+PRESETS = {
+    "vit-b": "AST ViT-B as in the paper: 128 mel bins, 16x16 patches at stride 16, 1024 frames (512 patches), 527 labels",
+    "ast-vit-b": "same as vit-b",
+    "audiomae-vit-b": "AudioMAE ViT-B: 128 mel bins, 16x16 patches, 1024 frames (512 patches), one CLS token, 527 labels",
+}
+
+
+def preset_config(name: str, max_length: int = 1024, **overrides):
+    """A ViT-B config of the paper's layout (``PRESETS``), ready for :func:`count_macs` or to build a model."""
+    if name in ("vit-b", "ast-vit-b"):
+        from .configuration_pruned_ast import PrunedASTConfig
+
+        kwargs = dict(max_length=max_length, frequency_stride=16, time_stride=16, num_labels=527)
+        return PrunedASTConfig(**{**kwargs, **overrides})
+    if name == "audiomae-vit-b":
+        kwargs = dict(max_length=max_length, num_labels=527)
+        from .configuration_pruned_audiomae import PrunedAudioMAEConfig
+
+        return PrunedAudioMAEConfig(**{**kwargs, **overrides})
+    raise ValueError(f"Unknown preset {name!r}: choose one of {', '.join(PRESETS)}, or give a checkpoint folder.")
+
+
+def table_ii_comparison():
+    """Rows ``(patches, keep_rate, paper, ours, ast)`` in GMACs: ours in the paper's convention (one extra token),
+    ``ast`` the same count with AST's two extra tokens."""
+    rows = []
+    for patches, paper_row in TABLE_II.items():
+        config = preset_config("vit-b", max_length=patches // 8 * 16)
+        for keep_rate, paper in zip(TABLE_II_KEEP_RATES, paper_row):
+            ours = count_macs(config, keep_rate, num_extra_tokens=1).paper_convention / 1e9
+            ast = count_macs(config, keep_rate).paper_convention / 1e9
+            rows.append((patches, keep_rate, paper, ours, ast))
+    return rows
+
+
+# -- cross-check on a real forward ----------------------------------------------------------------------------------
+
+
+def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_sdpa_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+# torch registers FLOP formulas for the CUDA attention kernels only; CPU SDPA would otherwise count as 0.
+CPU_SDPA_FLOP_FORMULAS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward_flops,
+}
+
+
+def flop_counter() -> FlopCounterMode:
+    """A silent ``FlopCounterMode`` that also counts CPU SDPA (FLOPs = 2 x MACs)."""
+    return FlopCounterMode(display=False, custom_mapping=CPU_SDPA_FLOP_FORMULAS)
+
+
+def count_forward_macs(model, input_values, **forward_kwargs) -> int:
+    """MACs of ``model(input_values)`` as ``FlopCounterMode`` sees them (matrix products and convolutions)."""
+    with flop_counter() as counter, torch.no_grad():
+        model(input_values, **forward_kwargs)
+    return counter.get_total_flops() // 2
+
+
+def build_model(config):
+    """A random-weight model for ``config`` (only shapes matter for counting)."""
+    if getattr(config, "model_type", None) == AUDIOMAE_MODEL_TYPE:
+        from .modeling_pruned_audiomae import PrunedAudioMAEForAudioClassification
+
+        return PrunedAudioMAEForAudioClassification(config).eval()
+    from .configuration_pruned_ast import PrunedASTConfig
+    from .modeling_pruned_ast import PrunedASTForAudioClassification
+
+    if not isinstance(config, PrunedASTConfig):
+        config = PrunedASTConfig(**config.to_dict())
+    return PrunedASTForAudioClassification(config).eval()
+
+
+# -- command line ---------------------------------------------------------------------------------------------------
+
+
+def _parse_list(text, kind, name):
+    try:
+        return [kind(value) for value in text.split(",")]
+    except ValueError:
+        raise SystemExit(f"--{name}={text!r}: give comma-separated {kind.__name__} values, e.g. 1.0,0.7,0.5")
+
+
+def _load_config(model):
+    if model in PRESETS:
+        return preset_config(model)
+    if not os.path.isdir(model):
+        raise SystemExit(
+            f"--model {model!r} is neither a preset ({', '.join(PRESETS)}) nor a folder with a config.json."
+        )
+    from transformers import AutoConfig  # the package's import registered the pruned model types with it
+
+    return AutoConfig.from_pretrained(model)
+
+
+def _print_table_ii():
+    rows = table_ii_comparison()
+    print("Paper Table II vs ours, GMACs (ViT-B, 16x16 patches; patch embedding + 12 layers, one extra token)")
+    header = "patches | row         | " + " | ".join(f"{rate:>5}" for rate in TABLE_II_KEEP_RATES)
+    print(header)
+    print("-" * len(header))
+    for patches in TABLE_II:
+        cells = [row for row in rows if row[0] == patches]
+        for label, column in (("paper", 2), ("ours", 3), ("difference", None), ("AST 2 extra", 4)):
+            values = [cell[3] - cell[2] if column is None else cell[column] for cell in cells]
+            text = " | ".join(f"{value:+5.2f}" if column is None else f"{value:5.2f}" for value in values)
+            print(f"{patches if label == 'paper' else '':>7} | {label:<11} | {text}")
+    worst = max(abs(ours - paper) for _, _, paper, ours, _ in rows)
+    verdict = "all within" if worst <= TABLE_II_TOLERANCE else "NOT all within"
+    print(f"max |ours - paper| = {worst:.3f} G: {verdict} {TABLE_II_TOLERANCE} G over {len(rows)} cells")
+    return worst <= TABLE_II_TOLERANCE
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m hf_token_prune.macs",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--model",
+        default="vit-b",
+        help="a preset (" + "; ".join(f"{name}: {text}" for name, text in PRESETS.items()) + ") or a folder "
+        "holding a config.json of an AST / PrunedAST / PrunedAudioMAE checkpoint (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--keep_rates",
+        default="1.0,0.9,0.8,0.7,0.6,0.5,0.4",
+        help="comma-separated keep rates in (0, 1] (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max_length",
+        default=None,
+        help="comma-separated input lengths in frames (default: the config's; 128, 512, 1024 "
+        "frames give the paper's 64, 256, 512 patches)",
+    )
+    parser.add_argument("--batch_size", type=int, default=1)
+    parser.add_argument(
+        "--attn_implementation",
+        choices=["sdpa", "eager"],
+        default="sdpa",
+        help="with sdpa, pruning layers recompute the attention scores they rank by (counted as "
+        "'scoring'); with eager they read them from the weights (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="also run each forward (random weights) under torch's FlopCounterMode and print its count",
+    )
+    parser.add_argument(
+        "--table2",
+        action="store_true",
+        help="print the paper's Table II beside ours with the difference, then exit (status 1 if a "
+        f"cell differs by more than {TABLE_II_TOLERANCE} G)",
+    )
+    args = parser.parse_args(argv)
+
+    if args.table2:
+        return 0 if _print_table_ii() else 1
+
+    config = _load_config(args.model)
+    try:
+        keep_rates = parse_keep_rates(args.keep_rates)
+    except ValueError as error:
+        raise SystemExit(f"--keep_rates {error}") from None
+    lengths = _parse_list(args.max_length, int, "max_length") if args.max_length else [config.max_length]
+    if args.batch_size < 1:
+        raise SystemExit(f"--batch_size={args.batch_size}: must be at least 1.")
+
+    print(f"GMACs per forward, batch {args.batch_size}, {args.attn_implementation} attention, model {args.model}")
+    columns = (
+        "frames | patches | keep rate | kept patches per pruning layer | total  | x fewer | embed  | attn proj "
+        "| attn QK,AV | MLP    | scoring | head"
+    )
+    if args.verify:
+        columns += " | FlopCounterMode | diff"
+    print(columns)
+    print("-" * len(columns))
+    for max_length in lengths:
+        baseline = count_macs(config, 1.0, max_length, args.batch_size, args.attn_implementation)
+        for keep_rate in keep_rates:
+            try:
+                macs = count_macs(config, keep_rate, max_length, args.batch_size, args.attn_implementation)
+            except ValueError as error:
+                raise SystemExit(str(error))
+            line = (
+                f"{max_length:>6} | {_shape_of(config, max_length).num_patches:>7} | {keep_rate:>9.2f} | "
+                f"{str(list(macs.kept_patches)):<30} | {macs.total / 1e9:6.2f} | {baseline.total / macs.total:6.2f}x | "
+                f"{macs.patch_embedding / 1e9:6.3f} | {macs.attention_projections / 1e9:9.2f} | "
+                f"{macs.attention_matmuls / 1e9:10.2f} | {macs.mlp / 1e9:6.2f} | {macs.token_scoring / 1e9:7.4f} | "
+                f"{macs.classifier / 1e9:.4f}"
+            )
+            if args.verify:
+                line += " | " + _verify(config, keep_rate, max_length, args.batch_size, args.attn_implementation, macs)
+            print(line, flush=True)
+    return 0
+
+
+def _verify(config, keep_rate, max_length, batch_size, attn_implementation, macs):
+    model = build_model(config.__class__.from_dict({**config.to_dict(), "max_length": max_length}))
+    model.set_attn_implementation(attn_implementation)
+    model.set_keep_rate(keep_rate)
+    counted = count_forward_macs(model, torch.randn(batch_size, max_length, config.num_mel_bins))
+    return f"{counted / 1e9:15.2f} | {(macs.total - counted) / counted:+.2e}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

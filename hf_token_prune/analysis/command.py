@@ -1,0 +1,199 @@
+"""The paper's analyses of a pruned audio transformer on an audio classification split, as tables, figures and an index.
+
+    hf-token-prune analyze --model_name_or_path outputs/demo --dataset_name audiofolder \\
+        --data_dir data/keywords --split test            # or: python recipes/analyze.py ...
+
+Analyses (--analyses, comma-separated; default all):
+  sweep         Table I/II: metric at keep rates 1.0..0.4 for every token score and token reduction (prune, fuse,
+                merge), training-free on the given weights, with analytic GMACs; --sweep_models adds fine-tuned
+                folders (one per keep rate / score / method) to the table
+  patterns      Fig. 3: spectrograms with the patches pruned at each pruning layer blanked, or under fuse / merge
+                what the fused token absorbed / the merged groups (--num_examples)
+  clusters      Table III / Fig. 5: 1-D k-means (k=5) of all patch intensities, C1..C5 by ascending intensity
+  kendall       Fig. 4: Kendall's tau per block between attention score and clustered intensity / variation
+  cluster_drop  Table IV: keep rate 1.0, drop the C1+C2 or C4+C5 tokens after block i (--blocks)
+  histograms    Fig. 6: log 2-D histogram of patch mean vs std, all patches vs those kept to the last layer
+
+The model folder must hold a pruned model (or a stock AST checkpoint) and its feature extractor. The dataset is
+anything `datasets.load_dataset(--dataset_name, data_dir=--data_dir, split=--split)` reads, with an audio column
+and a label column (found automatically, or named with --audio_column / --label_column). Everything is written to
+--output_dir (default: the model folder's analysis/): PNG figures, CSV + markdown tables, and index.md linking them.
+"""
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from hf_token_prune.analysis import (
+    ANALYSES,
+    DEFAULT_BLOCKS,
+    DEFAULT_KEEP_RATES,
+    analysis_keep_rate,
+    cluster_drop,
+    fine_tuned_sweep,
+    intensity_clusters,
+    keep_rate_sweep,
+    kendall_tau_per_block,
+    load_audio_dataset,
+    load_pruned_model,
+    padding_note,
+    parse_analyses,
+    patch_statistics,
+    prepare_analysis_data,
+    pruning_patterns,
+    retained_patch_histograms,
+    variation_clusters,
+)
+from hf_token_prune.analysis.report import write_index
+from hf_token_prune.checks import check_audio_folder, check_model, one_line
+from hf_token_prune.pruning import TOKEN_SCORES, parse_keep_rates
+from hf_token_prune.reduction import TOKEN_REDUCTIONS
+
+
+def _analyses(text):
+    try:
+        return parse_analyses(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error))
+
+
+def _keep_rate(text):
+    (keep_rate,) = _keep_rates(text)
+    return keep_rate
+
+
+def _keep_rates(text):
+    try:
+        return parse_keep_rates(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error))
+
+
+def _token_reductions(text):
+    methods = text.split(",")
+    unknown = [method for method in methods if method not in TOKEN_REDUCTIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{text!r}: unknown {unknown}; choose from {','.join(TOKEN_REDUCTIONS)}")
+    return methods
+
+
+def _numbers(kind):
+    def parse(text):
+        try:
+            return [kind(value) for value in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated {kind.__name__}s")
+
+    return parse
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_name_or_path", required=True, help="pruned model folder (with its feature extractor)")
+    parser.add_argument("--dataset_name", required=True, help="datasets.load_dataset name, e.g. audiofolder")
+    parser.add_argument("--data_dir", help="data_dir for load_dataset (an audiofolder's root)")
+    parser.add_argument("--split", default="test", help="split to analyse (default: %(default)s)")
+    parser.add_argument("--audio_column", help="audio column (default: the first Audio feature)")
+    parser.add_argument("--label_column", help="label column (default: label, labels or the first ClassLabel)")
+    parser.add_argument("--analyses", type=_analyses, default=list(ANALYSES),
+                        help=f"comma-separated subset of {','.join(ANALYSES)} (default: all)")
+    parser.add_argument("--output_dir", type=Path,
+                        help="where the figures, tables and index.md go (default: <model folder>/analysis)")
+    parser.add_argument("--keep_rate", type=_keep_rate,
+                        help="keep rate for patterns, kendall and histograms (default: the model's own, else 0.5)")
+    parser.add_argument("--keep_rates", type=_keep_rates, default=list(DEFAULT_KEEP_RATES),
+                        help="sweep keep rates (default: 1.0,0.9,...,0.4)")
+    parser.add_argument("--token_scores", type=_numbers(str), default=list(TOKEN_SCORES),
+                        help=f"sweep token scores (default: {','.join(TOKEN_SCORES)})")
+    parser.add_argument("--token_reductions", type=_token_reductions, default=list(TOKEN_REDUCTIONS),
+                        help=f"sweep methods, any of {','.join(TOKEN_REDUCTIONS)}; fuse and merge rank by attention "
+                        "(default: all)")
+    parser.add_argument("--sweep_models", nargs="*", default=[],
+                        help="fine-tuned model folders added to the sweep table, each at its own keep rate / score")
+    parser.add_argument("--num_examples", type=int, default=4, help="patterns: examples drawn (default: %(default)s)")
+    parser.add_argument("--blocks", type=_numbers(int), default=list(DEFAULT_BLOCKS),
+                        help="cluster_drop: 0-based blocks after which tokens are dropped (default: 1,3,5,7,9,11)")
+    parser.add_argument("--num_clusters", type=int, default=5, help="k of the intensity k-means (default: 5)")
+    parser.add_argument("--exclude_padding", action="store_true",
+                        help="leave patches touching padded frames out of clusters, kendall and histograms")
+    parser.add_argument("--max_samples", type=int, help="analyse only the first N rows of the split")
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--num_workers", type=int, default=0, help="DataLoader workers decoding audio")
+    parser.add_argument("--num_threads", type=int, help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=0, help="seed of k-means and of the random token score")
+    return parser.parse_args(argv)
+
+
+def run(args, argv):
+    check_model(args.model_name_or_path)
+    if args.dataset_name == "audiofolder":
+        check_audio_folder(args.data_dir)
+    if args.output_dir is None:
+        if not Path(args.model_name_or_path).is_dir():
+            raise ValueError(f"--output_dir: give one; the model {args.model_name_or_path} is no folder to write into.")
+        args.output_dir = Path(args.model_name_or_path) / "analysis"
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    model, feature_extractor = load_pruned_model(args.model_name_or_path)
+    dataset = load_audio_dataset(args.dataset_name, data_dir=args.data_dir, split=args.split)
+    data = prepare_analysis_data(dataset, feature_extractor, model, args.audio_column, args.label_column,
+                                 args.batch_size, args.max_samples, args.num_workers)
+    output_dir = args.output_dir
+    output_dir.mkdir(parents=True, exist_ok=True)
+    keep_rate = analysis_keep_rate(model, args.keep_rate)
+
+    statistics = clusters = None
+    if {"clusters", "kendall", "cluster_drop", "histograms"} & set(args.analyses):
+        statistics = patch_statistics(model, data)
+        clusters = intensity_clusters(statistics, args.num_clusters, args.seed, args.exclude_padding)
+
+    sections = []
+    for analysis in args.analyses:
+        print(f"[analyze] {analysis}", flush=True)
+        if analysis == "sweep":
+            result = keep_rate_sweep(model, data, args.keep_rates, args.token_scores, args.seed, args.token_reductions)
+            if args.sweep_models:
+                result = result.merge(fine_tuned_sweep(args.sweep_models, data, args.seed))
+        elif analysis == "patterns":
+            result = pruning_patterns(model, data, args.num_examples, keep_rate)
+        elif analysis == "clusters":
+            sections.append(clusters.write(output_dir, statistics))
+            continue
+        elif analysis == "kendall":
+            variation = variation_clusters(statistics, args.num_clusters, args.seed, args.exclude_padding)
+            result = kendall_tau_per_block(model, data, clusters, variation, keep_rate, args.exclude_padding)
+        elif analysis == "cluster_drop":
+            result = cluster_drop(model, data, clusters, args.blocks)
+        else:
+            result = retained_patch_histograms(model, data, clusters, keep_rate, args.exclude_padding)
+        sections.append(result.write(output_dir))
+
+    config = model.config
+    header = [
+        (
+            f"model: `{args.model_name_or_path}` ({type(model).__name__}, {model.patch_layout.num_patches} patch "
+            f"tokens, pruning layers {list(config.pruning_layers)}, saved keep rate {config.keep_rate:g}, "
+            f"token score `{config.token_score}`)"
+        ),
+        f"data: `{args.dataset_name}`" + (f" `{args.data_dir}`" if args.data_dir else "")
+        + f", split `{args.split}`, {len(data)} samples; metric: {data.metric_name}",
+        f"keep rate of patterns / kendall / histograms: {keep_rate:g}",
+        f"padding: {padding_note(feature_extractor)} Patches touching padding are "
+        + ("excluded from" if args.exclude_padding else "included in") + " the statistics.",
+        "command: `hf-token-prune analyze " + " ".join(shlex.quote(a) for a in argv) + "`",
+    ]
+    return write_index(output_dir, "Token pruning analysis", header, sections)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    try:
+        index = run(args, argv)
+    except (OSError, ValueError) as error:  # OSError: a dataset or model that does not download
+        raise SystemExit(f"analyze: {one_line(error)}") from None
+    print(f"wrote {index}")
+    return 0

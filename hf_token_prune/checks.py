@@ -1,0 +1,111 @@
+"""What users name on the command line, checked before anything loads: each mistake is one `ValueError` naming the
+problem and the fix, which the scripts print as one line (never a traceback).
+
+transformers and datasets read any name that is not a local folder as a Hub id, so a mistyped folder otherwise ends
+in a network error ("We couldn't connect to 'https://huggingface.co'") or, offline, in a cache miss.
+"""
+
+import difflib
+import os
+from pathlib import Path
+
+
+# What a model folder holds, as `save_pretrained` writes it: role -> (accepted files, the name given in errors).
+MODEL_FILES = {
+    "config": (("config.json",), "config.json"),
+    "weights": (
+        ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"),
+        "weights (model.safetensors)",
+    ),
+    "feature_extractor": (("preprocessor_config.json",), "a feature extractor (preprocessor_config.json)"),
+}
+
+
+def _hub_id_shaped(name: str) -> bool:
+    """Whether `name` could be a Hub repo id ("name" or "owner/name"); paths like ./x, /x, ~/x or a/b/c cannot."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name:
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def check_model(name, needs=("config", "weights", "feature_extractor"), cache_dir=None, flag="--model_name_or_path"):
+    """Refuse a model name that cannot load: a missing folder ("no such folder", not a network error), a folder
+    without the files in `needs` (names what it lacks), a Hub id that is not cached while offline."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        missing = [MODEL_FILES[role][1] for role in needs if not any((path / f).is_file() for f in MODEL_FILES[role][0])]
+        if missing:
+            raise ValueError(
+                f"{flag} {name}: the folder is not a model, it lacks {' and '.join(missing)}. Give a folder written by "
+                "save_pretrained (a fine-tuned model, e.g. outputs/demo after `make demo`), feature extractor included."
+            )
+        return
+    if path.exists():
+        raise ValueError(f"{flag} {name}: a file, not a model folder; give the folder save_pretrained wrote.")
+    if not _hub_id_shaped(name):
+        raise ValueError(f"{flag} {name}: no such folder.")
+    if _offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json", cache_dir=cache_dir), str):
+            raise ValueError(
+                f"{flag} {name}: no such folder, and the Hub model {name} is not in the cache while offline "
+                "(HF_HUB_OFFLINE=1): give a local model folder, or download the model once online."
+            )
+
+
+def audio_extensions():
+    """The file types `datasets`' audiofolder reads."""
+    from datasets.packaged_modules.audiofolder.audiofolder import AudioFolder
+
+    return tuple(AudioFolder.EXTENSIONS)
+
+
+def check_audio_folder(data_dir, flag="--data_dir"):
+    """Refuse an audio folder that does not exist or holds no audio file (of any type audiofolder reads)."""
+    if data_dir is None:
+        raise ValueError(f"an audiofolder dataset needs {flag}: the folder of <split>/<label>/<clip> audio files.")
+    path = Path(data_dir).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"{flag} {data_dir}: no such folder.")
+    extensions = audio_extensions()
+    for _, _, files in os.walk(path):
+        if any(file.lower().endswith(extensions) for file in files):
+            return
+    raise ValueError(
+        f"{flag} {data_dir}: the folder holds no audio files ({', '.join(sorted(e[1:] for e in extensions)[:8])}, "
+        "...): an audio folder is laid out <split>/<label>/<clip>.wav (or .flac, .mp3, ...)."
+    )
+
+
+def unknown_arguments_error(parser, unknown):
+    """argparse's usage error for flags `parser` does not know, with the closest known flag as a hint."""
+    known = [option for action in parser._actions for option in action.option_strings]
+    hints = []
+    for argument in unknown:
+        if argument.startswith("--"):
+            flag = "--" + argument[2:].split("=")[0].replace("-", "_")
+            match = difflib.get_close_matches(flag, known, n=1, cutoff=0.75)
+            hints += [f"{argument} -> {match[0]}"] if match else []
+    hint = f" (did you mean: {'; '.join(hints)}?)" if hints else ""
+    parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+
+
+def one_line(error) -> str:
+    """An exception's message on one line (some libraries' messages span several)."""
+    return " ".join(str(error).split())
+
+
+__all__ = ["check_audio_folder", "check_model", "one_line", "unknown_arguments_error"]

@@ -1,0 +1,99 @@
+"""Classify audio files with a pruned model at a chosen keep rate.
+
+    hf-token-prune classify clip.wav other.mp3 --model outputs/demo --keep_rate 0.7 [--top_k 3]
+
+Files are decoded and resampled to the feature extractor's rate (16 kHz) by ffmpeg, as transformers' audio pipeline
+does, so any format and rate ffmpeg reads works (wav, flac, mp3, ogg, m4a, opus, ...). The model folder is one saved by
+this package (e.g. outputs/demo after `make demo`) or a stock AST checkpoint; the keep rate defaults to the model's own.
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from .checks import check_model, one_line
+from .pruning import parse_keep_rates
+
+
+def read_audio(path, sampling_rate: int) -> np.ndarray:
+    """Mono float32 samples of an audio file at `sampling_rate`, decoded and resampled by ffmpeg."""
+    from transformers.pipelines.audio_utils import ffmpeg_read
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file.")
+    try:
+        wave = ffmpeg_read(path.read_bytes(), sampling_rate)
+    except ValueError as error:  # ffmpeg missing, or the file is no audio it can decode
+        if "ffmpeg was not found" in str(error):
+            raise ValueError(f"{path}: reading audio files needs ffmpeg: install it (apt-get install ffmpeg).") from None
+        raise ValueError(f"{path}: not audio that ffmpeg can decode (wav, flac, mp3, ogg, m4a, opus, ...).") from None
+    if wave.size == 0 or not np.isfinite(wave).all():
+        raise ValueError(f"{path}: the audio is empty or holds NaN / infinite samples.")
+    return wave
+
+
+def classify(model, feature_extractor, waves, keep_rate=None, top_k=5):
+    """`[{"label", "score"}, ...]` (best first) per 1-D wave at the extractor's rate, the model at `keep_rate` (its
+    own when `None`) and restored afterwards."""
+    from transformers import pipeline
+
+    classifier = pipeline("audio-classification", model=model, feature_extractor=feature_extractor)
+    saved = model.config.keep_rate
+    if keep_rate is not None:
+        model.set_keep_rate(keep_rate)
+    try:
+        rate = feature_extractor.sampling_rate
+        return [classifier({"raw": wave, "sampling_rate": rate}, top_k=top_k) for wave in waves]
+    finally:
+        model.set_keep_rate(saved)
+
+
+def _keep_rate(text):
+    try:
+        (rate,) = parse_keep_rates(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error))
+    return rate
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("files", nargs="+", type=Path, help="audio files (any format and rate ffmpeg reads)")
+    parser.add_argument("--model", required=True, help="model folder (saved by this package, or a stock AST)")
+    parser.add_argument("--keep_rate", type=_keep_rate, help="keep rate in (0, 1] (default: the model's own)")
+    parser.add_argument("--top_k", type=int, default=5, help="classes shown per file (default: %(default)s)")
+    parser.add_argument("--num_threads", type=int, help="torch CPU threads (default: torch's choice)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        missing = [str(path) for path in args.files if not path.is_file()]
+        if missing:
+            raise ValueError(f"no such file: {', '.join(missing)}.")
+        check_model(args.model, flag="--model")
+        import torch
+        from transformers.utils import logging
+
+        from .analysis.inputs import load_pruned_model
+
+        logging.disable_progress_bar()  # one small folder: a loading bar is noise
+        if args.num_threads:
+            torch.set_num_threads(args.num_threads)
+        model, extractor = load_pruned_model(args.model)
+        waves = [read_audio(path, extractor.sampling_rate) for path in args.files]
+        results = classify(model, extractor, waves, args.keep_rate, args.top_k)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"classify: {one_line(error)}") from None
+    keep_rate = model.config.keep_rate if args.keep_rate is None else args.keep_rate
+    for path, wave, predictions in zip(args.files, waves, results):
+        print(f"{path} ({len(wave) / extractor.sampling_rate:.2f} s, keep rate {keep_rate:g}):")
+        for prediction in predictions:
+            print(f"  {prediction['score']:.3f}  {prediction['label']}")
+    return 0
+
+
+__all__ = ["classify", "main", "read_audio"]
