@@ -1,6 +1,6 @@
 """Speed of the three token reductions (prune, fuse, merge) against their MAC savings, ViT-B AST at 512 patches.
 
-    python benchmarks/benchmark_reduction.py                 # batch 1 and 8 (~5 min on a free core)
+    python benchmarks/benchmark_reduction.py                 # batch 1 and 8 (~5 min on a free core): outputs/
     python benchmarks/benchmark_reduction.py --quick         # seconds, tiny model: a smoke test
 
 One process, one thread count (``--num_threads``, default 1: on a shared machine a second thread mostly waits for a
@@ -88,7 +88,7 @@ def run_scenario(config, batch_size, keep_rates, repeats):
             "iqr_ms": 1e3 * (statistics.quantiles(seconds, n=4)[2] - statistics.quantiles(seconds, n=4)[0])
             if len(seconds) > 1 else 0.0,
             "speedup": speedup, "speedup_min": min(speedups), "speedup_max": max(speedups),
-            "mac_ratio": mac_ratio, "efficiency": speedup / mac_ratio, "gmacs": macs / 1e9 / batch_size,
+            "mac_ratio": mac_ratio, "efficiency": speedup / mac_ratio, "gmacs": macs / 1e9,
         })
     profiles = {}
     for row in rows:
@@ -126,7 +126,8 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny model, one keep rate, two rounds: a smoke test")
     parser.add_argument("--num_threads", type=int, default=1, help="torch intra-op threads (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds at batch 1 (batch 8: half, at least 3)")
-    parser.add_argument("--output_dir", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--output_dir", type=Path, default=Path("outputs/benchmark_reduction"),
+                        help="where reduction.md / .json go (the committed run: benchmarks/results)")
     return parser.parse_args(argv)
 
 
