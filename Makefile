@@ -7,7 +7,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RUN := HF_HUB_OFFLINE=1 $(VENV)/bin/python
 
 .PHONY: demo inference-demo test setup
+# transformers' common model tests come from the sdist of the installed transformers (third_party/transformers_tests).
 setup: $(VENV)/.installed
+	$(VENV)/bin/python scripts/fetch_transformers_tests.py
 
 # torch==2.13.0 (CPU) first: pip finds it on local disk, and the package's torch<2.14 pin then installs nothing more.
 $(VENV)/.installed: pyproject.toml

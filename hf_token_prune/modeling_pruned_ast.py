@@ -99,6 +99,7 @@ class PrunedASTAttention(ASTAttention):
         attention_mask: torch.Tensor | None = None,
         token_signal: str | None = None,
         num_extra_tokens: int = NUM_EXTRA_TOKENS,
+        token_mask: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         hidden_shape = (*hidden_states.shape[:-1], -1, self.head_dim)
@@ -125,11 +126,9 @@ class PrunedASTAttention(ASTAttention):
         if token_signal == "keys":
             signal = key_states.mean(dim=1)
         elif token_signal == "score":
-            # Fused attention kernels never materialise the weights; the CLS row alone is cheap to recompute.
-            if attn_weights is None:
-                signal = cls_attention_score(query_states, key_states, self.scaling, num_extra_tokens)
-            else:
-                signal = cls_attention_score_from_weights(attn_weights, num_extra_tokens)
+            # The CLS row alone is cheap to recompute in float32, and fused kernels never materialise it; recomputing
+            # it under eager attention too makes every attention implementation (and precision) rank alike.
+            signal = cls_attention_score(query_states, key_states, self.scaling, num_extra_tokens, token_mask)
         return attn_output, attn_weights, signal
 
 

@@ -72,10 +72,11 @@ class AudioMAEEmbeddings(nn.Module):
         self.patch_embeddings = nn.Conv2d(
             1, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
         )
-        grid = (config.num_mel_bins // config.patch_size, config.max_length // config.patch_size)
+        num_patches = (config.num_mel_bins // config.patch_size) * (config.max_length // config.patch_size)
         # A frozen parameter rather than a buffer: it is stored in checkpoints, as the official ones store `pos_embed`.
+        # `_init_weights` writes the sin-cos code, so the model's dtype and device (meta included) apply to it.
         self.position_embeddings = nn.Parameter(
-            sincos_position_embeddings(config.hidden_size, *grid), requires_grad=False
+            torch.zeros(1, NUM_EXTRA_TOKENS + num_patches, config.hidden_size), requires_grad=False
         )
 
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
@@ -107,6 +108,7 @@ class AudioMAEAttention(nn.Module):
         attention_mask: torch.Tensor | None = None,
         token_signal: str | None = None,
         num_extra_tokens: int = NUM_EXTRA_TOKENS,
+        token_mask: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         batch_size, sequence_length, _ = hidden_states.shape
@@ -119,7 +121,7 @@ class AudioMAEAttention(nn.Module):
             # Fused kernels never return the weights the score needs: form them once, chunked, for output and score.
             attn_output, token_score = attention_with_received_score(
                 query_states, key_states, value_states, self.scaling, num_extra_tokens, RECEIVED_ATTENTION_CHUNK,
-                dropout,
+                dropout, token_mask,
             )
             return self.proj(attn_output.reshape(batch_size, sequence_length, -1)), None, token_score
 
@@ -132,7 +134,7 @@ class AudioMAEAttention(nn.Module):
         attn_output = self.proj(attn_output.reshape(batch_size, sequence_length, -1))
         signal = key_states.mean(dim=1) if token_signal == "keys" else None
         if score_tokens:
-            signal = received_attention_score_from_weights(attn_weights, num_extra_tokens)
+            signal = received_attention_score_from_weights(attn_weights, num_extra_tokens, token_mask)
         return attn_output, attn_weights, signal
 
 
@@ -242,7 +244,9 @@ class PrunedAudioMAEModel(PrunedAudioMAEPreTrainedModel):
     def __init__(self, config: PrunedAudioMAEConfig):
         super().__init__(config)
         self.embeddings = AudioMAEEmbeddings(config)
-        drop_path_rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        # timm's linear stochastic-depth rule, in Python so that the model also builds on the meta device.
+        layers = config.num_hidden_layers
+        drop_path_rates = [config.drop_path_rate * i / max(layers - 1, 1) for i in range(layers)]
         self.layers = nn.ModuleList([PrunedAudioMAELayer(config, rate) for rate in drop_path_rates])
         self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
@@ -268,7 +272,8 @@ class PrunedAudioMAEModel(PrunedAudioMAEPreTrainedModel):
         self.check_input_values(input_values)
         hidden_states = self.embeddings(input_values)
         hidden_states, tracker = self.run_layers(hidden_states, input_values, attention_mask, **kwargs)
-        # AudioMAE pools the surviving patch tokens (not CLS) and has no final norm before fc_norm.
+        # AudioMAE pools the surviving real patch tokens (not CLS, not padding, not a fused token; merged tokens by
+        # their size) and has no final norm before fc_norm.
         pooled_output = self.fc_norm(tracker.mean_patch_token(hidden_states))
         return PrunedModelOutput(
             last_hidden_state=hidden_states,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs
@@ -141,13 +142,23 @@ class PatchLayout:
         return frequency * self.num_time_patches + time
 
 
-def cls_attention_score(query: torch.Tensor, key: torch.Tensor, scaling: float, num_extra_tokens: int):
+def _mask_padded_keys(logits: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
+    """``logits`` ``(batch, heads, queries, keys)`` with padded keys (``token_mask`` False) at -inf."""
+    if token_mask is None:
+        return logits
+    return logits.masked_fill(~token_mask[:, None, None, :], float("-inf"))
+
+
+def cls_attention_score(
+    query: torch.Tensor, key: torch.Tensor, scaling: float, num_extra_tokens: int, token_mask: torch.Tensor | None = None
+):
     """Head-mean attention of the CLS query over the patch keys (paper eq. 2b), from ``(batch, heads, seq, dim)``.
 
     Only the CLS row of ``softmax(QK^T)`` is formed, so this costs O(n*d) and never needs the eager attention matrix.
+    ``token_mask`` ``(batch, seq)``, False for padding, masks the keys as the attention itself does.
     """
-    cls_logits = torch.matmul(query[:, :, :1], key.transpose(-1, -2)) * scaling
-    cls_attention = cls_logits.float().softmax(dim=-1)[:, :, 0, num_extra_tokens:]
+    cls_logits = _mask_padded_keys(torch.matmul(query[:, :, :1], key.transpose(-1, -2)).float() * scaling, token_mask)
+    cls_attention = cls_logits.softmax(dim=-1)[:, :, 0, num_extra_tokens:]
     return cls_attention.mean(dim=1)
 
 
@@ -158,7 +169,7 @@ def cls_attention_score_from_weights(attention_weights: torch.Tensor, num_extra_
 
 def attention_with_received_score(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float, num_extra_tokens: int,
-    chunk_size: int = 128, dropout: float = 0.0,
+    chunk_size: int = 128, dropout: float = 0.0, token_mask: torch.Tensor | None = None,
 ):
     """Attention output ``(batch, seq, heads, dim)`` and the attention each patch receives (paper eq. 2a).
 
@@ -166,32 +177,51 @@ def attention_with_received_score(
     returns those probabilities, and recomputing them costs as much again as the attention; so a pruning layer forms
     them once, ``chunk_size`` queries at a time (O(n * chunk_size) memory per head, never the n x n matrix), and uses
     them for both the output and the score. ``dropout`` (training only) applies to the output, not to the score.
+    ``token_mask`` ``(batch, seq)``, False for padding: padded keys get no attention, padded queries give none.
     """
     key_transposed = key.transpose(-1, -2)
+    query_weights = _patch_query_weights(query.shape[0], query.shape[2], num_extra_tokens, token_mask, query.device)
     outputs = []
     received = query.new_zeros(query.shape[0], query.shape[1], key.shape[2], dtype=torch.float32)
     for start in range(0, query.shape[2], chunk_size):
-        logits = torch.matmul(query[:, :, start : start + chunk_size], key_transposed) * scaling
-        probabilities = logits.float().softmax(dim=-1)
+        logits = torch.matmul(query[:, :, start : start + chunk_size], key_transposed).float() * scaling
+        probabilities = _mask_padded_keys(logits, token_mask).softmax(dim=-1)
         dropped = F.dropout(probabilities, p=dropout) if dropout > 0.0 else probabilities
         outputs.append(torch.matmul(dropped.to(value.dtype), value))
-        received += probabilities[:, :, max(num_extra_tokens - start, 0) :].sum(dim=2)
-    num_patch_queries = query.shape[2] - num_extra_tokens
-    score = received[:, :, num_extra_tokens:].mean(dim=1) / num_patch_queries
+        received += torch.einsum("bhqk,bq->bhk", probabilities, query_weights[:, start : start + chunk_size])
+    score = received[:, :, num_extra_tokens:].mean(dim=1) / query_weights.sum(dim=1, keepdim=True)
     return torch.cat(outputs, dim=2).transpose(1, 2), score
 
 
-def received_attention_score_from_weights(attention_weights: torch.Tensor, num_extra_tokens: int):
+def _patch_query_weights(batch_size, num_tokens, num_extra_tokens, token_mask, device):
+    """``(batch, seq)`` float: 1 for the real patch queries whose attention a received score averages, else 0."""
+    weights = torch.ones(batch_size, num_tokens, device=device)
+    weights[:, :num_extra_tokens] = 0.0
+    return weights if token_mask is None else weights * token_mask
+
+
+def received_attention_score_from_weights(
+    attention_weights: torch.Tensor, num_extra_tokens: int, token_mask: torch.Tensor | None = None
+):
     """The same score read from a full ``(batch, heads, seq, seq)`` attention matrix (eager attention)."""
-    return attention_weights[:, :, num_extra_tokens:, num_extra_tokens:].float().mean(dim=(1, 2))
+    batch_size, _, num_tokens, _ = attention_weights.shape
+    query_weights = _patch_query_weights(batch_size, num_tokens, num_extra_tokens, token_mask, attention_weights.device)
+    received = torch.einsum("bhqk,bq->bk", attention_weights.float(), query_weights) / attention_weights.shape[1]
+    return received[:, num_extra_tokens:] / query_weights.sum(dim=1, keepdim=True)
 
 
-def select_tokens(hidden_states: torch.Tensor, scores: torch.Tensor, keep_rate: float, num_extra_tokens: int):
+def select_tokens(
+    hidden_states: torch.Tensor, scores: torch.Tensor, keep_rate: float, num_extra_tokens: int,
+    token_mask: torch.Tensor | None = None,
+):
     """Keep the extra tokens and the top ``ceil(n * keep_rate)`` patch tokens of each sample.
 
     Returns the pruned ``hidden_states`` and ``kept_token_indices`` ``(batch, k)``: positions among the current
     patch tokens, in descending score order, which the caller composes to map survivors back to input patches.
+    With a ``token_mask`` ``(batch, seq)`` padded patches rank last, so one is kept only when no real one is left.
     """
+    if token_mask is not None:
+        scores = scores.float().masked_fill(~token_mask[:, num_extra_tokens:], float("-inf"))
     num_kept = num_kept_tokens(scores.shape[1], keep_rate)
     kept_token_indices = scores.topk(num_kept, dim=1).indices
     gather_index = (kept_token_indices + num_extra_tokens).unsqueeze(-1).expand(-1, -1, hidden_states.shape[-1])
@@ -213,6 +243,7 @@ class LayerReduction:
     has_fused_token: bool  # the last front token is the fused token (fuse, after its first fusing layer)
     token_scores: torch.Tensor | None = None  # static ``(batch, patches)`` scores; None: rank by the attention
     sizes: torch.Tensor | None = None  # ``(batch, patches)`` input patches each token holds (merge; None: all 1)
+    token_mask: torch.Tensor | None = None  # ``(batch, seq)`` False = padding (prune only); None: every token real
 
     def reduces(self, hidden_states: torch.Tensor) -> bool:
         num_patches = hidden_states.shape[1] - self.num_extra_tokens
@@ -236,7 +267,7 @@ class LayerReduction:
             merged, merged_sizes = merge_weighted(patches, sizes, destination, num_kept)
             return torch.cat([hidden_states[:, :extra], merged], dim=1), (destination, merged_sizes)
         scores = token_signal if self.token_scores is None else self.token_scores
-        reduced, kept_token_indices = select_tokens(hidden_states, scores, self.keep_rate, extra)
+        reduced, kept_token_indices = select_tokens(hidden_states, scores, self.keep_rate, extra, self.token_mask)
         if self.method == "fuse":
             fused = fused_token(patches, scores, kept_token_indices)
             if self.has_fused_token:  # it absorbs this layer's dropped tokens too, and is itself never dropped
@@ -247,22 +278,26 @@ class LayerReduction:
 
 
 class PatchTracker:
-    """Per-forward bookkeeping: which input patches each patch token stands for, its static score, its size.
+    """Per-forward bookkeeping: which input patches each patch token stands for, its static score, its size, and
+    whether it is real or padding.
 
     Intensity and variation are computed once from the model input; after every pruning layer they must be gathered
-    with the same indices as the hidden states, or later layers would rank tokens by another patch's statistic.
+    with the same indices as the hidden states, or later layers would rank tokens by another patch's statistic. So
+    must ``token_mask`` ``(batch, extra + patches)`` (True = real token, the 2-D padding mask of the current
+    sequence, ``None`` when every token is real), from which each later layer's attention mask is built.
     Prune and fuse record ``kept_patches`` (the input patch of each survivor); merge records ``source_maps`` (for each
     input patch, the token now carrying it) and the tokens' sizes for proportional attention and pooling.
     """
 
     def __init__(
         self, batch_size: int, num_patches: int, device, static_scores: torch.Tensor | None = None,
-        method: str = "prune", num_extra_tokens: int = 0,
+        token_mask: torch.Tensor | None = None, num_extra_tokens: int = 0, method: str = "prune",
     ):
         self.patch_indices = torch.arange(num_patches, device=device).expand(batch_size, -1)
         self.static_scores = static_scores
-        self.method = method
+        self.token_mask = token_mask
         self.num_extra_tokens = num_extra_tokens
+        self.method = method
         self.has_fused_token = False
         self.sizes = None
         self.kept_patches = ()
@@ -279,7 +314,7 @@ class PatchTracker:
     def layer_reduction(self, keep_rate: float, token_score: str) -> LayerReduction:
         return LayerReduction(
             self.method, keep_rate, self.num_extra_tokens, self.has_fused_token,
-            self.scores_for_next_layer(token_score), self.sizes,
+            self.scores_for_next_layer(token_score), self.sizes, self.token_mask,
         )
 
     def attention_mask(self, attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -290,12 +325,16 @@ class PatchTracker:
         return bias if attention_mask is None else attention_mask + bias
 
     def mean_patch_token(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """Mean over the input patches: a merged token counts as many times as it holds patches."""
+        """Mean over the real input patches: a merged token counts as many times as it holds patches, padding not."""
         patches = hidden_states[:, self.num_extra_tokens :]
-        if self.sizes is None:
+        if self.sizes is not None:
+            weights = self.sizes
+        elif self.token_mask is not None:
+            weights = self.token_mask[:, self.num_extra_tokens :]
+        else:
             return patches.mean(dim=1)
-        weights = (self.sizes / self.sizes.sum(dim=1, keepdim=True)).to(patches.dtype)
-        return (patches * weights.unsqueeze(-1)).sum(dim=1)
+        weights = weights.to(patches.dtype).unsqueeze(-1)
+        return (patches * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
     def update(self, plan):
         """Record one reducing layer's plan; ``None`` means it kept every token (keep rate too high to drop one)."""
@@ -310,6 +349,9 @@ class PatchTracker:
             self.patch_indices = self.patch_indices.gather(1, plan)
             if self.static_scores is not None:
                 self.static_scores = self.static_scores.gather(1, plan)
+            if self.token_mask is not None:
+                extra, patches = self.token_mask[:, : self.num_extra_tokens], self.token_mask[:, self.num_extra_tokens :]
+                self.token_mask = torch.cat([extra, patches.gather(1, plan)], dim=1)
             if self.method == "fuse" and not self.has_fused_token:
                 self.has_fused_token, self.num_extra_tokens = True, self.num_extra_tokens + 1
         self.kept_patches += (self.patch_indices,)
@@ -402,7 +444,8 @@ class PrunedBlockMixin:
         """
         reduces = reduction is not None and reduction.reduces(hidden_states)
         if reduces:
-            kwargs = dict(kwargs, token_signal=reduction.token_signal, num_extra_tokens=reduction.num_extra_tokens)
+            kwargs = dict(kwargs, token_signal=reduction.token_signal, num_extra_tokens=reduction.num_extra_tokens,
+                          token_mask=reduction.token_mask)
         attn_output, _, token_signal = self.attention(self.layernorm_before(hidden_states), attention_mask, **kwargs)
         hidden_states = hidden_states + self.residual_dropout(attn_output)
         plan = None
@@ -448,32 +491,63 @@ class PrunedModelMixin:
                 "feature extractor's normalisation before calling the model."
             )
 
+    def check_attention_mask(self, attention_mask, hidden_states):
+        """A pruned sequence needs a per-token padding mask it can gather; name the layout when the mask is not one."""
+        if attention_mask is None:
+            return None
+        expected = tuple(hidden_states.shape[:2])
+        if attention_mask.dim() != 2 or tuple(attention_mask.shape) != expected:
+            if attention_mask.dim() == 4 and self.config.keep_rate == 1.0:
+                return attention_mask  # a prepared 4-D mask passes through, as in transformers' own AST
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}, but this model takes a 2-D padding mask of "
+                f"shape (batch_size, sequence_length) = {expected}: one entry per token ({self.num_extra_tokens} extra "
+                f"tokens, then the patches in the model's patch order), 1 for real tokens and 0 for padding."
+            )
+        return attention_mask
+
     def run_layers(self, hidden_states, input_values, attention_mask=None, **kwargs):
         """Run every layer, reducing tokens in ``config.pruning_layers``; returns the hidden states and the
-        :class:`PatchTracker` (``kept_patches`` or ``source_maps``, token sizes)."""
+        :class:`PatchTracker` (``kept_patches`` or ``source_maps``, token sizes).
+
+        A 2-D padding ``attention_mask`` becomes each layer's attention mask through transformers' own mask helper, as
+        in `ASTModel.forward`; a pruning layer gathers it with the survivors and the mask is rebuilt for later layers.
+        """
         config = self.config
         pruning = config.keep_rate < 1.0
-        if pruning and attention_mask is not None:
+        attention_mask = self.check_attention_mask(attention_mask, hidden_states)
+        if pruning and attention_mask is not None and config.token_reduction != "prune":
             raise ValueError(
-                "attention_mask is not supported while pruning (keep_rate < 1): the inputs are fixed-length "
-                "spectrograms, so call the model without it."
+                f"attention_mask is not supported with token_reduction={config.token_reduction!r} while reducing "
+                "(keep_rate < 1): a padded token must never be fused or merged into a real one, and only pruning "
+                "carries the mask. Use token_reduction='prune', keep_rate=1.0, or call the model without a mask."
             )
+        token_mask = attention_mask.bool() if attention_mask is not None and attention_mask.dim() == 2 else None
         static_scores = None
         if config.token_score in ("intensity", "variation"):
             intensity, variation = self.patch_layout.patch_statistics(input_values)
             static_scores = intensity if config.token_score == "intensity" else variation
         num_patches = hidden_states.shape[1] - self.num_extra_tokens
         tracker = PatchTracker(
-            hidden_states.shape[0], num_patches, hidden_states.device, static_scores, config.token_reduction,
-            self.num_extra_tokens,
+            hidden_states.shape[0], num_patches, hidden_states.device, static_scores, token_mask, self.num_extra_tokens,
+            config.token_reduction,
+        )
+        # Without a padding mask there is nothing to build; under torch.export the helper would materialise a full-size
+        # mask that no longer fits once a layer has reduced the tokens.
+        layer_mask = None if attention_mask is None else create_bidirectional_mask(
+            config=config, inputs_embeds=hidden_states, attention_mask=attention_mask
         )
 
         for index, layer in enumerate(self.layers):
-            mask = tracker.attention_mask(attention_mask, hidden_states.dtype)
+            mask = tracker.attention_mask(layer_mask, hidden_states.dtype)
             if pruning and index in config.pruning_layers:
                 reduction = tracker.layer_reduction(config.keep_rate, config.token_score)
                 hidden_states, plan = layer(hidden_states, mask, reduction=reduction, **kwargs)
                 tracker.update(plan)
+                if plan is not None and tracker.token_mask is not None:
+                    layer_mask = create_bidirectional_mask(
+                        config=config, inputs_embeds=hidden_states, attention_mask=tracker.token_mask
+                    )
             else:
                 hidden_states, _ = layer(hidden_states, mask, **kwargs)
                 if index in config.pruning_layers:

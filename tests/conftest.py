@@ -77,7 +77,7 @@ def run_with_package_blocked(code: str, cwd) -> subprocess.CompletedProcess:
 
 
 def tiny_audiomae_kwargs(**overrides):
-    """The AudioMAE counterpart of `tiny_ast_kwargs`: 12 layers of 64, 128 frames x 64 mel in a time-major 8 x 4 grid."""
+    """AudioMAE's counterpart of `tiny_ast_kwargs`: 12 layers of 64, 128 frames x 64 mel, a time-major 8 x 4 grid."""
     kwargs = dict(hidden_size=64, num_attention_heads=4, intermediate_size=128, max_length=128, num_mel_bins=64,
                   num_labels=5)
     kwargs.update(overrides)

@@ -1,0 +1,5 @@
+"""Stand-in (ours): the sdist lacks tests/generation; ModelTesterMixin names this class only in issubclass checks."""
+
+
+class GenerationTesterMixin:
+    pass
