@@ -776,10 +776,10 @@ def write_card(trainer, model_args, data_args, pruning_args, data, results, reci
     card.save(output / "README.md")
     trainer.model_card = card
     print(f"\nwrote {output}: weights, remote code, feature extractor, README.md (model card), {plot_file}")
-    print(f"next: one clip at each keep rate: python recipes/inference_demo.py --model_name_or_path {output}")
+    print(f"next: classify a clip: hf-token-prune classify <clip.wav> --model {output}")
     if data_args.dataset_name not in DATASETS or audiofolder:
         print(
-            f"      which patches it keeps: python recipes/analyze.py --model_name_or_path {output} --dataset_name "
+            f"      which patches it keeps: hf-token-prune analyze --model_name_or_path {output} --dataset_name "
             f"{data_args.dataset_name}" + (f" --data_dir {data_args.data_dir}" if data_args.data_dir else "")
             + f" --split {data.splits['test']} --output_dir {output / 'analysis'}"
         )
