@@ -4,17 +4,11 @@
         --data_dir data/keywords --split test            # or: python recipes/analyze.py ...
 
 Analyses (--analyses, comma-separated; default all):
-<<<<<<< HEAD
   sweep         Table I/II: metric at keep rates 1.0..0.4 for every token score and token reduction (prune, fuse,
                 merge), training-free on the given weights, with analytic GMACs; --sweep_models adds fine-tuned
                 folders (one per keep rate / score / method) to the table
   patterns      Fig. 3: spectrograms with the patches pruned at each pruning layer blanked, or under fuse / merge
                 what the fused token absorbed / the merged groups (--num_examples)
-=======
-  sweep         Table I/II: metric at keep rates 1.0..0.4 for every token score, training-free on the given weights,
-                with analytic GMACs; --sweep_models adds fine-tuned folders (one per keep rate / score) to the table
-  patterns      Fig. 3: spectrograms with the patches pruned at each pruning layer blanked (--num_examples)
->>>>>>> ceaecac0c07fd55b444881f8ca3683020e6b19aa
   clusters      Table III / Fig. 5: 1-D k-means (k=5) of all patch intensities, C1..C5 by ascending intensity
   kendall       Fig. 4: Kendall's tau per block between attention score and clustered intensity / variation
   cluster_drop  Table IV: keep rate 1.0, drop the C1+C2 or C4+C5 tokens after block i (--blocks)
@@ -56,10 +50,7 @@ from hf_token_prune.analysis import (
 from hf_token_prune.analysis.report import write_index
 from hf_token_prune.checks import check_audio_folder, check_model, one_line
 from hf_token_prune.pruning import TOKEN_SCORES, parse_keep_rates
-<<<<<<< HEAD
 from hf_token_prune.reduction import TOKEN_REDUCTIONS
-=======
->>>>>>> ceaecac0c07fd55b444881f8ca3683020e6b19aa
 
 
 def _analyses(text):
@@ -81,7 +72,6 @@ def _keep_rates(text):
         raise argparse.ArgumentTypeError(str(error))
 
 
-<<<<<<< HEAD
 def _token_reductions(text):
     methods = text.split(",")
     unknown = [method for method in methods if method not in TOKEN_REDUCTIONS]
@@ -90,8 +80,6 @@ def _token_reductions(text):
     return methods
 
 
-=======
->>>>>>> ceaecac0c07fd55b444881f8ca3683020e6b19aa
 def _numbers(kind):
     def parse(text):
         try:
@@ -120,12 +108,9 @@ def parse_args(argv=None):
                         help="sweep keep rates (default: 1.0,0.9,...,0.4)")
     parser.add_argument("--token_scores", type=_numbers(str), default=list(TOKEN_SCORES),
                         help=f"sweep token scores (default: {','.join(TOKEN_SCORES)})")
-<<<<<<< HEAD
     parser.add_argument("--token_reductions", type=_token_reductions, default=list(TOKEN_REDUCTIONS),
                         help=f"sweep methods, any of {','.join(TOKEN_REDUCTIONS)}; fuse and merge rank by attention "
                         "(default: all)")
-=======
->>>>>>> ceaecac0c07fd55b444881f8ca3683020e6b19aa
     parser.add_argument("--sweep_models", nargs="*", default=[],
                         help="fine-tuned model folders added to the sweep table, each at its own keep rate / score")
     parser.add_argument("--num_examples", type=int, default=4, help="patterns: examples drawn (default: %(default)s)")
@@ -169,11 +154,7 @@ def run(args, argv):
     for analysis in args.analyses:
         print(f"[analyze] {analysis}", flush=True)
         if analysis == "sweep":
-<<<<<<< HEAD
             result = keep_rate_sweep(model, data, args.keep_rates, args.token_scores, args.seed, args.token_reductions)
-=======
-            result = keep_rate_sweep(model, data, args.keep_rates, args.token_scores, args.seed)
->>>>>>> ceaecac0c07fd55b444881f8ca3683020e6b19aa
             if args.sweep_models:
                 result = result.merge(fine_tuned_sweep(args.sweep_models, data, args.seed))
         elif analysis == "patterns":
