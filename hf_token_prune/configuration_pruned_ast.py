@@ -22,6 +22,12 @@ class PrunedASTConfig(PruningConfigMixin, ASTConfig):
     token_score (`str`, *optional*, defaults to `"attention"`):
         How patch tokens are ranked: `"attention"` (the CLS query's attention to each patch, mean over heads),
         `"intensity"` / `"variation"` (mean / unbiased std of the patch in the model input), or `"random"` (a control).
+    token_reduction (`str`, *optional*, defaults to `"prune"`):
+        What happens to the patch tokens a reducing layer does not keep: `"prune"` drops them (the paper); `"fuse"`
+        replaces them by one extra token, their sum weighted by their attention scores (EViT), which joins the later
+        layers, absorbs what they drop and is never dropped itself (nor pooled); `"merge"` keeps the same number of
+        tokens by merging similar ones instead (ToMe: bipartite soft matching on the layer's keys, size-weighted means,
+        proportional attention `+ log(size)` in later layers). fuse and merge need `token_score="attention"`.
 
     Example:
 
@@ -36,6 +42,7 @@ class PrunedASTConfig(PruningConfigMixin, ASTConfig):
     keep_rate: float | int = 1.0
     pruning_layers: list[int] | None = None
     token_score: str = "attention"
+    token_reduction: str = "prune"
 
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):

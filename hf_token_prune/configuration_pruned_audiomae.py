@@ -51,6 +51,12 @@ class PrunedAudioMAEConfig(PruningConfigMixin, PreTrainedConfig):
         How patch tokens are ranked: `"attention"` (the attention each patch receives, mean over heads and patch
         queries, paper eq. 2a), `"intensity"` / `"variation"` (mean / unbiased std of the patch in the model input), or
         `"random"`.
+    token_reduction (`str`, *optional*, defaults to `"prune"`):
+        What happens to the patch tokens a reducing layer does not keep: `"prune"` drops them (the paper); `"fuse"`
+        replaces them by one extra token, their sum weighted by their attention scores (EViT), which joins the later
+        layers, absorbs what they drop and is never dropped itself (nor pooled); `"merge"` keeps the same number of
+        tokens by merging similar ones instead (ToMe: bipartite soft matching on the layer's keys, size-weighted means,
+        proportional attention `+ log(size)` in later layers). fuse and merge need `token_score="attention"`.
     """
 
     model_type = "pruned-audiomae"
@@ -71,6 +77,7 @@ class PrunedAudioMAEConfig(PruningConfigMixin, PreTrainedConfig):
     keep_rate: float | int = 1.0
     pruning_layers: list[int] | None = None
     token_score: str = "attention"
+    token_reduction: str = "prune"
 
     def _validate_pruning(self):
         super()._validate_pruning()

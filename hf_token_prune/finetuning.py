@@ -64,7 +64,8 @@ from .data import (
 from .feature_extraction_audiomae import AudioMAEFeatureExtractor
 from .model_card import METRIC_NAMES, build_model_card, plot_training
 from .pruning import TOKEN_SCORES, parse_keep_rates
-from .training import KeepRateScheduleCallback, PrunedModelTrainer, keep_rate_sweep
+from .reduction import TOKEN_REDUCTIONS, validate_token_reduction
+from .training import KeepRateScheduleCallback, PrunedModelTrainer, keep_rate_sweep, trainer_evaluator
 
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
@@ -315,6 +316,19 @@ class PruningArguments:
     token_score: str = field(
         default="attention", metadata={"help": "How tokens are ranked.", "choices": list(TOKEN_SCORES)}
     )
+    token_reduction: str = field(
+        default="prune",
+        metadata={
+            "help": "What the pruning layers do with the tokens they do not keep, during training and in the saved "
+            "model: prune drops them (the paper), fuse adds EViT's fused token, merge is ToMe's merging (both with "
+            "--token_score attention).",
+            "choices": list(TOKEN_REDUCTIONS),
+        },
+    )
+    eval_token_reductions: str = field(
+        default="prune,fuse,merge",
+        metadata={"help": "Methods of the final evaluation table: each keep rate is evaluated under each of them."},
+    )
     shrink_start_epoch: float = field(
         default=0.0,
         metadata={
@@ -365,12 +379,19 @@ class PruningArguments:
     # pruning layers are the pruned config's to check, against the model's depth.
     layers: list[int] = field(init=False)
     keep_rates: list[float] = field(init=False)
+    token_reductions: list[str] = field(init=False)
     step_decay: tuple | None = field(init=False)
 
     def __post_init__(self):
         (self.keep_rate,) = _keep_rates(self.keep_rate, "--keep_rate")
         evaluated = _keep_rates(self.eval_keep_rates, "--eval_keep_rates")
         self.keep_rates = sorted(set(evaluated) | {self.keep_rate, 1.0}, reverse=True)
+        validate_token_reduction(self.token_reduction, self.token_score)
+        methods = [method.strip() for method in self.eval_token_reductions.split(",")] + [self.token_reduction]
+        unknown = [method for method in methods if method not in TOKEN_REDUCTIONS]
+        if unknown:
+            raise ValueError(f"--eval_token_reductions: unknown {unknown}; choose from {', '.join(TOKEN_REDUCTIONS)}.")
+        self.token_reductions = [method for method in TOKEN_REDUCTIONS if method in methods]
         if self.shrink_start_epoch < 0 or self.shrink_epochs < 0:
             raise ValueError("--shrink_start_epoch and --shrink_epochs must be >= 0.")
         try:
@@ -529,7 +550,8 @@ def build_config(model_args, data_args, pruning_args):
     """The config of the model to fine-tune, pruning off until the schedule starts (validated by the config itself,
     so a pruning layer the model does not have is refused before any data is read). Its input length is
     --num_frames, else the dataset's, else the checkpoint's."""
-    settings = {"keep_rate": 1.0, "pruning_layers": pruning_args.layers, "token_score": pruning_args.token_score}
+    settings = {"keep_rate": 1.0, "pruning_layers": pruning_args.layers, "token_score": pruning_args.token_score,
+                "token_reduction": pruning_args.token_reduction}
     spec = DATASETS.get(data_args.dataset_name)
     num_frames = data_args.num_frames or (spec.num_frames if spec else None)
     if num_frames is None and not model_args.model_name_or_path:
@@ -717,19 +739,24 @@ def make_compute_metrics(metric_name):
 # -- results --------------------------------------------------------------------------------------------------------
 
 
-def results_table(results, metric, split, keep_rate):
-    """The metric and GMACs per keep rate, as printed at the end of a run."""
+def results_table(rows, metric, split, config):
+    """The metric and GMACs per keep rate (rows) and method (columns), as printed at the end of a run."""
     name = METRIC_NAMES[metric]
-    full = results[[row["keep_rate"] for row in results].index(1.0)]
+    methods = list(dict.fromkeys(row["token_reduction"] for row in rows))
+    cells = {(row["keep_rate"], row["token_reduction"]): row for row in rows}
+    full = cells[(1.0, config.token_reduction)]["gmacs"]
     lines = [
-        f"\n{name} on the {split} split per keep rate (trained to {keep_rate}):",
-        f"{'keep rate':>9} | {name:>8} | {'GMACs':>7} | MACs vs 1.0",
+        f"\n{name} on the {split} split per keep rate and token reduction (trained: {config.token_reduction} to "
+        f"keep rate {config.keep_rate}; GMACs per clip, MACs vs 1.0 of {config.token_reduction}):",
+        f"{'keep rate':>9} | " + " | ".join(f"{method:>8}" for method in methods) + " | "
+        + " | ".join(f"{'GMACs ' + method:>11}" for method in methods) + " | MACs vs 1.0",
     ]
-    for row in results:
-        marker = "  <- trained" if math.isclose(row["keep_rate"], keep_rate) else ""
+    for keep_rate in dict.fromkeys(row["keep_rate"] for row in rows):
+        marker = "  <- trained" if math.isclose(keep_rate, config.keep_rate) else ""
         lines.append(
-            f"{row['keep_rate']:>9.2f} | {row['metric']:>8.4f} | {row['gmacs']:>7.3f} | "
-            f"{100 * row['gmacs'] / full['gmacs']:>5.1f} %{marker}"
+            f"{keep_rate:>9.2f} | " + " | ".join(f"{cells[(keep_rate, m)]['metric']:>8.4f}" for m in methods) + " | "
+            + " | ".join(f"{cells[(keep_rate, m)]['gmacs']:>11.3f}" for m in methods)
+            + f" | {100 * cells[(keep_rate, config.token_reduction)]['gmacs'] / full:>9.1f} %{marker}"
         )
     return "\n".join(lines)
 
@@ -919,10 +946,14 @@ def main(argv=None):
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 
-    results = keep_rate_sweep(trainer, data.test, pruning_args.keep_rates, data.spec.metric)
+    table = keep_rate_sweep(
+        model, trainer_evaluator(trainer, data.test, data.spec.metric), pruning_args.keep_rates,
+        pruning_args.token_reductions, (pruning_args.token_score,),
+    )
     trainer.save_model()
     if trainer.is_world_process_zero():
-        print(results_table(results, data.spec.metric, data.splits["test"], pruning_args.keep_rate), flush=True)
+        print(results_table(table, data.spec.metric, data.splits["test"], model.config), flush=True)
+        results = [row for row in table if row["token_reduction"] == model.config.token_reduction]
         write_card(trainer, model_args, data_args, pruning_args, data, results, recipe.recipe)
     if training_args.push_to_hub:
         trainer.push_to_hub()

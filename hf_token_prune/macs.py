@@ -21,6 +21,11 @@ Counting convention (the one under which the paper's Table II is reproduced to 0
   attention (SDPA, the default) the weights never exist: an AST pruning layer recomputes the CLS row of ``QK^T``
   (``Na * D``, counted separately); an AudioMAE pruning layer computes its attention itself, chunked, and reads the
   score off the same probabilities, so its scoring costs no MACs beyond the attention's own.
+* Token reduction beyond pruning (``token_reduction``): **fuse** adds one token (EViT's fused token) to every layer
+  from the first fusing layer's MLP on, and forms it as one weighted sum over the layer's patch tokens
+  (``patches * D``); **merge** compares the keys of set A with set B in every bipartite round (``|A| * |B| *
+  head_dim``, the head-mean keys; a keep rate below 0.5 needs a second round) and needs no token score. Merging,
+  sizes and source maps are ``scatter_add`` / gathers (no MACs). Counted as ``token_reduction``.
 * Classifier: ``hidden * num_labels``. Counted separately.
 
 Table II of the paper counts the patch embedding and the layers of a ViT-B with **one** extra token (the paper gives
@@ -37,6 +42,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from .pruning import default_pruning_layers, kept_token_counts, num_kept_tokens, parse_keep_rates
+from .reduction import TOKEN_REDUCTIONS, merge_rounds
 
 
 AST_MODEL_TYPES = ("audio-spectrogram-transformer", "pruned-audio-spectrogram-transformer")
@@ -58,6 +64,7 @@ class ModelShape:
 
     family: str  # "ast" or "audiomae"
     hidden_size: int
+    num_attention_heads: int
     intermediate_size: int
     num_hidden_layers: int
     patch_size: int
@@ -66,6 +73,7 @@ class ModelShape:
     num_labels: int
     pruning_layers: tuple[int, ...]
     token_score: str
+    token_reduction: str
 
     @property
     def scoring_costs_macs(self) -> bool:
@@ -82,6 +90,7 @@ class MacCount:
     attention_matmuls: int
     mlp: int
     token_scoring: int
+    token_reduction: int
     classifier: int
     tokens_per_layer: tuple[tuple[int, int], ...]  # (tokens in attention, tokens in MLP) of each layer, per sample
     kept_patches: tuple[int, ...]  # patch tokens left after each pruning layer
@@ -97,7 +106,7 @@ class MacCount:
 
     @property
     def total(self) -> int:
-        return self.paper_convention + self.token_scoring + self.classifier
+        return self.paper_convention + self.token_scoring + self.token_reduction + self.classifier
 
 
 def _shape_of(config, max_length=None) -> ModelShape:
@@ -128,6 +137,7 @@ def _shape_of(config, max_length=None) -> ModelShape:
     return ModelShape(
         family=family,
         hidden_size=config.hidden_size,
+        num_attention_heads=config.num_attention_heads,
         intermediate_size=config.intermediate_size,
         num_hidden_layers=config.num_hidden_layers,
         patch_size=config.patch_size,
@@ -136,6 +146,7 @@ def _shape_of(config, max_length=None) -> ModelShape:
         num_labels=getattr(config, "num_labels", 0),
         pruning_layers=tuple(pruning_layers),
         token_score=getattr(config, "token_score", "attention"),
+        token_reduction=getattr(config, "token_reduction", "prune"),
     )
 
 
@@ -146,6 +157,7 @@ def count_macs(
     batch_size: int = 1,
     attn_implementation: str | None = None,
     num_extra_tokens: int | None = None,
+    token_reduction: str | None = None,
 ) -> MacCount:
     """Analytic MACs of a forward pass of the model ``config`` describes (see the module docstring for the rules).
 
@@ -157,26 +169,39 @@ def count_macs(
         attn_implementation: ``"sdpa"`` / ``"eager"``; decides whether attention scores cost MACs (see above).
             Defaults to the config's, else ``"sdpa"`` (transformers' default).
         num_extra_tokens: override the family's count (the paper's Table II uses 1 for both models).
+        token_reduction: ``"prune"``, ``"fuse"`` or ``"merge"``; defaults to the config's (``"prune"``).
     """
     shape = _shape_of(config, max_length)
     if num_extra_tokens is not None:
         shape = replace(shape, num_extra_tokens=num_extra_tokens)
+    if token_reduction is not None:
+        shape = replace(shape, token_reduction=token_reduction)
+    if shape.token_reduction not in TOKEN_REDUCTIONS:
+        raise ValueError(f"token_reduction={shape.token_reduction!r} is invalid: choose one of {', '.join(TOKEN_REDUCTIONS)}.")
     keep_rate = getattr(config, "keep_rate", 1.0) if keep_rate is None else keep_rate
     if not 0.0 < keep_rate <= 1.0:
         raise ValueError(f"keep_rate={keep_rate!r} is invalid: it must lie in (0, 1].")
     attn_implementation = attn_implementation or getattr(config, "_attn_implementation", None) or "sdpa"
-    scores_cost_macs = attn_implementation != "eager" and shape.token_score == "attention"
+    method = shape.token_reduction
+    scores_cost_macs = attn_implementation != "eager" and shape.token_score == "attention" and method != "merge"
 
     hidden, extra = shape.hidden_size, shape.num_extra_tokens
+    head_dim = hidden // shape.num_attention_heads
     kept = kept_token_counts(shape.num_patches, keep_rate, len(shape.pruning_layers))
     patches, next_pruning = shape.num_patches, 0
-    projections = matmuls = mlp = scoring = 0
+    projections = matmuls = mlp = scoring = reduction = 0
     tokens_per_layer = []
     for index in range(shape.num_hidden_layers):
         attention_tokens = patches + extra
         if index in shape.pruning_layers:
-            if num_kept_tokens(patches, keep_rate) < patches and scores_cost_macs and shape.scoring_costs_macs:
-                scoring += attention_tokens * hidden
+            if num_kept_tokens(patches, keep_rate) < patches:
+                if scores_cost_macs and shape.scoring_costs_macs:
+                    scoring += attention_tokens * hidden
+                if method == "fuse":
+                    reduction += patches * hidden
+                    extra = shape.num_extra_tokens + 1  # the fused token, from this MLP on
+                if method == "merge":
+                    reduction += _matching_macs(patches, kept[next_pruning], head_dim)
             patches = kept[next_pruning]
             next_pruning += 1
         mlp_tokens = patches + extra
@@ -191,10 +216,16 @@ def count_macs(
         attention_matmuls=batch_size * matmuls,
         mlp=batch_size * mlp,
         token_scoring=batch_size * scoring,
+        token_reduction=batch_size * reduction,
         classifier=batch_size * hidden * shape.num_labels,
         tokens_per_layer=tuple(tokens_per_layer),
         kept_patches=tuple(kept),
     )
+
+
+def _matching_macs(patches: int, kept: int, head_dim: int) -> int:
+    """Similarity products of ToMe's matching: ``|A| x |B|`` cosine similarities of ``head_dim`` keys per round."""
+    return sum((tokens + 1) // 2 * (tokens // 2) * head_dim for tokens, _ in merge_rounds(patches, patches - kept))
 
 
 # -- presets ------------------------------------------------------------------------------------------------------
@@ -350,6 +381,18 @@ def main(argv=None):
         "'scoring'); with eager they read them from the weights (default: %(default)s)",
     )
     parser.add_argument(
+        "--token_reductions",
+        default=None,
+        help=f"comma-separated methods, any of {', '.join(TOKEN_REDUCTIONS)}: a row per method and keep rate "
+        "(default: the config's)",
+    )
+    parser.add_argument(
+        "--methods",
+        action="store_true",
+        help="print GMACs of every token reduction method at every keep rate (rows: patches x method) for --model at "
+        "64, 256 and 512 patches, then exit",
+    )
+    parser.add_argument(
         "--verify",
         action="store_true",
         help="also run each forward (random weights) under torch's FlopCounterMode and print its count",
@@ -370,14 +413,23 @@ def main(argv=None):
         keep_rates = parse_keep_rates(args.keep_rates)
     except ValueError as error:
         raise SystemExit(f"--keep_rates {error}") from None
+    methods = _parse_list(args.token_reductions, str, "token_reductions") if args.token_reductions else [
+        getattr(config, "token_reduction", "prune")
+    ]
+    unknown = [method for method in methods if method not in TOKEN_REDUCTIONS]
+    if unknown:
+        raise SystemExit(f"--token_reductions: unknown {unknown}; choose from {', '.join(TOKEN_REDUCTIONS)}.")
+    if args.methods:
+        _print_methods(config, args.model, keep_rates, args.attn_implementation)
+        return 0
     lengths = _parse_list(args.max_length, int, "max_length") if args.max_length else [config.max_length]
     if args.batch_size < 1:
         raise SystemExit(f"--batch_size={args.batch_size}: must be at least 1.")
 
     print(f"GMACs per forward, batch {args.batch_size}, {args.attn_implementation} attention, model {args.model}")
     columns = (
-        "frames | patches | keep rate | kept patches per pruning layer | total  | x fewer | embed  | attn proj "
-        "| attn QK,AV | MLP    | scoring | head"
+        "frames | patches | method | keep rate | kept patches per pruning layer | total  | x fewer | embed  | attn proj "
+        "| attn QK,AV | MLP    | scoring | reduce  | head"
     )
     if args.verify:
         columns += " | FlopCounterMode | diff"
@@ -386,25 +438,45 @@ def main(argv=None):
     for max_length in lengths:
         baseline = count_macs(config, 1.0, max_length, args.batch_size, args.attn_implementation)
         for keep_rate in keep_rates:
-            try:
-                macs = count_macs(config, keep_rate, max_length, args.batch_size, args.attn_implementation)
-            except ValueError as error:
-                raise SystemExit(str(error))
-            line = (
-                f"{max_length:>6} | {_shape_of(config, max_length).num_patches:>7} | {keep_rate:>9.2f} | "
-                f"{str(list(macs.kept_patches)):<30} | {macs.total / 1e9:6.2f} | {baseline.total / macs.total:6.2f}x | "
-                f"{macs.patch_embedding / 1e9:6.3f} | {macs.attention_projections / 1e9:9.2f} | "
-                f"{macs.attention_matmuls / 1e9:10.2f} | {macs.mlp / 1e9:6.2f} | {macs.token_scoring / 1e9:7.4f} | "
-                f"{macs.classifier / 1e9:.4f}"
-            )
-            if args.verify:
-                line += " | " + _verify(config, keep_rate, max_length, args.batch_size, args.attn_implementation, macs)
-            print(line, flush=True)
+            for method in methods:
+                try:
+                    macs = count_macs(config, keep_rate, max_length, args.batch_size, args.attn_implementation,
+                                      token_reduction=method)
+                except ValueError as error:
+                    raise SystemExit(str(error))
+                line = (
+                    f"{max_length:>6} | {_shape_of(config, max_length).num_patches:>7} | {method:<6} | "
+                    f"{keep_rate:>9.2f} | {str(list(macs.kept_patches)):<30} | {macs.total / 1e9:6.2f} | "
+                    f"{baseline.total / macs.total:6.2f}x | {macs.patch_embedding / 1e9:6.3f} | "
+                    f"{macs.attention_projections / 1e9:9.2f} | {macs.attention_matmuls / 1e9:10.2f} | "
+                    f"{macs.mlp / 1e9:6.2f} | {macs.token_scoring / 1e9:7.4f} | {macs.token_reduction / 1e9:7.4f} | "
+                    f"{macs.classifier / 1e9:.4f}"
+                )
+                if args.verify:
+                    line += " | " + _verify(config, keep_rate, max_length, args.batch_size, args.attn_implementation,
+                                            method, macs)
+                print(line, flush=True)
     return 0
 
 
-def _verify(config, keep_rate, max_length, batch_size, attn_implementation, macs):
-    model = build_model(config.__class__.from_dict({**config.to_dict(), "max_length": max_length}))
+def _print_methods(config, name, keep_rates, attn_implementation):
+    """GMACs per method and keep rate at the paper's three clip lengths, the overhead of fuse / merge beside prune."""
+    print(f"GMACs per clip by token reduction, model {name}, {attn_implementation} attention (all counted products)")
+    header = "patches | method | " + " | ".join(f"{rate:>6}" for rate in keep_rates)
+    print(header)
+    print("-" * len(header))
+    for max_length in (128, 512, 1024):
+        patches = _shape_of(config, max_length).num_patches
+        for method in TOKEN_REDUCTIONS:
+            values = [count_macs(config, rate, max_length, attn_implementation=attn_implementation,
+                                 token_reduction=method).total / 1e9 for rate in keep_rates]
+            print(f"{patches if method == TOKEN_REDUCTIONS[0] else '':>7} | {method:<6} | "
+                  + " | ".join(f"{value:6.2f}" for value in values))
+
+
+def _verify(config, keep_rate, max_length, batch_size, attn_implementation, method, macs):
+    model = build_model(config.__class__.from_dict({**config.to_dict(), "max_length": max_length,
+                                                    "token_reduction": method}))
     model.set_attn_implementation(attn_implementation)
     model.set_keep_rate(keep_rate)
     counted = count_forward_macs(model, torch.randn(batch_size, max_length, config.num_mel_bins))

@@ -90,13 +90,15 @@ register_checkpoint_conversion_mapping(
 
 
 class PrunedASTAttention(ASTAttention):
-    """`ASTAttention` that can also return the CLS-attention score of the patch tokens."""
+    """`ASTAttention` that can also return what a token reduction needs: the CLS-attention score of the patch tokens
+    (`token_signal="score"`) or the keys averaged over heads (`"keys"`, ToMe's similarity metric)."""
 
     def forward(
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        score_tokens: bool = False,
+        token_signal: str | None = None,
+        num_extra_tokens: int = NUM_EXTRA_TOKENS,
         token_mask: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -120,22 +122,19 @@ class PrunedASTAttention(ASTAttention):
         )
         attn_output = self.o_proj(attn_output.reshape(*hidden_states.shape[:-1], -1).contiguous())
 
-        token_score = None
-        if score_tokens:
-            # Fused attention kernels never materialise the weights; the CLS row alone is cheap to recompute.
-            if attn_weights is None:
-                token_score = cls_attention_score(
-                    query_states, key_states, self.scaling, NUM_EXTRA_TOKENS, token_mask
-                )
-            else:
-                token_score = cls_attention_score_from_weights(attn_weights, NUM_EXTRA_TOKENS)
-        return attn_output, attn_weights, token_score
+        signal = None
+        if token_signal == "keys":
+            signal = key_states.mean(dim=1)
+        elif token_signal == "score":
+            # The CLS row alone is cheap to recompute in float32, and fused kernels never materialise it; recomputing
+            # it under eager attention too makes every attention implementation (and precision) rank alike.
+            signal = cls_attention_score(query_states, key_states, self.scaling, num_extra_tokens, token_mask)
+        return attn_output, attn_weights, signal
 
 
 class PrunedASTLayer(PrunedBlockMixin, ASTLayer):
-    """`ASTLayer` that, given a `keep_rate`, drops patch tokens after the attention residual, before the MLP."""
-
-    num_extra_tokens = NUM_EXTRA_TOKENS
+    """`ASTLayer` that, given a `reduction`, prunes, fuses or merges patch tokens after the attention residual,
+    before the MLP (the block body is `PrunedBlockMixin`'s)."""
 
     def __init__(self, config: PrunedASTConfig):
         super().__init__(config)
@@ -212,7 +211,8 @@ class PrunedASTModel(PrunedASTPreTrainedModel, ASTModel):
         return PrunedModelOutput(
             last_hidden_state=sequence_output,
             pooler_output=pooled_output,
-            kept_patches=tracker.kept_patches if output_kept_patches else None,
+            kept_patches=(tracker.kept_patches or None) if output_kept_patches else None,
+            source_maps=(tracker.source_maps or None) if output_kept_patches else None,
         )
 
 

@@ -88,7 +88,8 @@ class AudioMAEEmbeddings(nn.Module):
 
 
 class AudioMAEAttention(nn.Module):
-    """timm's ViT attention (fused `qkv`, `proj`) that can also return the received-attention score."""
+    """timm's ViT attention (fused `qkv`, `proj`) that can also return what a token reduction needs: the
+    received-attention score of the patch tokens (`token_signal="score"`) or the head-mean keys (`"keys"`)."""
 
     def __init__(self, config: PrunedAudioMAEConfig):
         super().__init__()
@@ -105,7 +106,8 @@ class AudioMAEAttention(nn.Module):
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        score_tokens: bool = False,
+        token_signal: str | None = None,
+        num_extra_tokens: int = NUM_EXTRA_TOKENS,
         token_mask: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -114,10 +116,11 @@ class AudioMAEAttention(nn.Module):
         query_states, key_states, value_states = qkv.permute(2, 0, 3, 1, 4).unbind(0)
 
         dropout = self.attention_dropout if self.training else 0.0
+        score_tokens = token_signal == "score"
         if score_tokens and self.config._attn_implementation != "eager":
             # Fused kernels never return the weights the score needs: form them once, chunked, for output and score.
             attn_output, token_score = attention_with_received_score(
-                query_states, key_states, value_states, self.scaling, NUM_EXTRA_TOKENS, RECEIVED_ATTENTION_CHUNK,
+                query_states, key_states, value_states, self.scaling, num_extra_tokens, RECEIVED_ATTENTION_CHUNK,
                 dropout, token_mask,
             )
             return self.proj(attn_output.reshape(batch_size, sequence_length, -1)), None, token_score
@@ -129,10 +132,10 @@ class AudioMAEAttention(nn.Module):
             self, query_states, key_states, value_states, attention_mask, dropout=dropout, scaling=self.scaling, **kwargs
         )
         attn_output = self.proj(attn_output.reshape(batch_size, sequence_length, -1))
-        token_score = None
+        signal = key_states.mean(dim=1) if token_signal == "keys" else None
         if score_tokens:
-            token_score = received_attention_score_from_weights(attn_weights, NUM_EXTRA_TOKENS, token_mask)
-        return attn_output, attn_weights, token_score
+            signal = received_attention_score_from_weights(attn_weights, num_extra_tokens, token_mask)
+        return attn_output, attn_weights, signal
 
 
 class AudioMAEMLP(nn.Module):
@@ -162,9 +165,8 @@ class AudioMAEDropPath(nn.Module):
 
 
 class PrunedAudioMAELayer(PrunedBlockMixin, GradientCheckpointingLayer):
-    """A timm ViT block that, given a `keep_rate`, drops patch tokens after the attention residual, before the MLP."""
-
-    num_extra_tokens = NUM_EXTRA_TOKENS
+    """A timm ViT block that, given a `reduction`, prunes, fuses or merges patch tokens after the attention residual,
+    before the MLP (the block body is `PrunedBlockMixin`'s)."""
 
     def __init__(self, config: PrunedAudioMAEConfig, drop_path_rate: float = 0.0):
         super().__init__()
@@ -270,17 +272,14 @@ class PrunedAudioMAEModel(PrunedAudioMAEPreTrainedModel):
         self.check_input_values(input_values)
         hidden_states = self.embeddings(input_values)
         hidden_states, tracker = self.run_layers(hidden_states, input_values, attention_mask, **kwargs)
-        # AudioMAE pools the surviving real patch tokens (not CLS, not padding) and has no final norm before fc_norm.
-        patch_tokens = hidden_states[:, NUM_EXTRA_TOKENS:]
-        if tracker.token_mask is None:
-            pooled_output = self.fc_norm(patch_tokens.mean(dim=1))
-        else:
-            weights = tracker.token_mask[:, NUM_EXTRA_TOKENS:, None].to(patch_tokens.dtype)
-            pooled_output = self.fc_norm((patch_tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0))
+        # AudioMAE pools the surviving real patch tokens (not CLS, not padding, not a fused token; merged tokens by
+        # their size) and has no final norm before fc_norm.
+        pooled_output = self.fc_norm(tracker.mean_patch_token(hidden_states))
         return PrunedModelOutput(
             last_hidden_state=hidden_states,
             pooler_output=pooled_output,
-            kept_patches=tracker.kept_patches if output_kept_patches else None,
+            kept_patches=(tracker.kept_patches or None) if output_kept_patches else None,
+            source_maps=(tracker.source_maps or None) if output_kept_patches else None,
         )
 
 

@@ -1,7 +1,9 @@
 """TopK token pruning: the one novel piece that both pruned models call.
 
 A pruning layer scores the patch tokens, keeps the ``ceil(n * keep_rate)`` best ones and drops the rest before its
-MLP. Extra tokens (CLS, distillation) sit at the front of the sequence and are never pruned. This file is copied next
+MLP; with ``token_reduction`` "fuse" or "merge" it keeps the dropped tokens' content instead (EViT's fused token,
+ToMe's merging: the tensor functions are in ``reduction.py``, the layer plumbing here). Extra tokens (CLS,
+distillation) sit at the front of the sequence and are never pruned. This file is copied next
 to every saved model as remote code, so it imports nothing but ``torch`` and ``transformers``; the tensor functions come
 first, then what the pruned configs, blocks and models of both families share.
 """
@@ -16,6 +18,14 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceCl
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
+
+from .reduction import (
+    fused_token,
+    merge_plan,
+    merge_weighted,
+    proportional_attention_bias,
+    validate_token_reduction,
+)
 
 
 TOKEN_SCORES = ("attention", "intensity", "variation", "random")
@@ -219,25 +229,79 @@ def select_tokens(
     return torch.cat([hidden_states[:, :num_extra_tokens], kept_patch_tokens], dim=1), kept_token_indices
 
 
+@dataclass(frozen=True)
+class LayerReduction:
+    """How one reducing layer prunes, fuses or merges its patch tokens between attention and MLP.
+
+    Built for each layer by :class:`PatchTracker`. Calling it is pure: it returns the reduced hidden states and a plan
+    for the tracker instead of updating anything, since gradient checkpointing runs a layer twice.
+    """
+
+    method: str  # "prune", "fuse" or "merge"
+    keep_rate: float
+    num_extra_tokens: int  # front tokens never reduced: CLS, distillation and, once made, the fused token
+    has_fused_token: bool  # the last front token is the fused token (fuse, after its first fusing layer)
+    token_scores: torch.Tensor | None = None  # static ``(batch, patches)`` scores; None: rank by the attention
+    sizes: torch.Tensor | None = None  # ``(batch, patches)`` input patches each token holds (merge; None: all 1)
+    token_mask: torch.Tensor | None = None  # ``(batch, seq)`` False = padding (prune only); None: every token real
+
+    def reduces(self, hidden_states: torch.Tensor) -> bool:
+        num_patches = hidden_states.shape[1] - self.num_extra_tokens
+        return num_kept_tokens(num_patches, self.keep_rate) < num_patches
+
+    @property
+    def token_signal(self) -> str | None:
+        """What the layer's attention must return for it: the patch ``"score"``, the head-mean ``"keys"``, or nothing."""
+        if self.method == "merge":
+            return "keys"
+        return "score" if self.token_scores is None else None
+
+    def __call__(self, hidden_states: torch.Tensor, token_signal: torch.Tensor | None):
+        """``(hidden_states, plan)``: ``kept_token_indices`` for prune / fuse, ``(destination, sizes)`` for merge."""
+        extra = self.num_extra_tokens
+        patches = hidden_states[:, extra:]
+        num_kept = num_kept_tokens(patches.shape[1], self.keep_rate)
+        if self.method == "merge":
+            sizes = patches.new_ones(patches.shape[:2]) if self.sizes is None else self.sizes
+            destination = merge_plan(token_signal[:, extra:], sizes, patches.shape[1] - num_kept)
+            merged, merged_sizes = merge_weighted(patches, sizes, destination, num_kept)
+            return torch.cat([hidden_states[:, :extra], merged], dim=1), (destination, merged_sizes)
+        scores = token_signal if self.token_scores is None else self.token_scores
+        reduced, kept_token_indices = select_tokens(hidden_states, scores, self.keep_rate, extra, self.token_mask)
+        if self.method == "fuse":
+            fused = fused_token(patches, scores, kept_token_indices)
+            if self.has_fused_token:  # it absorbs this layer's dropped tokens too, and is itself never dropped
+                fused = fused + reduced[:, extra - 1 : extra]
+                extra -= 1
+            reduced = torch.cat([reduced[:, :extra], fused, reduced[:, self.num_extra_tokens :]], dim=1)
+        return reduced, kept_token_indices
+
+
 class PatchTracker:
-    """Per-forward bookkeeping of the current tokens: the input patch each came from, its static score, and whether it
-    is real or padding.
+    """Per-forward bookkeeping: which input patches each patch token stands for, its static score, its size, and
+    whether it is real or padding.
 
     Intensity and variation are computed once from the model input; after every pruning layer they must be gathered
     with the same indices as the hidden states, or later layers would rank tokens by another patch's statistic. So
     must ``token_mask`` ``(batch, extra + patches)`` (True = real token, the 2-D padding mask of the current
     sequence, ``None`` when every token is real), from which each later layer's attention mask is built.
+    Prune and fuse record ``kept_patches`` (the input patch of each survivor); merge records ``source_maps`` (for each
+    input patch, the token now carrying it) and the tokens' sizes for proportional attention and pooling.
     """
 
     def __init__(
         self, batch_size: int, num_patches: int, device, static_scores: torch.Tensor | None = None,
-        token_mask: torch.Tensor | None = None, num_extra_tokens: int = 0,
+        token_mask: torch.Tensor | None = None, num_extra_tokens: int = 0, method: str = "prune",
     ):
         self.patch_indices = torch.arange(num_patches, device=device).expand(batch_size, -1)
         self.static_scores = static_scores
         self.token_mask = token_mask
         self.num_extra_tokens = num_extra_tokens
+        self.method = method
+        self.has_fused_token = False
+        self.sizes = None
         self.kept_patches = ()
+        self.source_maps = ()
 
     def scores_for_next_layer(self, token_score: str) -> torch.Tensor | None:
         """Scores of the current patch tokens, or ``None`` when the layer must score them by its own attention."""
@@ -247,19 +311,53 @@ class PatchTracker:
             return torch.rand(self.patch_indices.shape, device=self.patch_indices.device)
         return self.static_scores
 
-    def update(self, kept_token_indices: torch.Tensor | None):
-        """Record one pruning layer; ``None`` means the layer kept every token (keep rate too high to drop one)."""
-        if kept_token_indices is not None:
-            self.patch_indices = self.patch_indices.gather(1, kept_token_indices)
+    def layer_reduction(self, keep_rate: float, token_score: str) -> LayerReduction:
+        return LayerReduction(
+            self.method, keep_rate, self.num_extra_tokens, self.has_fused_token,
+            self.scores_for_next_layer(token_score), self.sizes, self.token_mask,
+        )
+
+    def attention_mask(self, attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+        """The mask for the next layer: once tokens are merged, plus ToMe's proportional attention, log(size)."""
+        if self.sizes is None:
+            return attention_mask
+        bias = proportional_attention_bias(self.sizes, self.num_extra_tokens, dtype)
+        return bias if attention_mask is None else attention_mask + bias
+
+    def mean_patch_token(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Mean over the real input patches: a merged token counts as many times as it holds patches, padding not."""
+        patches = hidden_states[:, self.num_extra_tokens :]
+        if self.sizes is not None:
+            weights = self.sizes
+        elif self.token_mask is not None:
+            weights = self.token_mask[:, self.num_extra_tokens :]
+        else:
+            return patches.mean(dim=1)
+        weights = weights.to(patches.dtype).unsqueeze(-1)
+        return (patches * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+    def update(self, plan):
+        """Record one reducing layer's plan; ``None`` means it kept every token (keep rate too high to drop one)."""
+        if self.method == "merge":
+            source = self.source_maps[-1] if self.source_maps else self.patch_indices
+            if plan is not None:
+                destination, self.sizes = plan
+                source = destination.gather(1, source)
+            self.source_maps += (source,)
+            return
+        if plan is not None:
+            self.patch_indices = self.patch_indices.gather(1, plan)
             if self.static_scores is not None:
-                self.static_scores = self.static_scores.gather(1, kept_token_indices)
+                self.static_scores = self.static_scores.gather(1, plan)
             if self.token_mask is not None:
                 extra, patches = self.token_mask[:, : self.num_extra_tokens], self.token_mask[:, self.num_extra_tokens :]
-                self.token_mask = torch.cat([extra, patches.gather(1, kept_token_indices)], dim=1)
+                self.token_mask = torch.cat([extra, patches.gather(1, plan)], dim=1)
+            if self.method == "fuse" and not self.has_fused_token:
+                self.has_fused_token, self.num_extra_tokens = True, self.num_extra_tokens + 1
         self.kept_patches += (self.patch_indices,)
 
 
-_PRUNING_FIELDS = ("keep_rate", "pruning_layers", "token_score", "num_hidden_layers")
+_PRUNING_FIELDS = ("keep_rate", "pruning_layers", "token_score", "token_reduction", "num_hidden_layers")
 
 
 class PruningConfigMixin:
@@ -291,18 +389,25 @@ class PruningConfigMixin:
 
     def _validate_pruning(self):
         validate_pruning_config(self.keep_rate, self.pruning_layers, self.token_score, self.num_hidden_layers)
+        validate_token_reduction(self.token_reduction, self.token_score)
 
 
 @dataclass
 class PrunedModelOutput(BaseModelOutputWithPooling):
     r"""
-    kept_patches (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True`):
+    kept_patches (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True` and `token_reduction` is
+    `"prune"` or `"fuse"`):
         One `(batch_size, num_kept)` tensor per pruning layer: the index, in the input's patch grid, of every patch
         token that survived that layer, most important first. The grid is the model's `patch_layout`: frequency-major
-        (`f * time_patches + t`) for AST, time-major (`t * frequency_patches + f`) for AudioMAE.
+        (`f * time_patches + t`) for AST, time-major (`t * frequency_patches + f`) for AudioMAE. Under fuse, the fused
+        token holds every other patch.
+    source_maps (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True` and `token_reduction="merge"`):
+        One `(batch_size, num_patches)` tensor per merging layer: for each input patch (same grid), the position among
+        that layer's output patch tokens of the token that now carries it; equal values form one merged group.
     """
 
     kept_patches: tuple[torch.LongTensor, ...] | None = None
+    source_maps: tuple[torch.LongTensor, ...] | None = None
 
 
 @dataclass
@@ -310,52 +415,44 @@ class PrunedAudioClassifierOutput(SequenceClassifierOutput):
     r"""
     kept_patches (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True`):
         See [`PrunedModelOutput`].
+    source_maps (`tuple(torch.LongTensor)`, returned when `output_kept_patches=True` and `token_reduction="merge"`):
+        See [`PrunedModelOutput`].
     """
 
     kept_patches: tuple[torch.LongTensor, ...] | None = None
+    source_maps: tuple[torch.LongTensor, ...] | None = None
 
 
 class PrunedBlockMixin:
     """The pre-norm ViT block both families run: attention, residual, token reduction, MLP, residual.
 
-    A layer using it has ``layernorm_before``, ``attention`` (returning the output, the weights and, when asked to
-    ``score_tokens``, the patch scores), ``layernorm_after``, ``mlp``, ``num_extra_tokens`` and ``residual_dropout``,
+    A layer using it has ``layernorm_before``, ``attention`` (returning the output, the weights and, when asked for a
+    ``token_signal``, the patch scores or the head-mean keys), ``layernorm_after``, ``mlp`` and ``residual_dropout``,
     the module applied to both residual branches (dropout in AST, stochastic depth in AudioMAE).
     """
-
-    num_extra_tokens: int
 
     def forward(
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        keep_rate: float | None = None,
-        token_scores: torch.Tensor | None = None,
-        token_mask: torch.Tensor | None = None,
+        reduction: LayerReduction | None = None,
         **kwargs: Unpack[TransformersKwargs],
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Returns the new hidden states and ``kept_token_indices`` (``None`` when every token was kept).
+    ):
+        """Returns the new hidden states and the reduction's plan (``None`` when every token was kept).
 
-        A ``keep_rate`` makes this a pruning layer; ``token_scores`` ``(batch, patches)`` rank its patch tokens, or,
-        when ``None``, its own attention does. ``token_mask`` ``(batch, seq)`` (False = padding; ``None``: none) is
-        the tracker's: padded keys do not score, padded patches are the last to be kept.
+        A ``reduction`` makes this a reducing layer: it prunes, fuses or merges the patch tokens before the MLP.
         """
-        num_patches = hidden_states.shape[1] - self.num_extra_tokens
-        reduces = keep_rate is not None and num_kept_tokens(num_patches, keep_rate) < num_patches
-        score_tokens = reduces and token_scores is None
-        attn_output, _, attention_scores = self.attention(
-            self.layernorm_before(hidden_states), attention_mask, score_tokens=score_tokens,
-            token_mask=token_mask if score_tokens else None, **kwargs
-        )
-        hidden_states = hidden_states + self.residual_dropout(attn_output)
-        kept_token_indices = None
+        reduces = reduction is not None and reduction.reduces(hidden_states)
         if reduces:
-            scores = attention_scores if token_scores is None else token_scores
-            hidden_states, kept_token_indices = select_tokens(
-                hidden_states, scores, keep_rate, self.num_extra_tokens, token_mask
-            )
+            kwargs = dict(kwargs, token_signal=reduction.token_signal, num_extra_tokens=reduction.num_extra_tokens,
+                          token_mask=reduction.token_mask)
+        attn_output, _, token_signal = self.attention(self.layernorm_before(hidden_states), attention_mask, **kwargs)
+        hidden_states = hidden_states + self.residual_dropout(attn_output)
+        plan = None
+        if reduces:
+            hidden_states, plan = reduction(hidden_states, token_signal)
         hidden_states = hidden_states + self.residual_dropout(self.mlp(self.layernorm_after(hidden_states)))
-        return hidden_states, kept_token_indices
+        return hidden_states, plan
 
 
 class PrunedModelMixin:
@@ -410,7 +507,8 @@ class PrunedModelMixin:
         return attention_mask
 
     def run_layers(self, hidden_states, input_values, attention_mask=None, **kwargs):
-        """Run every layer, pruning in ``config.pruning_layers``; returns the hidden states and the ``PatchTracker``.
+        """Run every layer, reducing tokens in ``config.pruning_layers``; returns the hidden states and the
+        :class:`PatchTracker` (``kept_patches`` or ``source_maps``, token sizes).
 
         A 2-D padding ``attention_mask`` becomes each layer's attention mask through transformers' own mask helper, as
         in `ASTModel.forward`; a pruning layer gathers it with the survivors and the mask is rebuilt for later layers.
@@ -418,6 +516,12 @@ class PrunedModelMixin:
         config = self.config
         pruning = config.keep_rate < 1.0
         attention_mask = self.check_attention_mask(attention_mask, hidden_states)
+        if pruning and attention_mask is not None and config.token_reduction != "prune":
+            raise ValueError(
+                f"attention_mask is not supported with token_reduction={config.token_reduction!r} while reducing "
+                "(keep_rate < 1): a padded token must never be fused or merged into a real one, and only pruning "
+                "carries the mask. Use token_reduction='prune', keep_rate=1.0, or call the model without a mask."
+            )
         token_mask = attention_mask.bool() if attention_mask is not None and attention_mask.dim() == 2 else None
         static_scores = None
         if config.token_score in ("intensity", "variation"):
@@ -425,25 +529,27 @@ class PrunedModelMixin:
             static_scores = intensity if config.token_score == "intensity" else variation
         num_patches = hidden_states.shape[1] - self.num_extra_tokens
         tracker = PatchTracker(
-            hidden_states.shape[0], num_patches, hidden_states.device, static_scores, token_mask, self.num_extra_tokens
+            hidden_states.shape[0], num_patches, hidden_states.device, static_scores, token_mask, self.num_extra_tokens,
+            config.token_reduction,
         )
-        layer_mask = create_bidirectional_mask(config=config, inputs_embeds=hidden_states, attention_mask=attention_mask)
+        # Without a padding mask there is nothing to build; under torch.export the helper would materialise a full-size
+        # mask that no longer fits once a layer has reduced the tokens.
+        layer_mask = None if attention_mask is None else create_bidirectional_mask(
+            config=config, inputs_embeds=hidden_states, attention_mask=attention_mask
+        )
 
         for index, layer in enumerate(self.layers):
+            mask = tracker.attention_mask(layer_mask, hidden_states.dtype)
             if pruning and index in config.pruning_layers:
-                hidden_states, kept_token_indices = layer(
-                    hidden_states, layer_mask, keep_rate=config.keep_rate,
-                    token_scores=tracker.scores_for_next_layer(config.token_score), token_mask=tracker.token_mask,
-                    **kwargs,
-                )
-                tracker.update(kept_token_indices)
-                # Under tracing transformers may materialise an all-real mask: rebuild any mask at the new length.
-                if kept_token_indices is not None and layer_mask is not None:
+                reduction = tracker.layer_reduction(config.keep_rate, config.token_score)
+                hidden_states, plan = layer(hidden_states, mask, reduction=reduction, **kwargs)
+                tracker.update(plan)
+                if plan is not None and tracker.token_mask is not None:
                     layer_mask = create_bidirectional_mask(
                         config=config, inputs_embeds=hidden_states, attention_mask=tracker.token_mask
                     )
             else:
-                hidden_states, _ = layer(hidden_states, layer_mask, **kwargs)
+                hidden_states, _ = layer(hidden_states, mask, **kwargs)
                 if index in config.pruning_layers:
                     tracker.update(None)
         return hidden_states, tracker
@@ -466,7 +572,7 @@ class PrunedAudioClassificationMixin:
             Targets for the loss: cross-entropy for single labels, BCE when `config.problem_type` is
             `"multi_label_classification"`, as for every transformers classifier.
         output_kept_patches (`bool`, *optional*):
-            Return `kept_patches`, see [`PrunedModelOutput`].
+            Return `kept_patches` (prune, fuse) or `source_maps` (merge), see [`PrunedModelOutput`].
         """
         outputs = self.base_model(
             input_values, attention_mask=attention_mask, output_kept_patches=output_kept_patches, **kwargs
@@ -479,4 +585,5 @@ class PrunedAudioClassificationMixin:
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             kept_patches=outputs.kept_patches,
+            source_maps=outputs.source_maps,
         )

@@ -389,21 +389,57 @@ class PrunedModelTrainer(Trainer):
             self.model_card.save(os.path.join(self.args.output_dir, "README.md"))
 
 
-def keep_rate_sweep(trainer: Trainer, dataset, keep_rates, metric: str) -> list[dict]:
-    """Evaluate the trained model at each keep rate: rows of `{"keep_rate", "metric", "gmacs"}` (paper Table I).
+def set_token_reduction(model, keep_rate: float, token_reduction: str, token_score: str):
+    """Switch a pruned model's keep rate, method and score, in an order its config's validation accepts (fuse and
+    merge refuse any score but attention)."""
+    model.config.token_reduction = "prune"
+    model.config.token_score = token_score
+    model.config.token_reduction = token_reduction
+    model.set_keep_rate(keep_rate)
 
-    The model's own keep rate is restored afterwards.
+
+def keep_rate_sweep(
+    model, evaluate, keep_rates, token_reductions=("prune",), token_scores=("attention",), seed: int = 0
+) -> list[dict]:
+    """The one evaluation sweep (paper Table I with a method dimension): the fine-tuning recipe's final table and
+    `hf_token_prune.analysis.keep_rate_sweep` both run it.
+
+    `evaluate()` returns the metric of `model` as currently set. It runs for every keep rate, method and token score
+    that go together (fuse and merge rank by attention only), seeded with `seed` so the "random" score repeats; at keep
+    rate 1.0 nothing is reduced, so one evaluation stands for every method and score. Returns rows of
+    `{"token_reduction", "token_score", "keep_rate", "metric", "gmacs"}`; the model's settings are restored afterwards.
     """
-    model = trainer.model
-    trained_keep_rate = model.config.keep_rate
-    rows = []
-    for keep_rate in keep_rates:
-        model.set_keep_rate(keep_rate)
-        output = trainer.predict(dataset, metric_key_prefix="test")
-        macs = count_macs(model.config, keep_rate).total
-        rows.append({"keep_rate": keep_rate, "metric": output.metrics[f"test_{metric}"], "gmacs": macs / 1e9})
-    model.set_keep_rate(trained_keep_rate)
+    config = model.config
+    saved = (config.keep_rate, config.token_reduction, config.token_score)
+    rows, unreduced = [], None
+    try:
+        for keep_rate in keep_rates:
+            for token_reduction in token_reductions:
+                for token_score in token_scores:
+                    if token_reduction != "prune" and token_score != "attention":
+                        continue
+                    set_token_reduction(model, keep_rate, token_reduction, token_score)
+                    if keep_rate < 1.0 or unreduced is None:
+                        torch.manual_seed(seed)
+                        value = evaluate()
+                        unreduced = value if keep_rate >= 1.0 else unreduced
+                    else:
+                        value = unreduced
+                    rows.append({
+                        "token_reduction": token_reduction,
+                        "token_score": token_score,
+                        "keep_rate": keep_rate,
+                        "metric": value,
+                        "gmacs": count_macs(config, keep_rate).total / 1e9,
+                    })
+    finally:
+        set_token_reduction(model, *saved)
     return rows
+
+
+def trainer_evaluator(trainer: Trainer, dataset, metric: str):
+    """`evaluate` for :func:`keep_rate_sweep` through `trainer.predict` (what the fine-tuning recipe reports)."""
+    return lambda: trainer.predict(dataset, metric_key_prefix="test").metrics[f"test_{metric}"]
 
 
 __all__ = [
@@ -414,6 +450,8 @@ __all__ = [
     "keep_rate_sweep",
     "layer_decay_parameter_groups",
     "num_update_steps_per_epoch",
+    "set_token_reduction",
     "step_decay_lambda",
     "streaming_steps_per_epoch",
+    "trainer_evaluator",
 ]

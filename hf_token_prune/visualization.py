@@ -1,4 +1,5 @@
-"""Pictures of which spectrogram patches survive pruning (paper Fig. 3)."""
+"""Pictures of which spectrogram patches survive pruning (paper Fig. 3), what EViT's fused token absorbed, and the
+groups ToMe's merging formed."""
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +23,38 @@ def kept_patch_mask(kept_patches: torch.Tensor, layout: PatchLayout) -> torch.Te
     return coverage[0, 0] > 0
 
 
-def plot_pruning_stages(spectrogram, masks, titles, path, suptitle=None):
+def patch_label_image(labels: torch.Tensor, layout: PatchLayout) -> torch.Tensor:
+    """``(frequency, time)`` image of per-patch integer ``labels`` (token order), ``-1`` where no patch reaches.
+
+    Where strides overlap, a pixel shows the last patch (in frequency-major order) covering it.
+    """
+    grid = torch.full((layout.num_patches,), -1, dtype=torch.long)
+    grid[layout.frequency_major_index(torch.arange(layout.num_patches))] = labels.cpu().long()
+    height = (layout.num_frequency_patches - 1) * layout.frequency_stride + layout.patch_size
+    width = (layout.num_time_patches - 1) * layout.time_stride + layout.patch_size
+    image = torch.full((height, width), -1, dtype=torch.long)
+    for index, label in enumerate(grid.tolist()):
+        top = index // layout.num_time_patches * layout.frequency_stride
+        left = index % layout.num_time_patches * layout.time_stride
+        image[top : top + layout.patch_size, left : left + layout.patch_size] = label
+    return image
+
+
+def merged_groups(source_map: torch.Tensor) -> torch.Tensor:
+    """Per input patch, a colour number for its merged group (from one sample's ``source_maps`` entry), ``-1`` for a
+    patch that is still a token of its own, so only real merges are coloured."""
+    sizes = torch.bincount(source_map)
+    merged = sizes[source_map] > 1
+    numbers = torch.cumsum(sizes > 1, dim=0) - 1  # groups of two or more, numbered in token order
+    return torch.where(merged, numbers[source_map], -1)
+
+
+def plot_pruning_stages(spectrogram, masks, titles, path, suptitle=None, overlays=None):
     """Save one panel per stage: the (frequency, time) spectrogram, frequency up, with pruned pixels blanked.
 
     A mask may be smaller than the spectrogram when the patch grid does not reach its edge; the rest counts as pruned.
+    ``overlays`` (one per stage, or ``None``) are :func:`patch_label_image` images drawn in a colour per label over the
+    spectrogram: the merged groups, or (one label) what the fused token absorbed.
     """
     import matplotlib
 
@@ -35,11 +64,19 @@ def plot_pruning_stages(spectrogram, masks, titles, path, suptitle=None):
     spectrogram = torch.as_tensor(spectrogram, dtype=torch.float32).cpu()
     fig, axes = plt.subplots(len(masks), 1, figsize=(8, 1.6 * len(masks) + 0.6), squeeze=False, sharex=True)
     vmin, vmax = spectrogram.min().item(), spectrogram.max().item()
-    for axis, mask, title in zip(axes[:, 0], masks, titles):
+    overlays = overlays or [None] * len(masks)
+    for axis, mask, title, overlay in zip(axes[:, 0], masks, titles, overlays):
         full_mask = torch.zeros(spectrogram.shape, dtype=torch.bool)
         full_mask[: mask.shape[0], : mask.shape[1]] = mask.cpu()
         shown = spectrogram.masked_fill(~full_mask, float("nan"))
-        axis.imshow(shown.numpy(), origin="lower", aspect="auto", cmap="magma", vmin=vmin, vmax=vmax, interpolation="nearest")
+        cmap = "gray" if overlay is not None else "magma"
+        axis.imshow(shown.numpy(), origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        if overlay is not None:
+            labels = torch.full(spectrogram.shape, -1, dtype=torch.long)
+            labels[: overlay.shape[0], : overlay.shape[1]] = overlay
+            colours = (labels % 20).float().masked_fill(labels < 0, float("nan"))
+            axis.imshow(colours.numpy(), origin="lower", aspect="auto", cmap="tab20", vmin=0, vmax=19, alpha=0.6,
+                        interpolation="nearest")
         axis.set_facecolor("white")
         axis.set_title(title, fontsize=9)
         axis.set_ylabel("mel bin")

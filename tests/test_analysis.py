@@ -306,6 +306,31 @@ def test_multi_label_data_are_scored_with_map(ast_setup):
 # 3. sweep and MACs ----------------------------------------------------------------------------------------------------
 
 
+def test_sweep_has_a_method_dimension_evaluated_by_each_method(ast_setup):
+    model, data = ast_setup.model, ast_setup.data
+    saved = (model.config.keep_rate, model.config.token_reduction)
+    result = keep_rate_sweep(model, data, keep_rates=(1.0, 0.5), token_scores=("attention", "random"),
+                             token_reductions=("prune", "fuse", "merge"))
+    assert (model.config.keep_rate, model.config.token_reduction) == saved  # settings restored
+    table = result.table
+    assert len(table) == 8  # per keep rate: prune x 2 scores, fuse and merge with attention
+    assert set(table[table["token_reduction"] != "prune"]["token_score"]) == {"attention"}
+    assert table[table["keep_rate"] == 1.0]["accuracy (%)"].nunique() == 1  # nothing reduced: one model
+    features, labels, _ = features_and_labels(ast_setup)
+    for method in ("fuse", "merge"):
+        model.config.token_reduction = method
+        model.set_keep_rate(0.5)
+        with torch.no_grad():
+            accuracy = (model(features).logits.argmax(-1) == labels).float().mean().item()
+        model.config.token_reduction = "prune"
+        row = table[(table["token_reduction"] == method) & (table["keep_rate"] == 0.5)]
+        assert np.allclose(row["accuracy (%)"], 100 * accuracy)
+    model.set_keep_rate(saved[0])
+    wide = result.pivot()
+    assert {"fuse", "merge", "GMACs prune", "GMACs fuse", "GMACs merge"} <= set(wide.columns)
+    assert (wide["GMACs fuse"] >= wide["GMACs prune"]).all() and (wide["GMACs merge"] >= wide["GMACs prune"]).all()
+
+
 def test_sweep_at_keep_rate_one_equals_plain_evaluation(ast_setup):
     model, data = ast_setup.model, ast_setup.data
     result = keep_rate_sweep(model, data, keep_rates=(1.0, 0.5))
@@ -401,6 +426,31 @@ def test_patterns_draw_one_example_per_class_first(ast_setup, tmp_path):
     assert example.masks[-1].sum() == 4 * 16 * 16  # 4 patches survive the last pruning layer
     result.write(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["patterns_1.png", "patterns_2.png", "patterns_3.png"]
+
+
+@pytest.mark.parametrize("method", ["fuse", "merge"])
+def test_patterns_show_what_the_fused_token_absorbed_and_the_merged_groups(ast_setup, tmp_path, method):
+    model = ast_setup.model
+    model.config.token_reduction = method
+    try:
+        result = pruning_patterns(model, ast_setup.data, num_examples=2, keep_rate=0.5)
+        with torch.no_grad():
+            outputs = model(ast_setup.data.select([0]).batches().__iter__().__next__()["input_values"],
+                            output_kept_patches=True)
+    finally:
+        model.config.token_reduction = "prune"
+    example = result.examples[0]
+    assert all(mask.all() for mask in example.masks)  # nothing is blanked: every patch is still represented
+    assert example.overlays[0] is None and len(example.overlays) == 4
+    last = example.overlays[-1]
+    if method == "fuse":  # coloured = not among the 4 kept patches of the last layer
+        assert (last >= 0).sum() == (32 - 4) * 16 * 16
+    else:  # coloured = patches in groups of two or more; 4 tokens carry all 32 patches
+        sizes = torch.bincount(outputs.source_maps[-1][0])
+        assert len(sizes) == 4 and (last >= 0).sum() == int(sizes[sizes > 1].sum()) * 16 * 16
+        assert "4 tokens for 32 patches" in example.titles[-1]
+    result.write(tmp_path)
+    assert (tmp_path / "patterns_1.png").is_file()
 
 
 def test_every_analysis_runs_and_writes_on_every_model_type(any_setup, tmp_path):

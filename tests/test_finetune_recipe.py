@@ -266,6 +266,25 @@ def test_keep_rate_outside_zero_one(finetune, tmp_path, keep_rate):
     assert "--keep_rate" in message and "(0, 1]" in message
 
 
+def test_a_token_score_the_method_cannot_use(finetune, tmp_path):
+    argv = ["--recipe", "demo", "--token_reduction", "fuse", "--token_score", "intensity"]
+    message = run_expecting_exit(finetune, argv, tmp_path)
+    assert "token_reduction='fuse' cannot use token_score='intensity'" in message
+    message = run_expecting_exit(finetune, ["--recipe", "demo", "--eval_token_reductions", "prune,drop"], tmp_path)
+    assert "--eval_token_reductions" in message and "'drop'" in message
+
+
+def test_merge_fine_tuning_saves_merge_and_compares_every_method(finetune, tmp_path, capsys):
+    output = tmp_path / "merge"
+    finetune.main(TINY + ["--token_reduction", "merge", "--eval_keep_rates", "0.4", "--output_dir", str(output)])
+    assert json.loads((output / "config.json").read_text())["token_reduction"] == "merge"
+    rows = json.loads((output / "keep_rate_sweep.json").read_text())
+    assert {row["token_reduction"] for row in rows} == {"merge"} and [r["keep_rate"] for r in rows] == [1.0, 0.7, 0.4]
+    printed = capsys.readouterr().out
+    header = next(line for line in printed.splitlines() if line.startswith("keep rate |"))
+    assert [name.strip() for name in header.split("|")[1:4]] == ["prune", "fuse", "merge"]
+
+
 def test_schedule_longer_than_training(finetune, tmp_path):
     argv = ["--recipe", "demo", "--shrink_start_epoch", "20", "--shrink_epochs", "8", "--num_train_epochs", "24"]
     message = run_expecting_exit(finetune, argv, tmp_path)

@@ -120,6 +120,38 @@ def test_analytic_count_equals_flop_counter_tiny_audiomae(attn_implementation, k
     assert analytic.token_scoring == 0  # the score comes with the pruning layer's own attention
 
 
+@pytest.mark.parametrize("keep_rate", [1.0, 0.7, 0.3])
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("method", ["fuse", "merge"])
+@pytest.mark.parametrize("family", ["ast", "audiomae"])
+def test_analytic_count_equals_flop_counter_for_fuse_and_merge(family, method, attn_implementation, keep_rate):
+    from hf_token_prune import PrunedAudioMAEConfig, PrunedAudioMAEForAudioClassification
+
+    if family == "ast":
+        config = PrunedASTConfig(**tiny_ast_kwargs(), keep_rate=keep_rate, token_reduction=method)
+        model = PrunedASTForAudioClassification(config).eval()
+    else:
+        config = PrunedAudioMAEConfig(hidden_size=64, num_attention_heads=4, intermediate_size=128, num_mel_bins=64,
+                                      max_length=128, num_labels=5, keep_rate=keep_rate, token_reduction=method)
+        model = PrunedAudioMAEForAudioClassification(config).eval()
+    model.set_attn_implementation(attn_implementation)
+    counted = count_forward_macs(model, torch.randn(2, 128, 64))
+    analytic = count_macs(config, batch_size=2, attn_implementation=attn_implementation)
+    assert counted == analytic.total
+    prune = count_macs(config, batch_size=2, attn_implementation=attn_implementation, token_reduction="prune")
+    if keep_rate == 1.0:
+        assert analytic == prune
+    else:  # what each method adds beside pruning: one token in later layers (fuse), the matching (merge)
+        assert analytic.token_reduction > 0 and analytic.total > prune.total
+        assert analytic.kept_patches == prune.kept_patches
+
+
+def test_method_table_prints_every_method(capsys):
+    assert main(["--methods", "--keep_rates", "1.0,0.5"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("| fuse ") == printed.count("| merge ") == printed.count("| prune ") == 3
+
+
 # 3. Inputs that cannot be counted ------------------------------------------------------------------------------
 
 

@@ -108,10 +108,10 @@ def test_sdpa_cls_score_equals_eager_attention_matrix():
     attention = PrunedASTAttention(config).eval()
     hidden = torch.randn(3, 34, config.hidden_size)
     config._attn_implementation = "eager"
-    _, weights, eager_score = attention(hidden, score_tokens=True)
+    _, weights, eager_score = attention(hidden, token_signal="score")
     assert weights is not None
     config._attn_implementation = "sdpa"
-    _, no_weights, sdpa_score = attention(hidden, score_tokens=True)
+    _, no_weights, sdpa_score = attention(hidden, token_signal="score")
     assert no_weights is None  # the score did not come from a materialised matrix
     independent = weights[:, :, 0, 2:].mean(dim=1)
     assert sdpa_score.shape == (3, 32)

@@ -190,10 +190,10 @@ def test_chunked_received_attention_equals_eager_attention_matrix():
     attention = AudioMAEAttention(config).eval()
     hidden = torch.randn(2, 33, 64)
     config._attn_implementation = "eager"
-    _, weights, eager_score = attention(hidden, score_tokens=True)
+    _, weights, eager_score = attention(hidden, token_signal="score")
     independent = weights[:, :, 1:, 1:].mean(dim=(1, 2))
     config._attn_implementation = "sdpa"
-    _, no_weights, sdpa_score = attention(hidden, score_tokens=True)
+    _, no_weights, sdpa_score = attention(hidden, token_signal="score")
     assert no_weights is None
     assert (sdpa_score - independent).abs().max() <= 1e-6
     assert (eager_score - independent).abs().max() <= 1e-6

@@ -80,6 +80,11 @@ def test_python_snippets_run_as_written(workdir):
     if not (workdir / "audiomae-as20k").is_dir():  # the command-line block makes it; run alone, make it here
         assert run([sys.executable, "-m", "hf_token_prune.convert_audiomae", "--checkpoint", "finetuned.pth",
                     "--output_dir", "audiomae-as20k"], workdir).returncode == 0  # fmt: skip
+    if not (workdir / "outputs" / "demo").is_dir():  # the command-line block trains it; run alone, train it here
+        command = "hf-token-prune finetune --recipe demo" + SHORT_RUNS["hf-token-prune finetune"]
+        assert run(["bash", "-c", command], workdir).returncode == 0
+    (export,) = code_blocks("bash", "Deploy: ONNX Runtime")  # the Deploy snippets read the folder it writes
+    assert run(["bash", "-c", export.split("#")[0].strip()], workdir).returncode == 0, export
     snippets = code_blocks("python")
     assert len(snippets) >= 2
     for snippet in snippets:

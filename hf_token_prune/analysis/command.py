@@ -4,9 +4,11 @@
         --data_dir data/keywords --split test            # or: python recipes/analyze.py ...
 
 Analyses (--analyses, comma-separated; default all):
-  sweep         Table I/II: metric at keep rates 1.0..0.4 for every token score, training-free on the given weights,
-                with analytic GMACs; --sweep_models adds fine-tuned folders (one per keep rate / score) to the table
-  patterns      Fig. 3: spectrograms with the patches pruned at each pruning layer blanked (--num_examples)
+  sweep         Table I/II: metric at keep rates 1.0..0.4 for every token score and token reduction (prune, fuse,
+                merge), training-free on the given weights, with analytic GMACs; --sweep_models adds fine-tuned
+                folders (one per keep rate / score / method) to the table
+  patterns      Fig. 3: spectrograms with the patches pruned at each pruning layer blanked, or under fuse / merge
+                what the fused token absorbed / the merged groups (--num_examples)
   clusters      Table III / Fig. 5: 1-D k-means (k=5) of all patch intensities, C1..C5 by ascending intensity
   kendall       Fig. 4: Kendall's tau per block between attention score and clustered intensity / variation
   cluster_drop  Table IV: keep rate 1.0, drop the C1+C2 or C4+C5 tokens after block i (--blocks)
@@ -49,6 +51,7 @@ from hf_token_prune.analysis.report import write_index
 from hf_token_prune.checks import check_audio_folder, check_model, one_line
 from hf_token_prune.data import DATASETS
 from hf_token_prune.pruning import TOKEN_SCORES, parse_keep_rates
+from hf_token_prune.reduction import TOKEN_REDUCTIONS
 
 
 def _analyses(text):
@@ -68,6 +71,14 @@ def _keep_rates(text):
         return parse_keep_rates(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error))
+
+
+def _token_reductions(text):
+    methods = text.split(",")
+    unknown = [method for method in methods if method not in TOKEN_REDUCTIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{text!r}: unknown {unknown}; choose from {','.join(TOKEN_REDUCTIONS)}")
+    return methods
 
 
 def _numbers(kind):
@@ -105,6 +116,9 @@ def parse_args(argv=None):
                         help="sweep keep rates (default: 1.0,0.9,...,0.4)")
     parser.add_argument("--token_scores", type=_numbers(str), default=list(TOKEN_SCORES),
                         help=f"sweep token scores (default: {','.join(TOKEN_SCORES)})")
+    parser.add_argument("--token_reductions", type=_token_reductions, default=list(TOKEN_REDUCTIONS),
+                        help=f"sweep methods, any of {','.join(TOKEN_REDUCTIONS)}; fuse and merge rank by attention "
+                        "(default: all)")
     parser.add_argument("--sweep_models", nargs="*", default=[],
                         help="fine-tuned model folders added to the sweep table, each at its own keep rate / score")
     parser.add_argument("--num_examples", type=int, default=4, help="patterns: examples drawn (default: %(default)s)")
@@ -152,7 +166,7 @@ def run(args, argv):
     for analysis in args.analyses:
         print(f"[analyze] {analysis}", flush=True)
         if analysis == "sweep":
-            result = keep_rate_sweep(model, data, args.keep_rates, args.token_scores, args.seed)
+            result = keep_rate_sweep(model, data, args.keep_rates, args.token_scores, args.seed, args.token_reductions)
             if args.sweep_models:
                 result = result.merge(fine_tuned_sweep(args.sweep_models, data, args.seed))
         elif analysis == "patterns":

@@ -1,10 +1,11 @@
-"""Which spectrogram patches each pruning stage keeps, drawn for a few examples (paper Fig. 3)."""
+"""Which spectrogram patches each pruning stage keeps, drawn for a few examples (paper Fig. 3); under fuse, what the
+fused token absorbed; under merge, the merged groups."""
 
 from dataclasses import dataclass
 
 import torch
 
-from ..visualization import kept_patch_mask, plot_pruning_stages
+from ..visualization import kept_patch_mask, merged_groups, patch_label_image, plot_pruning_stages
 from .inputs import analysis_keep_rate, model_settings
 from .report import section
 
@@ -15,6 +16,7 @@ class PatternExample:
     masks: list  # one (frequency, time) bool mask per stage, the input first
     titles: list
     suptitle: str
+    overlays: list | None = None  # per stage, a label image (fused token's patches, merged groups) or None
 
 
 @dataclass
@@ -22,17 +24,25 @@ class PatternsResult:
     examples: list
     keep_rate: float
     token_score: str
+    token_reduction: str = "prune"
 
     def write(self, output_dir, name="patterns"):
         figures = []
         for number, example in enumerate(self.examples, start=1):
             figure = f"{name}_{number}.png"
             plot_pruning_stages(example.spectrogram, example.masks, example.titles, f"{output_dir}/{figure}",
-                                suptitle=example.suptitle)
+                                suptitle=example.suptitle, overlays=example.overlays)
             figures.append(figure)
+        shown = {
+            "prune": "the patches pruned by each pruning layer blanked",
+            "fuse": "the patches the fused token has absorbed after each fusing layer coloured (one colour; the rest "
+            "are the kept patch tokens)",
+            "merge": "every group of patches merged into one token after each merging layer in a colour of its own "
+            "(grey: patches still a token of their own)",
+        }[self.token_reduction]
         text = (
-            f"Normalised input spectrograms (frequency up) with the patches pruned by each pruning layer blanked, "
-            f"keep rate {self.keep_rate:g}, token score `{self.token_score}`; one example per class first."
+            f"Normalised input spectrograms (frequency up) with {shown}, keep rate {self.keep_rate:g}, token score "
+            f"`{self.token_score}`, token reduction `{self.token_reduction}`; one example per class first."
         )
         return section("Pruning patterns (Fig. 3)", text, figures=figures)
 
@@ -66,15 +76,38 @@ def pruning_patterns(model, data, num_examples=4, keep_rate=None):
             outputs = model(batch["input_values"], output_kept_patches=True)
             for row, input_values in enumerate(batch["input_values"]):
                 spectrogram = input_values.T  # (mel bins, frames): both models take (frames, mel bins)
-                masks = [torch.ones_like(spectrogram, dtype=torch.bool)]
-                masks += [kept_patch_mask(kept[row], layout) for kept in outputs.kept_patches]
-                titles = [f"input ({layout.num_patches} patches)"] + [
-                    f"after layer {layer}: {kept.shape[1]} of {layout.num_patches} patches kept"
-                    for layer, kept in zip(model.config.pruning_layers, outputs.kept_patches)
-                ]
+                masks, overlays, titles = _stages(model, outputs, row, spectrogram)
                 label = _label_text(data.label_names, batch["labels"][row])
                 predicted = data.label_names[int(outputs.logits[row].argmax())]
                 suptitle = (f"row {int(batch['index'][row])}: label {label}, predicted {predicted} "
-                            f"(keep rate {keep_rate:g}, {model.config.token_score})")
-                examples.append(PatternExample(spectrogram, masks, titles, suptitle))
-    return PatternsResult(examples, keep_rate, model.config.token_score)
+                            f"(keep rate {keep_rate:g}, {model.config.token_score}, {model.config.token_reduction})")
+                examples.append(PatternExample(spectrogram, masks, titles, suptitle, overlays))
+    return PatternsResult(examples, keep_rate, model.config.token_score, model.config.token_reduction)
+
+
+def _stages(model, outputs, row, spectrogram):
+    """Masks, overlays and titles of one example's panels: the input, then one per reducing layer."""
+    layout, layers, method = model.patch_layout, model.config.pruning_layers, model.config.token_reduction
+    everything = torch.ones_like(spectrogram, dtype=torch.bool)
+    masks, overlays, titles = [everything], [None], [f"input ({layout.num_patches} patches)"]
+    if method == "merge":
+        for layer, source in zip(layers, outputs.source_maps):
+            groups = merged_groups(source[row])
+            sizes = torch.bincount(source[row])
+            masks.append(everything)
+            overlays.append(patch_label_image(groups, layout))
+            titles.append(f"after layer {layer}: {len(sizes)} tokens for {layout.num_patches} patches, "
+                          f"{int((sizes > 1).sum())} merged groups (largest {int(sizes.max())} patches)")
+        return masks, overlays, titles
+    for layer, kept in zip(layers, outputs.kept_patches):
+        if method == "fuse":
+            absorbed = torch.zeros(layout.num_patches, dtype=torch.long).index_fill(0, kept[row].cpu(), -1)
+            masks.append(everything)
+            overlays.append(patch_label_image(absorbed, layout))
+            titles.append(f"after layer {layer}: {kept.shape[1]} patches kept, the fused token holds the other "
+                          f"{layout.num_patches - kept.shape[1]}")
+        else:
+            masks.append(kept_patch_mask(kept[row], layout))
+            overlays.append(None)
+            titles.append(f"after layer {layer}: {kept.shape[1]} of {layout.num_patches} patches kept")
+    return masks, overlays, titles

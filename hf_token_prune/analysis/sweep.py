@@ -1,6 +1,6 @@
 """Metric and MACs per keep rate and token score (paper Tables I and II).
 
-``keep_rate_sweep`` is training-free: it re-runs the given weights at every keep rate with every token score.
+``keep_rate_sweep`` is training-free: it re-runs the given weights at every keep rate, token score and method.
 ``fine_tuned_sweep`` adds models fine-tuned for one keep rate / score each (one folder per model) to the same table.
 """
 
@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..pruning import TOKEN_SCORES, kept_token_counts
+from .. import training
 from ..macs import count_macs
-from .evaluation import evaluate_model
-from .inputs import load_pruned_model
+from ..pruning import TOKEN_SCORES, kept_token_counts
+from ..reduction import TOKEN_REDUCTIONS
+from .evaluation import classification_metric, evaluate_model, predict
+from .inputs import check_pruned_model, load_pruned_model, model_settings
 from .report import pyplot, save_figure, section, write_table
 
 
@@ -20,16 +22,23 @@ DEFAULT_KEEP_RATES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
 TRAINING_FREE = "training-free"
 
 
-def _row(model, source, token_score, keep_rate, metric_name, value):
+def _row(model, source, token_reduction, token_score, keep_rate, metric_name, value, gmacs):
     counts = kept_token_counts(model.patch_layout.num_patches, keep_rate, len(model.config.pruning_layers))
     return {
         "source": source,
+        "token_reduction": token_reduction,
         "token_score": token_score,
         "keep_rate": keep_rate,
         "patch tokens": " → ".join(str(n) for n in [model.patch_layout.num_patches, *counts]),
-        "GMACs": count_macs(model.config, keep_rate).total / 1e9,
+        "GMACs": gmacs,
         f"{metric_name} (%)": 100 * value,
     }
+
+
+def _label(source, token_reduction, token_score):
+    """Column of a row: the score for pruning, the method for fuse / merge (always ranked by attention)."""
+    name = token_score if token_reduction == "prune" else token_reduction
+    return name if source == TRAINING_FREE else f"{name} ({source})"
 
 
 @dataclass
@@ -43,22 +52,24 @@ class SweepResult:
     def pivot(self):
         """Table I's layout: one row per keep rate, one column per score (and per fine-tuned model)."""
         table = self.table.copy()
-        table["column"] = [score if source == TRAINING_FREE else f"{score} ({source})"
-                           for source, score in zip(table["source"], table["token_score"])]
+        table["column"] = [_label(*row) for row in zip(table["source"], table["token_reduction"], table["token_score"])]
         wide = table.pivot_table(index="keep_rate", columns="column", values=f"{self.metric_name} (%)", sort=False)
-        gmacs = table.groupby("keep_rate")["GMACs"].first()
-        wide.insert(0, "GMACs", gmacs.reindex(wide.index))
+        methods = list(dict.fromkeys(table["token_reduction"]))
+        for position, method in enumerate(methods):
+            gmacs = table[table["token_reduction"] == method].groupby("keep_rate")["GMACs"].first()
+            name = "GMACs" if method == "prune" and len(methods) == 1 else f"GMACs {method}"
+            wide.insert(position, name, gmacs.reindex(wide.index))
         return wide.sort_index(ascending=False).reset_index().rename(columns={"keep_rate": "keep rate"})
 
     def plot(self, path):
         plt = pyplot()
         fig, axis = plt.subplots(figsize=(6, 3.6))
         metric = f"{self.metric_name} (%)"
-        for (source, score), rows in self.table.groupby(["source", "token_score"], sort=False):
+        for (source, method, score), rows in self.table.groupby(["source", "token_reduction", "token_score"],
+                                                                sort=False):
             rows = rows.sort_values("GMACs")
             style = "o-" if source == TRAINING_FREE else "s"
-            label = score if source == TRAINING_FREE else f"{score} ({source})"
-            axis.plot(rows["GMACs"], rows[metric], style, label=label)
+            axis.plot(rows["GMACs"], rows[metric], style, label=_label(source, method, score))
         axis.set_xlabel("GMACs per clip")
         axis.set_ylabel(metric)
         axis.legend(fontsize=8)
@@ -69,8 +80,10 @@ class SweepResult:
         markdown = write_table(self.pivot(), output_dir, f"{name}_table", digits={"GMACs": 3})
         self.plot(f"{output_dir}/{name}.png")
         text = (
-            f"{self.metric_name} (%) per keep rate and token score. Training-free columns re-run the given weights "
-            "at each keep rate (keep rate 1.0 prunes nothing, so it is one evaluation shared by every score); "
+            f"{self.metric_name} (%) per keep rate and token score; `fuse` (EViT's fused token) and `merge` (ToMe's "
+            "merging) rank by attention and keep the same number of patch tokens as pruning. Training-free columns "
+            "re-run the given weights at each keep rate (keep rate 1.0 reduces nothing, so it is one evaluation "
+            "shared by every score and method); "
             "columns with a folder name are models fine-tuned for that keep rate. GMACs: analytic count, per block "
             "4·Na·D² + 2·Na²·D + 8·Nm·D² plus the patch embedding. The long table is "
             f"[{name}.csv]({name}.csv)."
@@ -78,20 +91,29 @@ class SweepResult:
         return section("Keep-rate sweep (Tables I and II)", text, [(f"{name}_table", markdown)], [f"{name}.png"])
 
 
-def keep_rate_sweep(model, data, keep_rates=DEFAULT_KEEP_RATES, token_scores=TOKEN_SCORES, seed=0):
-    """Training-free Table I: the metric of ``model``'s weights at every keep rate with every token score."""
+def keep_rate_sweep(model, data, keep_rates=DEFAULT_KEEP_RATES, token_scores=TOKEN_SCORES, seed=0,
+                    token_reductions=("prune",)):
+    """Training-free Table I: the metric of ``model``'s weights at every keep rate with every token score and token
+    reduction method (fuse and merge with the attention score), through :func:`hf_token_prune.training.keep_rate_sweep`,
+    the evaluation the fine-tuning recipe reports too."""
     unknown = [score for score in token_scores if score not in TOKEN_SCORES]
+    unknown += [method for method in token_reductions if method not in TOKEN_REDUCTIONS]
     if unknown:
-        raise ValueError(f"unknown token scores {unknown}: choose from {', '.join(TOKEN_SCORES)}.")
-    rows, unpruned = [], None
-    for keep_rate in keep_rates:
-        for token_score in token_scores:
-            if keep_rate >= 1.0 and unpruned is not None:
-                value = unpruned  # nothing is pruned, so the score cannot matter
-            else:
-                value = evaluate_model(model, data, keep_rate, token_score, seed, desc=f"{token_score} @ {keep_rate:g}")
-                unpruned = value if keep_rate >= 1.0 else unpruned
-            rows.append(_row(model, TRAINING_FREE, token_score, keep_rate, data.metric_name, value))
+        raise ValueError(
+            f"unknown token scores / reductions {unknown}: choose from {', '.join(TOKEN_SCORES)} and "
+            f"{', '.join(TOKEN_REDUCTIONS)}."
+        )
+    check_pruned_model(model)
+
+    def evaluate():
+        config = model.config
+        desc = f"{config.token_reduction}/{config.token_score} @ {config.keep_rate:g}"
+        with model_settings(model):
+            return classification_metric(*predict(model, data, desc=desc), data.multi_label)
+
+    rows = training.keep_rate_sweep(model, evaluate, keep_rates, token_reductions, token_scores, seed)
+    rows = [_row(model, TRAINING_FREE, row["token_reduction"], row["token_score"], row["keep_rate"],
+                 data.metric_name, row["metric"], row["gmacs"]) for row in rows]
     return SweepResult(pd.DataFrame(rows), data.metric_name)
 
 
@@ -104,6 +126,7 @@ def fine_tuned_sweep(model_paths, data, seed=0):
         if feature_extractor.to_json_string() != data.feature_extractor.to_json_string():
             folder_data = data.with_feature_extractor(feature_extractor)
         value = evaluate_model(model, folder_data, seed=seed, desc=Path(path).name)
-        rows.append(_row(model, Path(path).name, model.config.token_score, model.config.keep_rate,
-                         data.metric_name, value))
+        config = model.config
+        rows.append(_row(model, Path(path).name, config.token_reduction, config.token_score, config.keep_rate,
+                         data.metric_name, value, count_macs(config).total / 1e9))
     return SweepResult(pd.DataFrame(rows), data.metric_name)

@@ -1,0 +1,162 @@
+"""Speed of the three token reductions (prune, fuse, merge) against their MAC savings, ViT-B AST at 512 patches.
+
+    python benchmarks/benchmark_reduction.py                 # batch 1 and 8 (~5 min on a free core): outputs/
+    python benchmarks/benchmark_reduction.py --quick         # seconds, tiny model: a smoke test
+
+One process, one thread count (``--num_threads``, default 1: on a shared machine a second thread mostly waits for a
+descheduled one), random ViT-B weights shared by every model. In each scenario each model runs once untimed, then
+``--repeats`` rounds run every model once in an order rotated by one per round, so machine noise hits all alike.
+Speedup of a model = median over rounds of (keep rate 1.0 in that round / the model in that round); MAC ratio =
+analytic MACs at keep rate 1.0 / the model's (``hf_token_prune.macs``, equal to FlopCounterMode, merge's matching
+included); efficiency = speedup / MAC ratio (1.0: every MAC saved is time saved). Targets: fuse >= 0.95, merge >= 0.9.
+Where one is missed, a profile of that model's forward lists the operators that take the time. The load average
+(``os.getloadavg``) is printed beside every scenario.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from hf_token_prune import PrunedASTForAudioClassification
+from hf_token_prune.macs import count_macs, preset_config
+from hf_token_prune.reduction import TOKEN_REDUCTIONS
+
+
+TARGETS = {"prune": 0.95, "fuse": 0.95, "merge": 0.9}
+
+
+def build_models(config, keep_rates):
+    """``{(method, keep_rate): model}`` sharing one set of weights; keep rate 1.0 once (no method reduces there)."""
+    base = PrunedASTForAudioClassification(config).eval()
+    models = {("none", 1.0): base}
+    for method in TOKEN_REDUCTIONS:
+        for keep_rate in keep_rates:
+            model = PrunedASTForAudioClassification(config).eval()
+            model.load_state_dict(base.state_dict())
+            model.config.token_reduction = method
+            model.set_keep_rate(keep_rate)
+            models[(method, keep_rate)] = model
+    return models
+
+
+def time_models(models, inputs, repeats):
+    keys = list(models)
+    times = {key: [] for key in keys}
+    with torch.inference_mode():
+        for key in keys:
+            models[key](inputs)
+        for round_number in range(repeats):
+            order = keys[round_number % len(keys) :] + keys[: round_number % len(keys)]
+            for key in order:
+                start = time.perf_counter()
+                models[key](inputs)
+                times[key].append(time.perf_counter() - start)
+    return times
+
+
+def operator_profile(model, inputs, top=8):
+    """The operators taking most of one forward's CPU time, as ``(name, ms, share)``."""
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as profiler:
+        model(inputs)
+    events = [event for event in profiler.key_averages() if event.key.startswith("aten::")]
+    total = sum(event.self_cpu_time_total for event in events)
+    events.sort(key=lambda event: -event.self_cpu_time_total)
+    return [(event.key, event.self_cpu_time_total / 1e3, event.self_cpu_time_total / total) for event in events[:top]]
+
+
+def run_scenario(config, batch_size, keep_rates, repeats):
+    models = build_models(config, keep_rates)
+    inputs = torch.randn(batch_size, config.max_length, config.num_mel_bins)
+    load_before = os.getloadavg()
+    times = time_models(models, inputs, repeats)
+    load_after = os.getloadavg()
+    baseline = times[("none", 1.0)]
+    full_macs = count_macs(config, 1.0).total
+    rows = []
+    for (method, keep_rate), seconds in times.items():
+        speedups = [base / own for base, own in zip(baseline, seconds)]
+        macs = count_macs(config, keep_rate, token_reduction=None if method == "none" else method).total
+        speedup, mac_ratio = statistics.median(speedups), full_macs / macs
+        rows.append({
+            "method": method, "keep_rate": keep_rate, "median_ms": 1e3 * statistics.median(seconds),
+            "iqr_ms": 1e3 * (statistics.quantiles(seconds, n=4)[2] - statistics.quantiles(seconds, n=4)[0])
+            if len(seconds) > 1 else 0.0,
+            "speedup": speedup, "speedup_min": min(speedups), "speedup_max": max(speedups),
+            "mac_ratio": mac_ratio, "efficiency": speedup / mac_ratio, "gmacs": macs / 1e9,
+        })
+    profiles = {}
+    for row in rows:
+        if row["method"] in TARGETS and row["efficiency"] < TARGETS[row["method"]]:
+            key = f"{row['method']} @ {row['keep_rate']}"
+            profiles[key] = operator_profile(models[(row["method"], row["keep_rate"])], inputs)
+    return {"batch_size": batch_size, "rows": rows, "load": [load_before, load_after], "profiles": profiles}
+
+
+def report(result, patches):
+    lines = [
+        f"\n### {patches} patches, batch {result['batch_size']} (load average before {result['load'][0][0]:.2f}, "
+        f"after {result['load'][1][0]:.2f})",
+        "| method | keep rate | GMACs / clip | median ms (IQR) | speedup (min-max over rounds) | MAC ratio | efficiency "
+        "| target |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        target = TARGETS.get(row["method"])
+        verdict = "-" if target is None or row["keep_rate"] == 1.0 else (
+            f">= {target}: {'met' if row['efficiency'] >= target else 'MISSED'}")
+        lines.append(
+            f"| {row['method']} | {row['keep_rate']:.2f} | {row['gmacs']:.2f} | {row['median_ms']:.0f} "
+            f"({row['iqr_ms']:.0f}) | {row['speedup']:.2f} ({row['speedup_min']:.2f}-{row['speedup_max']:.2f}) "
+            f"| {row['mac_ratio']:.2f} | {row['efficiency']:.3f} | {verdict} |"
+        )
+    for key, operators in result["profiles"].items():
+        lines.append(f"\nProfile of {key} (target missed), top operators by self CPU time:")
+        lines += [f"- `{name}`: {ms:.1f} ms ({100 * share:.1f} %)" for name, ms, share in operators]
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny model, one keep rate, two rounds: a smoke test")
+    parser.add_argument("--num_threads", type=int, default=1, help="torch intra-op threads (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds at batch 1 (batch 8: half, at least 3)")
+    parser.add_argument("--output_dir", type=Path, default=Path("outputs/benchmark_reduction"),
+                        help="where reduction.md / .json go (the committed run: benchmarks/results)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.num_threads)
+    torch.manual_seed(0)
+    if args.quick:
+        config = preset_config("vit-b", max_length=128, hidden_size=64, num_attention_heads=4, intermediate_size=128)
+        scenarios = [(1, (0.5,), 2)]
+    else:
+        config = preset_config("vit-b", max_length=1024)
+        scenarios = [(1, (0.7, 0.5), args.repeats), (8, (0.5,), max(3, args.repeats // 2))]
+    patches = count_macs(config).kept_patches and (config.max_length // 16) * (config.num_mel_bins // 16)
+    header = (f"# Token reduction speed: ViT-B AST, {patches} patches, {args.num_threads} thread(s), torch "
+              f"{torch.__version__}, {os.cpu_count()} CPUs")
+    print(header, flush=True)
+    results, text = [], [header]
+    for batch_size, keep_rates, repeats in scenarios:
+        result = run_scenario(config, batch_size, keep_rates, repeats)
+        results.append(result)
+        text.append(report(result, patches))
+        print(text[-1], flush=True)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    name = "reduction_quick" if args.quick else "reduction"
+    (args.output_dir / f"{name}.json").write_text(json.dumps(results, indent=2))
+    (args.output_dir / f"{name}.md").write_text("\n".join(text) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
