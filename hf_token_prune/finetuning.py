@@ -460,8 +460,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 # The TrainingArguments flags `--help` lists; all of them are accepted, and `--help_all` lists them all.
 TRAINING_FLAGS_SHOWN = (
     "output_dir", "num_train_epochs", "max_steps", "learning_rate", "weight_decay", "per_device_train_batch_size",
-    "per_device_eval_batch_size", "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps", "eval_strategy",
-    "save_strategy", "load_best_model_at_end", "metric_for_best_model", "logging_steps", "seed",
+    "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps", "eval_strategy",
+    "save_strategy", "load_best_model_at_end", "metric_for_best_model", "seed",
     "resume_from_checkpoint", "dataloader_num_workers", "report_to", "push_to_hub", "hub_model_id",
 )  # fmt: skip
 USAGE = "%(prog)s [--recipe NAME] [--FLAG VALUE ...]    (--help: the main flags, --help_all: all of them)"
