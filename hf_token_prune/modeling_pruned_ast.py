@@ -125,10 +125,11 @@ class PrunedASTAttention(ASTAttention):
         signal = None
         if token_signal == "keys":
             signal = key_states.mean(dim=1)
-        elif token_signal == "score":
-            # The CLS row alone is cheap to recompute in float32, and fused kernels never materialise it; recomputing
-            # it under eager attention too makes every attention implementation (and precision) rank alike.
+        elif token_signal == "score" and attn_weights is None:
+            # Fused attention kernels never materialise the weights; the CLS row alone is cheap to recompute.
             signal = cls_attention_score(query_states, key_states, self.scaling, num_extra_tokens, token_mask)
+        elif token_signal == "score":
+            signal = cls_attention_score_from_weights(attn_weights, num_extra_tokens)
         return attn_output, attn_weights, signal
 
 
