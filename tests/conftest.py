@@ -50,6 +50,15 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    # Compiled code objects are shared by every test that compiles a model; without a reset, later fullgraph tests
+    # hit dynamo's recompile limit (8) and fail depending on which tests ran before them.
+    yield
+    if "torch._dynamo" in sys.modules:
+        sys.modules["torch._dynamo"].reset()
+
+
 @pytest.fixture
 def keyword_clip():
     return sorted((KEYWORDS / "test" / "yes").glob("*.flac"))[0]
