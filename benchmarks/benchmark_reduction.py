@@ -14,30 +14,40 @@ Where one is missed, a profile of that model's forward lists the operators that 
 """
 
 import argparse
+import copy
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
-from torch.profiler import ProfilerActivity, profile
+from torch.profiler import ProfilerActivity
 
-from hf_token_prune import PrunedASTForAudioClassification
-from hf_token_prune.macs import count_macs, preset_config
-from hf_token_prune.reduction import TOKEN_REDUCTIONS
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark_pruning import quiet_profile  # noqa: E402
+
+from hf_token_prune import PrunedASTForAudioClassification  # noqa: E402
+from hf_token_prune.macs import count_macs, preset_config  # noqa: E402
+from hf_token_prune.reduction import TOKEN_REDUCTIONS  # noqa: E402
 
 
 TARGETS = {"prune": 0.95, "fuse": 0.95, "merge": 0.9}
 
 
 def build_models(config, keep_rates):
-    """``{(method, keep_rate): model}`` sharing one set of weights; keep rate 1.0 once (no method reduces there)."""
-    base = PrunedASTForAudioClassification(config).eval()
+    """``{(method, keep_rate): model}`` sharing one set of weights; keep rate 1.0 once (no method reduces there).
+
+    Each model gets its own copy of the config: a transformers model keeps the config object it was built from, so
+    with one shared config the last ``set_keep_rate`` would set every model's keep rate.
+    """
+    base = PrunedASTForAudioClassification(copy.deepcopy(config)).eval()
     models = {("none", 1.0): base}
     for method in TOKEN_REDUCTIONS:
         for keep_rate in keep_rates:
-            model = PrunedASTForAudioClassification(config).eval()
+            model = PrunedASTForAudioClassification(copy.deepcopy(config)).eval()
             model.load_state_dict(base.state_dict())
             model.config.token_reduction = method
             model.set_keep_rate(keep_rate)
@@ -62,7 +72,7 @@ def time_models(models, inputs, repeats):
 
 def operator_profile(model, inputs, top=8):
     """The operators taking most of one forward's CPU time, as ``(name, ms, share)``."""
-    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as profiler:
+    with torch.inference_mode(), quiet_profile(activities=[ProfilerActivity.CPU]) as profiler:
         model(inputs)
     events = [event for event in profiler.key_averages() if event.key.startswith("aten::")]
     total = sum(event.self_cpu_time_total for event in events)

@@ -392,3 +392,15 @@ def test_quick_reduction_benchmark_runs_and_reports_every_method(tmp_path):
     }
     assert all(row["mac_ratio"] > 1 and row["speedup"] > 0 for row in scenario["rows"] if row["method"] != "none")
     assert "load average" in (tmp_path / "reduction_quick.md").read_text()
+    assert "USDT" not in result.stderr  # kineto's profiler start / stop lines are silenced
+
+
+def test_reduction_benchmark_models_keep_their_own_method_and_keep_rate():
+    # A shared config once made every model run the last one's method and keep rate: all "speedups" were 1.0.
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from benchmark_reduction import build_models
+
+    models = build_models(PrunedASTConfig(**tiny_ast_kwargs()), (0.7, 0.5))
+    assert {key: (model.config.token_reduction, model.config.keep_rate) for key, model in models.items()} == {
+        key: ("prune" if key[0] == "none" else key[0], key[1]) for key in models
+    }
