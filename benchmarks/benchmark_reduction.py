@@ -154,8 +154,9 @@ def main(argv=None):
     patches = count_macs(config).kept_patches and (config.max_length // 16) * (config.num_mel_bins // 16)
     header = (f"# Token reduction speed: ViT-B AST, {patches} patches, {args.num_threads} thread(s), torch "
               f"{torch.__version__}, {os.cpu_count()} CPUs")
+    command = " ".join(["python benchmarks/benchmark_reduction.py", *(sys.argv[1:] if argv is None else argv)])
     print(header, flush=True)
-    results, text = [], [header]
+    results, text = [], [header, f"\nCommand: `{command}`"]
     for batch_size, keep_rates, repeats in scenarios:
         result = run_scenario(config, batch_size, keep_rates, repeats)
         results.append(result)

@@ -391,7 +391,8 @@ def test_quick_reduction_benchmark_runs_and_reports_every_method(tmp_path):
         ("none", 1.0), ("prune", 0.5), ("fuse", 0.5), ("merge", 0.5)
     }
     assert all(row["mac_ratio"] > 1 and row["speedup"] > 0 for row in scenario["rows"] if row["method"] != "none")
-    assert "load average" in (tmp_path / "reduction_quick.md").read_text()
+    report = (tmp_path / "reduction_quick.md").read_text()
+    assert "load average" in report and "Command: `python benchmarks/benchmark_reduction.py --quick" in report
     assert "USDT" not in result.stderr  # kineto's profiler start / stop lines are silenced
 
 
