@@ -2,6 +2,8 @@
 traceback. Then the `hf-token-prune` command line: classify a file, dispatch, a `--help` that imports no torch."""
 
 import argparse
+import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -247,6 +249,55 @@ def test_help_imports_neither_torch_nor_the_package():
     assert result.returncode == 0, result.stderr
     for command in hf_token_prune_cli.COMMANDS:
         assert command in result.stdout
+
+
+def load_help_renderer():
+    spec = importlib.util.spec_from_file_location("render_cli_help", REPO / "scripts" / "render_cli_help.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_shipped_help_is_what_every_parser_prints_now():
+    shipped = json.loads(hf_token_prune_cli.help_file().read_text())
+    live = load_help_renderer().render_all()
+    stale = "hf_token_prune/cli_help.json is stale: run python scripts/render_cli_help.py"
+    assert shipped["environment"] == live["environment"], stale
+    assert set(shipped["help"]) == set(hf_token_prune_cli.COMMANDS), stale
+    for command, texts in live["help"].items():
+        for prog, text in texts.items():
+            assert shipped["help"][command].get(prog) == text, f"{stale} ({prog} --help differs)"
+
+
+@pytest.mark.parametrize(
+    "launcher, prog",
+    [
+        ("hf_token_prune_cli.main(['finetune', '--help'])", "hf-token-prune finetune"),
+        (
+            f"sys.argv = ['finetune.py', '--help']; runpy.run_path({str(REPO / 'recipes' / 'finetune.py')!r}, "
+            "run_name='__main__')",
+            "finetune.py",
+        ),
+    ],
+)
+def test_finetune_help_imports_neither_torch_nor_the_package(launcher, prog):
+    code = (
+        f"import runpy, sys, hf_token_prune_cli; {launcher}; "
+        "assert 'torch' not in sys.modules and 'hf_token_prune' not in sys.modules, sorted(sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == hf_token_prune_cli.shipped_help("finetune", prog)
+    assert result.stdout.startswith(f"usage: {prog} [--recipe NAME]") and "--keep_rate" in result.stdout
+
+
+def test_help_for_another_transformers_comes_from_the_live_parser(monkeypatch, capsys):
+    monkeypatch.setattr(hf_token_prune_cli, "help_environment", lambda: {"python": "3.11", "transformers": "0.0"})
+    assert hf_token_prune_cli.shipped_help("classify", "hf-token-prune classify") is None
+    monkeypatch.setattr(classify_command.argparse.ArgumentParser, "format_help", lambda self: "live help\n")
+    with pytest.raises(SystemExit) as done:
+        hf_token_prune_cli.main(["classify", "--help"])
+    assert done.value.code == 0 and capsys.readouterr().out == "live help\n"
 
 
 def test_analyze_writes_into_the_model_folder_by_default(model_dir):
