@@ -15,7 +15,7 @@ import torch
 from transformers import ASTFeatureExtractor
 
 from conftest import KEYWORDS, REPO, load_recipe, tiny_ast_kwargs
-from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
+from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification, tag_recording
 from hf_token_prune.analysis import command as analyze
 from hf_token_prune import classify as classify_command, convert_audiomae, finetuning
 import hf_token_prune_cli
@@ -229,6 +229,47 @@ def test_classify_refuses_missing_and_undecodable_files(model_dir, tmp_path):
     text.write_text("not audio")
     message = exit_message(classify_command.main, [str(text), "--model", str(model_dir)])
     assert "not audio that ffmpeg can decode" in message
+
+
+WRONG_RATE = (
+    r"sampling rate 44100 Hz: this model's feature extractor takes 16000 Hz audio; resample it first, e\.g\. "
+    r"scipy\.signal\.resample_poly\(wave, 160, 441\) or librosa\.resample\(wave, orig_sr=44100, target_sr=16000\)"
+)
+
+
+def test_a_stated_wrong_rate_names_the_fix_with_a_stock_ast_folder(tmp_path, capsys):
+    """A Hub AST folder holds transformers' own ASTFeatureExtractor, whose error does not say how to resample."""
+    from transformers import ASTConfig, ASTForAudioClassification
+
+    from hf_token_prune.analysis.inputs import load_pruned_model
+    from hf_token_prune.tag_command import main as tag_main
+
+    folder = tmp_path / "stock-ast"
+    tiny = tiny_ast_kwargs(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_mel_bins=32, max_length=64)
+    config = ASTConfig(**{**tiny, "num_labels": 10}, id2label=dict(enumerate(WORDS)))
+    ASTForAudioClassification(config).save_pretrained(folder)
+    ASTFeatureExtractor(num_mel_bins=32, max_length=64).save_pretrained(folder)
+    model, extractor = load_pruned_model(folder)
+    assert type(extractor) is ASTFeatureExtractor
+
+    samples, _ = soundfile.read(KEYWORDS / "test" / "yes" / "yes_034.flac", dtype="float32")
+    from scipy.signal import resample_poly
+
+    wave_44k = resample_poly(samples, 441, 160).astype(np.float32)
+    with pytest.raises(ValueError, match=WRONG_RATE):
+        classify_command.classify(model, extractor, [wave_44k], sampling_rate=44100)
+    assert classify_command.classify(model, extractor, [samples], sampling_rate=16000)[0]
+    with pytest.raises(ValueError, match=WRONG_RATE):
+        tag_recording({"array": wave_44k, "sampling_rate": 44100}, model, extractor, progress=False)
+
+    # The commands read files: ffmpeg / FFmpeg resample them to the extractor's rate, so a 44.1 kHz file just works.
+    soundfile.write(tmp_path / "yes_44k.wav", wave_44k, 44100)
+    assert classify_command.main([str(tmp_path / "yes_44k.wav"), "--model", str(folder), "--top_k", "1"]) == 0
+    assert tag_main([str(tmp_path / "yes_44k.wav"), "--model_name_or_path", str(folder), "--no_progress",
+                     "--output", str(tmp_path / "tags.png")]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    seconds = f"{len(samples) / 16000:.2f} s"  # the duration at 16 kHz: resampled on reading
+    assert f"yes_44k.wav ({seconds}" in printed and f"yes_44k.wav: {seconds}" in printed
 
 
 def test_command_line_dispatches_and_refuses_unknown_commands(model_dir, capsys):
