@@ -2,11 +2,21 @@
 
 It lives outside the `hf_token_prune` package because importing the package loads torch and transformers' models
 (seconds): `hf-token-prune --help` and a mistyped command answer at once, and each command imports only its module.
+`hf-token-prune COMMAND --help` (and `recipes/<script>.py --help`) prints the text that command's own parser printed
+when `scripts/render_cli_help.py` last ran, shipped as package data: a test renders it again from the live parsers
+and fails when they differ, and a machine with another Python or transformers (whose TrainingArguments make part of
+finetune's help) asks the live parser instead.
 """
 
+import contextlib
 import difflib
 import importlib
+import importlib.util
+import io
+import json
+import os
 import sys
+from pathlib import Path
 
 
 # command -> (module whose main(argv) runs it, summary)
@@ -20,6 +30,9 @@ COMMANDS = {
     "convert": ("hf_token_prune.convert_audiomae", "an official AudioMAE checkpoint as a pruned model folder"),
 }
 USAGE = "usage: hf-token-prune COMMAND [FLAGS ...]    (hf-token-prune COMMAND --help: its flags)"
+# Every command's --help per program name (argparse's prog: the basename of sys.argv[0]), in the hf_token_prune package.
+HELP_FILE = "cli_help.json"
+HELP_COLUMNS = "80"  # argparse wraps to the terminal; the shipped text is wrapped as in an 80-column one
 
 
 def _help():
@@ -36,6 +49,65 @@ def _help():
     )
 
 
+def help_environment() -> dict:
+    """What a command's --help depends on besides this package's code."""
+    from importlib.metadata import version
+
+    return {"python": "{}.{}".format(*sys.version_info[:2]), "transformers": version("transformers")}
+
+
+def help_file() -> Path:
+    # find_spec locates the package without running its __init__ (which imports torch)
+    return Path(importlib.util.find_spec("hf_token_prune").origin).parent / HELP_FILE
+
+
+def shipped_help(command: str, prog: str) -> str | None:
+    """The shipped --help of `command` run as `prog`, or None when there is none for this Python and transformers."""
+    try:
+        shipped = json.loads(help_file().read_text())
+    except (AttributeError, OSError, ValueError):
+        return None
+    if shipped.get("environment") != help_environment():
+        return None
+    return shipped.get("help", {}).get(command, {}).get(prog)
+
+
+def render_help(command: str, prog: str) -> str:
+    """What `command`'s main prints for `--help` when run as `prog`, in an 80-column terminal."""
+    module = importlib.import_module(COMMANDS[command][0])
+    saved_prog, saved_columns = sys.argv[0], os.environ.get("COLUMNS")
+    sys.argv[0], os.environ["COLUMNS"] = prog, HELP_COLUMNS
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed), contextlib.suppress(SystemExit):
+            module.main(["--help"])
+    finally:
+        sys.argv[0] = saved_prog
+        if saved_columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = saved_columns
+    return printed.getvalue()
+
+
+def run(command: str, argv: list[str]):
+    """`command`'s main(argv), with sys.argv[0] as the program name; `--help` alone is answered from the shipped text."""
+    if argv in (["-h"], ["--help"]):
+        text = shipped_help(command, os.path.basename(sys.argv[0]))
+        if text is not None:
+            print(text, end="")
+            return 0
+    module_name = COMMANDS[command][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name != module_name:
+            raise
+        print(f"hf-token-prune {command}: not available in this version of hf-token-prune.", file=sys.stderr)
+        return 1
+    return module.main(argv)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] in (["-h"], ["--help"]):
@@ -47,16 +119,8 @@ def main(argv=None):
         hint = f" (did you mean {close[0]}?)" if close else ""
         print(f"{USAGE}\nhf-token-prune: error: {problem}{hint}: choose from {', '.join(COMMANDS)}.", file=sys.stderr)
         return 2
-    command, module_name = argv[0], COMMANDS[argv[0]][0]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name != module_name:
-            raise
-        print(f"hf-token-prune {command}: not available in this version of hf-token-prune.", file=sys.stderr)
-        return 1
-    sys.argv[0] = f"hf-token-prune {command}"  # argparse names the command in its usage and errors
-    result = module.main(argv[1:])
+    sys.argv[0] = f"hf-token-prune {argv[0]}"  # argparse names the command in its usage and errors
+    result = run(argv[0], argv[1:])
     return result if isinstance(result, int) else 0  # finetune returns its Trainer
 
 

@@ -45,7 +45,15 @@ from transformers import ASTConfig, ASTForAudioClassification
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_pruning import TINY, VIT_B, git_commit, load_average, machine_description  # noqa: E402
+from benchmark_pruning import (  # noqa: E402
+    TINY,
+    VIT_B,
+    git_commit,
+    load_average,
+    machine_description,
+    markdown_table,
+    targets_table,
+)
 
 from hf_token_prune import (  # noqa: E402
     PrunedASTConfig,
@@ -272,47 +280,41 @@ def demo_accuracy(demo_model, workdir, num_threads):
 # -- reporting -----------------------------------------------------------------------------------------------------
 
 
+LATENCY_COLUMNS = ("model", "keep rate", "backend", "precision", "GMACs", "latency ms (median)", "IQR ms",
+                   "speedup vs kr 1.0", "MAC ratio", "speedup / MAC ratio", "kr 1.0 / stock", "max abs diff vs eager",
+                   "setup s")  # fmt: skip
+
+
 def latency_table(rows):
-    lines = [
-        "| model | keep rate | backend | precision | GMACs | latency ms (median) | IQR ms | speedup vs kr 1.0 "
-        "| MAC ratio | speedup / MAC ratio | kr 1.0 / stock | max abs diff vs eager | setup s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in sorted(rows, key=lambda r: (r["model"], -r["keep_rate"], BACKENDS.index(r["backend"]),
-                                           r["precision"])):
-        vs_stock = f"{row['vs_stock']:.3f}" if "vs_stock" in row else ""
-        lines.append(
-            f"| {row['model']} | {row['keep_rate']} | {row['backend']} | {row['precision']} | {row['gmacs']:.2f} "
-            f"| {row['latency_ms']:.1f} | {row['iqr_ms']:.1f} | {row['speedup']:.2f}x | {row['mac_ratio']:.2f}x "
-            f"| {row['efficiency']:.3f} | {vs_stock} | {row['max_abs_diff_vs_eager']:.1e} | {row['setup_s']:.0f} |"
-        )
-    return "\n".join(lines)
+    rows = sorted(rows, key=lambda r: (r["model"], -r["keep_rate"], BACKENDS.index(r["backend"]), r["precision"]))
+    return markdown_table(LATENCY_COLUMNS, (
+        [row["model"], row["keep_rate"], row["backend"], row["precision"], f"{row['gmacs']:.2f}",
+         f"{row['latency_ms']:.1f}", f"{row['iqr_ms']:.1f}", f"{row['speedup']:.2f}x", f"{row['mac_ratio']:.2f}x",
+         f"{row['efficiency']:.3f}", f"{row['vs_stock']:.3f}" if "vs_stock" in row else "",
+         f"{row['max_abs_diff_vs_eager']:.1e}", f"{row['setup_s']:.0f}"]
+        for row in rows
+    ))  # fmt: skip
 
 
 def quantisation_table(results, accuracy_rows):
-    lines = [
-        "| model | keep rate | precision | batch | ORT latency ms | speedup vs stock ORT fp32 "
-        "| speedup vs stock eager fp32 |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for entry in results:
-        for row in entry["rows"]:
-            if row["backend"] == "onnxruntime" and row["model"] != "PrunedAudioMAE" and (
-                row["model"].startswith("AST") or row["keep_rate"] == QUANTISED_KEEP_RATE
-            ):
-                lines.append(
-                    f"| {row['model']} | {row['keep_rate']} | {row['precision']} | {entry['batch_size']} "
-                    f"| {row['latency_ms']:.1f} | {row['speedup_vs_stock_onnxruntime_fp32']:.2f}x "
-                    f"| {row.get('speedup_vs_stock_eager_fp32', float('nan')):.2f}x |"
-                )
+    header = ["model", "keep rate", "precision", "batch", "ORT latency ms", "speedup vs stock ORT fp32",
+              "speedup vs stock eager fp32"]  # fmt: skip
+    rows = [
+        [row["model"], row["keep_rate"], row["precision"], entry["batch_size"], f"{row['latency_ms']:.1f}",
+         f"{row['speedup_vs_stock_onnxruntime_fp32']:.2f}x",
+         f"{row.get('speedup_vs_stock_eager_fp32', float('nan')):.2f}x"]
+        for entry in results
+        for row in entry["rows"]
+        if row["backend"] == "onnxruntime" and row["model"] != "PrunedAudioMAE"
+        and (row["model"].startswith("AST") or row["keep_rate"] == QUANTISED_KEEP_RATE)
+    ]  # fmt: skip
+    lines = [markdown_table(header, rows)]
     if accuracy_rows:
-        lines += ["", "| demo model | keep rate | runtime | precision | test accuracy (60 clips) "
-                  "| top-1 differs from pipeline() |", "|---|---|---|---|---|---|"]
-        for row in accuracy_rows:
-            lines.append(
-                f"| {row['model']} | {row['keep_rate']} | {row['runtime']} | {row['precision']} "
-                f"| {row['accuracy']:.4f} | {row.get('top1_differs_from_pipeline', '')} |"
-            )
+        header = ["demo model", "keep rate", "runtime", "precision", "test accuracy (60 clips)",
+                  "top-1 differs from pipeline()"]  # fmt: skip
+        rows = ([row["model"], row["keep_rate"], row["runtime"], row["precision"], f"{row['accuracy']:.4f}",
+                 row.get("top1_differs_from_pipeline", "")] for row in accuracy_rows)  # fmt: skip
+        lines += ["", markdown_table(header, rows)]
     return "\n".join(lines)
 
 
@@ -366,10 +368,8 @@ def write_report(path, header, results, accuracy_rows, checks):
         "",
         "## Targets",
         "",
-        "| target | measured | goal | holds |",
-        "|---|---|---|---|",
+        targets_table(checks),
     ]
-    lines += [f"| {name} | {value:.3f} | {goal} | {'yes' if ok else '**no**'} |" for name, value, goal, ok in checks]
     for entry in results:
         lines += ["", f"## Batch {entry['batch_size']}", "", latency_table(entry["rows"])]
     lines += ["", "## int8 stacked on pruning (ONNX Runtime dynamic quantisation)", "",

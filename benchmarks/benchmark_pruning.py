@@ -341,21 +341,29 @@ def summarise(scenario, variants):
     return rows
 
 
-def markdown_table(rows):
-    lines = [
-        "| model | keep rate | kept patches | GMACs | latency ms (median) | IQR ms | speedup vs kr 1.0 | "
-        "MAC reduction | speedup / MAC reduction | peak memory MB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        rate = f"{row['keep_rate']:.1f}" if row["pruned"] else "-"
-        kept = ", ".join(map(str, row["kept_patches"])) if row["pruned"] else "-"
-        lines.append(
-            f"| {row['model']} | {rate} | {kept} | {row['gmacs']:.2f} | {row['latency_ms']:.1f} | {row['iqr_ms']:.1f} "
-            f"| {row['speedup']:.2f}x | {row['mac_reduction']:.2f}x | {row['efficiency']:.2f} "
-            f"| {row['peak_memory_mb']:.1f} |"
-        )
-    return "\n".join(lines)
+def markdown_table(header, rows) -> str:
+    """A markdown table: the `header` cells, then one line per row of cells."""
+    lines = [f"| {' | '.join(header)} |", "|" + "---|" * len(header)]
+    return "\n".join(lines + [f"| {' | '.join(map(str, row))} |" for row in rows])
+
+
+def targets_table(checks) -> str:
+    rows = ([name, f"{value:.3f}", goal, "yes" if ok else "**no**"] for name, value, goal, ok in checks)
+    return markdown_table(["target", "measured", "goal", "holds"], rows)
+
+
+LATENCY_COLUMNS = ("model", "keep rate", "kept patches", "GMACs", "latency ms (median)", "IQR ms", "speedup vs kr 1.0",
+                   "MAC reduction", "speedup / MAC reduction", "peak memory MB")  # fmt: skip
+
+
+def latency_table(rows):
+    return markdown_table(LATENCY_COLUMNS, (
+        [row["model"], f"{row['keep_rate']:.1f}" if row["pruned"] else "-",
+         ", ".join(map(str, row["kept_patches"])) if row["pruned"] else "-", f"{row['gmacs']:.2f}",
+         f"{row['latency_ms']:.1f}", f"{row['iqr_ms']:.1f}", f"{row['speedup']:.2f}x", f"{row['mac_reduction']:.2f}x",
+         f"{row['efficiency']:.2f}", f"{row['peak_memory_mb']:.1f}"]
+        for row in rows
+    ))  # fmt: skip
 
 
 def target_checks(results, profiles):
@@ -402,12 +410,10 @@ def target_checks(results, profiles):
 
 def operator_table(profiles):
     """Per operator group: share of the unpruned forward, and speedup against the MAC reduction of that group."""
-    lines = [
-        "| scenario | keep rate | operator-time speedup (MAC reduction) | linear layers (addmm): share at kr 1.0, "
-        "speedup (MAC reduction) | attention (SDPA): share, speedup (MAC reduction) | everything else: share, "
-        "speedup |",
-        "|---|---|---|---|---|---|",
-    ]
+    header = ["scenario", "keep rate", "operator-time speedup (MAC reduction)",
+              "linear layers (addmm): share at kr 1.0, speedup (MAC reduction)",
+              "attention (SDPA): share, speedup (MAC reduction)", "everything else: share, speedup"]  # fmt: skip
+    rows = []
     references = {entry["title"]: entry for entry in profiles if entry["keep_rate"] == 1.0}
     for entry in profiles:
         reference = references[entry["title"]]
@@ -420,12 +426,10 @@ def operator_table(profiles):
             text = f"{base[group] / total:.0%}, {base[group] / ops[group]:.2f}x"
             return text + (f" ({reference[macs_key] / entry[macs_key]:.2f}x)" if macs_key else "")
 
-        lines.append(
-            f"| {entry['title']} | {entry['keep_rate']} | {total / sum(ops.values()):.2f}x "
-            f"({reference['gmacs'] / entry['gmacs']:.2f}x) | {cell('linear', 'linear_gmacs')} "
-            f"| {cell('attention', 'attention_gmacs')} | {cell('other')} |"
-        )
-    return "\n".join(lines)
+        rows.append([entry["title"], entry["keep_rate"],
+                     f"{total / sum(ops.values()):.2f}x ({reference['gmacs'] / entry['gmacs']:.2f}x)",
+                     cell("linear", "linear_gmacs"), cell("attention", "attention_gmacs"), cell("other")])  # fmt: skip
+    return markdown_table(header, rows)
 
 
 def plot(results, path):
@@ -508,12 +512,10 @@ def write_report(path, args, results, profiles, checks, header):
         "",
         "## Targets",
         "",
-        "| target | measured | goal | holds |",
-        "|---|---|---|---|",
+        targets_table(checks),
     ]
-    lines += [f"| {name} | {value:.3f} | {goal} | {'yes' if ok else '**no**'} |" for name, value, goal, ok in checks]
     for entry in results:
-        lines += ["", f"## {entry['title']}", "", markdown_table(entry["rows"])]
+        lines += ["", f"## {entry['title']}", "", latency_table(entry["rows"])]
     lines += [
         "",
         "## Pruning overhead",
@@ -522,18 +524,14 @@ def write_report(path, args, results, profiles, checks, header):
         "`record_function` ranges inside 3 profiled forwards. *Replayed*: each pruning call of one forward timed "
         "alone (`torch.utils.benchmark`, median), summed, over the median forward latency of the timed rounds.",
         "",
-        "| scenario | keep rate | forward ms | profile: scoring | selection | bookkeeping | **total** "
-        "| replayed: scoring | selection | bookkeeping | **total** |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for entry in profiles:
-        if entry["keep_rate"] < 1.0:
-            cells = [
-                f"{entry[f'{way}_{part}']:.2%}" for way in ("profile", "replay") for part in (*OVERHEAD_PARTS, "total")
-            ]
-            lines.append(
-                f"| {entry['title']} | {entry['keep_rate']} | {entry['forward_ms']:.1f} | " + " | ".join(cells) + " |"
-            )
+        markdown_table(
+            ["scenario", "keep rate", "forward ms", "profile: scoring", "selection", "bookkeeping", "**total**",
+             "replayed: scoring", "selection", "bookkeeping", "**total**"],
+            ([entry["title"], entry["keep_rate"], f"{entry['forward_ms']:.1f}"]
+             + [f"{entry[f'{way}_{part}']:.2%}" for way in ("profile", "replay") for part in (*OVERHEAD_PARTS, "total")]
+             for entry in profiles if entry["keep_rate"] < 1.0),
+        ),
+    ]  # fmt: skip
     lines += [
         "",
         "## Where the time goes",

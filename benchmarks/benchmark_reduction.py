@@ -27,7 +27,7 @@ from torch.profiler import ProfilerActivity
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_pruning import quiet_profile  # noqa: E402
+from benchmark_pruning import markdown_table, quiet_profile  # noqa: E402
 
 from hf_token_prune import PrunedASTForAudioClassification  # noqa: E402
 from hf_token_prune.macs import count_macs, preset_config  # noqa: E402
@@ -109,22 +109,23 @@ def run_scenario(config, batch_size, keep_rates, repeats):
 
 
 def report(result, patches):
+    def verdict(row):
+        target = TARGETS.get(row["method"])
+        if target is None or row["keep_rate"] == 1.0:
+            return "-"
+        return f">= {target}: {'met' if row['efficiency'] >= target else 'MISSED'}"
+
+    header = ["method", "keep rate", "GMACs / clip", "median ms (IQR)", "speedup (min-max over rounds)", "MAC ratio",
+              "efficiency", "target"]  # fmt: skip
+    rows = ([row["method"], f"{row['keep_rate']:.2f}", f"{row['gmacs']:.2f}",
+             f"{row['median_ms']:.0f} ({row['iqr_ms']:.0f})",
+             f"{row['speedup']:.2f} ({row['speedup_min']:.2f}-{row['speedup_max']:.2f})", f"{row['mac_ratio']:.2f}",
+             f"{row['efficiency']:.3f}", verdict(row)] for row in result["rows"])  # fmt: skip
     lines = [
         f"\n### {patches} patches, batch {result['batch_size']} (load average before {result['load'][0][0]:.2f}, "
         f"after {result['load'][1][0]:.2f})",
-        "| method | keep rate | GMACs / clip | median ms (IQR) | speedup (min-max over rounds) | MAC ratio | efficiency "
-        "| target |",
-        "|---|---|---|---|---|---|---|---|",
+        markdown_table(header, rows),
     ]
-    for row in result["rows"]:
-        target = TARGETS.get(row["method"])
-        verdict = "-" if target is None or row["keep_rate"] == 1.0 else (
-            f">= {target}: {'met' if row['efficiency'] >= target else 'MISSED'}")
-        lines.append(
-            f"| {row['method']} | {row['keep_rate']:.2f} | {row['gmacs']:.2f} | {row['median_ms']:.0f} "
-            f"({row['iqr_ms']:.0f}) | {row['speedup']:.2f} ({row['speedup_min']:.2f}-{row['speedup_max']:.2f}) "
-            f"| {row['mac_ratio']:.2f} | {row['efficiency']:.3f} | {verdict} |"
-        )
     for key, operators in result["profiles"].items():
         lines.append(f"\nProfile of {key} (target missed), top operators by self CPU time:")
         lines += [f"- `{name}`: {ms:.1f} ms ({100 * share:.1f} %)" for name, ms, share in operators]

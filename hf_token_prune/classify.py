@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .checks import check_model, one_line
+from .feature_extraction_audiomae import check_sampling_rate
 from .pruning import parse_keep_rates
 
 
@@ -34,17 +35,19 @@ def read_audio(path, sampling_rate: int) -> np.ndarray:
     return wave
 
 
-def classify(model, feature_extractor, waves, keep_rate=None, top_k=5):
-    """`[{"label", "score"}, ...]` (best first) per 1-D wave at the extractor's rate, the model at `keep_rate` (its
-    own when `None`) and restored afterwards."""
+def classify(model, feature_extractor, waves, keep_rate=None, top_k=5, sampling_rate=None):
+    """`[{"label", "score"}, ...]` (best first) per 1-D wave, the model at `keep_rate` (its own when `None`) and
+    restored afterwards. The waves are at `sampling_rate` Hz, which must be the extractor's (the default): a wave at
+    another rate passed without it cannot be told apart and is scored as if at the extractor's."""
     from transformers import pipeline
 
+    rate = feature_extractor.sampling_rate
+    check_sampling_rate(sampling_rate, rate)
     classifier = pipeline("audio-classification", model=model, feature_extractor=feature_extractor)
     saved = model.config.keep_rate
     if keep_rate is not None:
         model.set_keep_rate(keep_rate)
     try:
-        rate = feature_extractor.sampling_rate
         return [classifier({"raw": wave, "sampling_rate": rate}, top_k=top_k) for wave in waves]
     finally:
         model.set_keep_rate(saved)

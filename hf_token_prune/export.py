@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .feature_extraction_audiomae import check_sampling_rate
+
 
 ONNX_FILE = "model.onnx"
 INT8_ONNX_FILE = "model.int8.onnx"
@@ -231,7 +233,8 @@ class OnnxAudioClassifier:
             from transformers.pipelines.audio_utils import ffmpeg_read
 
             audio, sampling_rate = ffmpeg_read(Path(audio).read_bytes(), rate), rate
-        return self.feature_extractor(audio, sampling_rate=sampling_rate or rate, return_tensors="np")[INPUT_NAME]
+        check_sampling_rate(sampling_rate, rate)  # a stock AST extractor's own error does not name the fix
+        return self.feature_extractor(audio, sampling_rate=rate, return_tensors="np")[INPUT_NAME]
 
     def logits(self, input_values: np.ndarray) -> np.ndarray:
         return self.session.run(["logits"], {INPUT_NAME: np.asarray(input_values, dtype=np.float32)})[0]

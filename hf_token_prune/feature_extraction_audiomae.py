@@ -1,6 +1,8 @@
 """Feature extractor for AudioMAE (and AST): AST's Kaldi fbank with a padding choice, frame-level attention masks and
 integer PCM read as [-1, 1]."""
 
+import math
+
 import numpy as np
 from transformers import ASTFeatureExtractor
 from transformers.utils import logging
@@ -18,6 +20,24 @@ def num_fbank_frames(num_samples: int) -> int:
     """Kaldi fbank frames of a waveform of `num_samples` samples (25 ms windows every 10 ms, a partial last window
     dropped)."""
     return 0 if num_samples < KALDI_FRAME_LENGTH else 1 + (num_samples - KALDI_FRAME_LENGTH) // KALDI_FRAME_SHIFT
+
+
+def check_sampling_rate(sampling_rate, expected: int):
+    """Refuse audio stated to be at another rate than the extractor's, naming the resampling that fixes it (transformers'
+    own error does not, and its pipeline's resampling needs torchaudio). Audio passed without its rate cannot be
+    checked: it is taken to be at `expected`."""
+    if sampling_rate is None or sampling_rate == expected:
+        return
+    if isinstance(sampling_rate, bool) or not float(sampling_rate).is_integer() or sampling_rate <= 0:
+        raise ValueError(f"sampling rate {sampling_rate!r}: give the audio's rate in Hz (e.g. {expected}).")
+    step = math.gcd(int(sampling_rate), expected)
+    raise ValueError(
+        f"sampling rate {sampling_rate} Hz: this model's feature extractor takes {expected} Hz audio; resample it first, "
+        f"e.g. scipy.signal.resample_poly(wave, {expected // step}, {int(sampling_rate) // step}) or "
+        f"librosa.resample(wave, orig_sr={sampling_rate}, target_sr={expected}), or decode the file at {expected} Hz "
+        f"(ffmpeg -i in.wav -ar {expected} out.wav; the entry points that take a file path, such as "
+        "`hf-token-prune classify`, decode and resample it so)."
+    )
 
 
 def as_float_waveform(waveform) -> np.ndarray:
@@ -111,12 +131,7 @@ class AudioMAEFeatureExtractor(ASTFeatureExtractor):
         return super().from_dict(feature_extractor_dict, **kwargs)
 
     def __call__(self, raw_speech, sampling_rate=None, return_tensors=None, return_attention_mask=None, **kwargs):
-        # transformers' own check names the whole extractor config; say the two rates and the fix instead
-        if sampling_rate is not None and sampling_rate != self.sampling_rate:
-            raise ValueError(
-                f"sampling rate {sampling_rate} Hz: this feature extractor takes {self.sampling_rate} Hz audio; resample "
-                "the clip first (e.g. scipy.signal.resample_poly)."
-            )
+        check_sampling_rate(sampling_rate, self.sampling_rate)
         # transformers' AST extractor casts integer PCM to float unscaled (or not at all): read it as [-1, 1] first
         waveforms = [as_float_waveform(waveform) for waveform in _as_batch(raw_speech)]
         features = super().__call__(waveforms, sampling_rate=sampling_rate, **kwargs)
@@ -163,4 +178,4 @@ def _as_batch(raw_speech) -> list:
 # with trust_remote_code where this package is not installed.
 AudioMAEFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
 
-__all__ = ["AudioMAEFeatureExtractor", "as_float_waveform", "num_fbank_frames"]
+__all__ = ["AudioMAEFeatureExtractor", "as_float_waveform", "check_sampling_rate", "num_fbank_frames"]

@@ -25,7 +25,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .feature_extraction_audiomae import KALDI_FRAME_LENGTH, KALDI_FRAME_SHIFT, as_float_waveform, num_fbank_frames
+from .feature_extraction_audiomae import (
+    KALDI_FRAME_LENGTH,
+    KALDI_FRAME_SHIFT,
+    as_float_waveform,
+    check_sampling_rate,
+    num_fbank_frames,
+)
 
 
 AGGREGATIONS = ("mean", "max")
@@ -134,11 +140,7 @@ def load_recording(audio, sampling_rate: int | None, target_rate: int) -> np.nda
         if "sampling_rate" not in audio or not ("array" in audio or "raw" in audio):
             raise ValueError('an audio dict needs "array" (or "raw") and "sampling_rate", as datasets gives it.')
         sampling_rate, audio = audio["sampling_rate"], audio.get("array", audio.get("raw"))
-    if sampling_rate is not None and sampling_rate != target_rate:
-        raise ValueError(
-            f"sampling rate {sampling_rate} Hz: the feature extractor takes {target_rate} Hz audio; resample first "
-            "(e.g. scipy.signal.resample_poly) or pass the file path, which is resampled on decoding."
-        )
+    check_sampling_rate(sampling_rate, target_rate)
     audio = audio.numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
     if audio.ndim != 1:
         raise ValueError(f"Expected one mono waveform (1-D array), got shape {audio.shape}: mix channels first.")

@@ -8,7 +8,11 @@ The script is `hf_token_prune.analysis.command.main` (also `hf-token-prune analy
 
 import sys
 
-from hf_token_prune.analysis.command import main
+from hf_token_prune_cli import run
+
+
+def main(argv=None):
+    return run("analyze", sys.argv[1:] if argv is None else list(argv))
 
 
 if __name__ == "__main__":

@@ -6,12 +6,16 @@
         --output_dir ast-esc50-kr0.7 [--push_to_hub]
 
 The recipe is `hf_token_prune.finetuning.main`: argument dataclasses, recipes, model, Trainer and model card are
-library calls there (also run by `hf-token-prune finetune`). `--help` lists every flag.
+library calls there (also run by `hf-token-prune finetune`). `--help` lists the main flags, `--help_all` all.
 """
 
 import sys
 
-from hf_token_prune.finetuning import main
+from hf_token_prune_cli import run
+
+
+def main(argv=None):
+    return run("finetune", sys.argv[1:] if argv is None else list(argv))
 
 
 if __name__ == "__main__":

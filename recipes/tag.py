@@ -7,7 +7,11 @@ The script is `hf_token_prune.tag_command.main` (also `hf-token-prune tag`); `--
 
 import sys
 
-from hf_token_prune.tag_command import main
+from hf_token_prune_cli import run
+
+
+def main(argv=None):
+    return run("tag", sys.argv[1:] if argv is None else list(argv))
 
 
 if __name__ == "__main__":

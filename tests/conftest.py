@@ -19,6 +19,11 @@ REPO = Path(__file__).resolve().parent.parent
 KEYWORDS = REPO / "data" / "keywords"
 
 
+# The schedule of a fine-tuning test run of seconds: two epochs, the keep rate shrinking over the second half.
+TINY_SCHEDULE = ["--num_train_epochs", "2", "--shrink_start_epoch", "0.5", "--shrink_epochs", "1", "--logging_steps", "1",
+                 "--disable_tqdm", "true"]  # fmt: skip
+
+
 def load_recipe(name):
     """A script of recipes/ as a module, so tests call its `main(argv)` in-process."""
     spec = importlib.util.spec_from_file_location(name, REPO / "recipes" / f"{name}.py")

@@ -2,6 +2,8 @@
 traceback. Then the `hf-token-prune` command line: classify a file, dispatch, a `--help` that imports no torch."""
 
 import argparse
+import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +15,7 @@ import torch
 from transformers import ASTFeatureExtractor
 
 from conftest import KEYWORDS, REPO, load_recipe, tiny_ast_kwargs
-from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
+from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification, tag_recording
 from hf_token_prune.analysis import command as analyze
 from hf_token_prune import classify as classify_command, convert_audiomae, finetuning
 import hf_token_prune_cli
@@ -229,6 +231,47 @@ def test_classify_refuses_missing_and_undecodable_files(model_dir, tmp_path):
     assert "not audio that ffmpeg can decode" in message
 
 
+WRONG_RATE = (
+    r"sampling rate 44100 Hz: this model's feature extractor takes 16000 Hz audio; resample it first, e\.g\. "
+    r"scipy\.signal\.resample_poly\(wave, 160, 441\) or librosa\.resample\(wave, orig_sr=44100, target_sr=16000\)"
+)
+
+
+def test_a_stated_wrong_rate_names_the_fix_with_a_stock_ast_folder(tmp_path, capsys):
+    """A Hub AST folder holds transformers' own ASTFeatureExtractor, whose error does not say how to resample."""
+    from transformers import ASTConfig, ASTForAudioClassification
+
+    from hf_token_prune.analysis.inputs import load_pruned_model
+    from hf_token_prune.tag_command import main as tag_main
+
+    folder = tmp_path / "stock-ast"
+    tiny = tiny_ast_kwargs(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_mel_bins=32, max_length=64)
+    config = ASTConfig(**{**tiny, "num_labels": 10}, id2label=dict(enumerate(WORDS)))
+    ASTForAudioClassification(config).save_pretrained(folder)
+    ASTFeatureExtractor(num_mel_bins=32, max_length=64).save_pretrained(folder)
+    model, extractor = load_pruned_model(folder)
+    assert type(extractor) is ASTFeatureExtractor
+
+    samples, _ = soundfile.read(KEYWORDS / "test" / "yes" / "yes_034.flac", dtype="float32")
+    from scipy.signal import resample_poly
+
+    wave_44k = resample_poly(samples, 441, 160).astype(np.float32)
+    with pytest.raises(ValueError, match=WRONG_RATE):
+        classify_command.classify(model, extractor, [wave_44k], sampling_rate=44100)
+    assert classify_command.classify(model, extractor, [samples], sampling_rate=16000)[0]
+    with pytest.raises(ValueError, match=WRONG_RATE):
+        tag_recording({"array": wave_44k, "sampling_rate": 44100}, model, extractor, progress=False)
+
+    # The commands read files: ffmpeg / FFmpeg resample them to the extractor's rate, so a 44.1 kHz file just works.
+    soundfile.write(tmp_path / "yes_44k.wav", wave_44k, 44100)
+    assert classify_command.main([str(tmp_path / "yes_44k.wav"), "--model", str(folder), "--top_k", "1"]) == 0
+    assert tag_main([str(tmp_path / "yes_44k.wav"), "--model_name_or_path", str(folder), "--no_progress",
+                     "--output", str(tmp_path / "tags.png")]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    seconds = f"{len(samples) / 16000:.2f} s"  # the duration at 16 kHz: resampled on reading
+    assert f"yes_44k.wav ({seconds}" in printed and f"yes_44k.wav: {seconds}" in printed
+
+
 def test_command_line_dispatches_and_refuses_unknown_commands(model_dir, capsys):
     clip = str(KEYWORDS / "test" / "no" / "no_034.flac")
     assert hf_token_prune_cli.main(["classify", clip, "--model", str(model_dir)]) == 0
@@ -247,6 +290,55 @@ def test_help_imports_neither_torch_nor_the_package():
     assert result.returncode == 0, result.stderr
     for command in hf_token_prune_cli.COMMANDS:
         assert command in result.stdout
+
+
+def load_help_renderer():
+    spec = importlib.util.spec_from_file_location("render_cli_help", REPO / "scripts" / "render_cli_help.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_shipped_help_is_what_every_parser_prints_now():
+    shipped = json.loads(hf_token_prune_cli.help_file().read_text())
+    live = load_help_renderer().render_all()
+    stale = "hf_token_prune/cli_help.json is stale: run python scripts/render_cli_help.py"
+    assert shipped["environment"] == live["environment"], stale
+    assert set(shipped["help"]) == set(hf_token_prune_cli.COMMANDS), stale
+    for command, texts in live["help"].items():
+        for prog, text in texts.items():
+            assert shipped["help"][command].get(prog) == text, f"{stale} ({prog} --help differs)"
+
+
+@pytest.mark.parametrize(
+    "launcher, prog",
+    [
+        ("hf_token_prune_cli.main(['finetune', '--help'])", "hf-token-prune finetune"),
+        (
+            f"sys.argv = ['finetune.py', '--help']; runpy.run_path({str(REPO / 'recipes' / 'finetune.py')!r}, "
+            "run_name='__main__')",
+            "finetune.py",
+        ),
+    ],
+)
+def test_finetune_help_imports_neither_torch_nor_the_package(launcher, prog):
+    code = (
+        f"import runpy, sys, hf_token_prune_cli; {launcher}; "
+        "assert 'torch' not in sys.modules and 'hf_token_prune' not in sys.modules, sorted(sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == hf_token_prune_cli.shipped_help("finetune", prog)
+    assert result.stdout.startswith(f"usage: {prog} [--recipe NAME]") and "--keep_rate" in result.stdout
+
+
+def test_help_for_another_transformers_comes_from_the_live_parser(monkeypatch, capsys):
+    monkeypatch.setattr(hf_token_prune_cli, "help_environment", lambda: {"python": "3.11", "transformers": "0.0"})
+    assert hf_token_prune_cli.shipped_help("classify", "hf-token-prune classify") is None
+    monkeypatch.setattr(classify_command.argparse.ArgumentParser, "format_help", lambda self: "live help\n")
+    with pytest.raises(SystemExit) as done:
+        hf_token_prune_cli.main(["classify", "--help"])
+    assert done.value.code == 0 and capsys.readouterr().out == "live help\n"
 
 
 def test_analyze_writes_into_the_model_folder_by_default(model_dir):

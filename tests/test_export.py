@@ -93,6 +93,11 @@ def test_exported_folder_predicts_what_the_pipeline_predicts(tmp_path, family, c
     np.testing.assert_allclose(standalone, classifier.logits(classifier.features(clips[0])), atol=1e-6)
     quantised = OnnxAudioClassifier(tmp_path / "onnx", onnx_file="model.int8.onnx")(clips[0], top_k=None)
     assert len(quantised) == len(WORDS) and abs(sum(entry["score"] for entry in quantised) - 1) <= 1e-5
+    # A stated wrong rate: one line naming the resampling, for transformers' own AST extractor too.
+    assert type(classifier.feature_extractor) is extractor_class
+    with pytest.raises(ValueError, match=r"44100 Hz: this model's feature extractor takes 16000 Hz audio; resample it "
+                       r"first, e\.g\. scipy\.signal\.resample_poly\(wave, 160, 441\)"):  # fmt: skip
+        classifier(np.zeros(44100, np.float32), sampling_rate=44100)
 
 
 def test_cli_refuses_bad_input_in_one_line(tmp_path, capsys):

@@ -7,7 +7,7 @@ import pytest
 from huggingface_hub import ModelCard
 from transformers import ASTFeatureExtractor
 
-from conftest import tiny_ast_kwargs
+from conftest import TINY_SCHEDULE, tiny_ast_kwargs
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
 
 from test_official_layouts import hub_speech_commands, speech_commands_archive
@@ -15,33 +15,10 @@ from test_streaming import audioset_copy
 
 
 TINY = [
-    "--config_overrides",
-    "hidden_size=32,num_hidden_layers=4,num_attention_heads=2,intermediate_size=64",
-    "--pruning_layers",
-    "1,2",
-    "--num_mel_bins",
-    "32",
-    "--num_frames",
-    "48",
-    "--per_device_train_batch_size",
-    "4",
-    "--num_train_epochs",
-    "2",
-    "--shrink_start_epoch",
-    "0.5",
-    "--shrink_epochs",
-    "1",
-    "--keep_rate",
-    "0.5",
-    "--logging_steps",
-    "1",
-    "--eval_keep_rates",
-    "1.0,0.5",
-    "--report_to",
-    "none",
-    "--disable_tqdm",
-    "true",
-]
+    "--config_overrides", "hidden_size=32,num_hidden_layers=4,num_attention_heads=2,intermediate_size=64",
+    "--pruning_layers", "1,2", "--num_mel_bins", "32", "--num_frames", "48", "--per_device_train_batch_size", "4",
+    "--keep_rate", "0.5", "--eval_keep_rates", "1.0,0.5", "--report_to", "none", *TINY_SCHEDULE,
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -14,40 +14,17 @@ from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from transformers import AutoFeatureExtractor, pipeline
 
-from conftest import KEYWORDS, REPO, tiny_ast_kwargs
+from conftest import KEYWORDS, REPO, TINY_SCHEDULE, tiny_ast_kwargs
 from hf_token_prune.data import load_audio_classification
 
 
 TINY = [
-    "--recipe",
-    "demo",
-    "--config_overrides",
-    "hidden_size=32,num_attention_heads=2,intermediate_size=64,frequency_stride=16,time_stride=16",
-    "--num_mel_bins",
-    "32",
-    "--num_frames",
-    "64",
-    "--max_train_samples",
-    "32",
-    "--max_eval_samples",
-    "20",
-    "--per_device_train_batch_size",
-    "8",
-    "--num_train_epochs",
-    "2",
-    "--shrink_start_epoch",
-    "0.5",
-    "--shrink_epochs",
-    "1",
-    "--logging_steps",
-    "1",
-    "--eval_keep_rates",
-    "1.0,0.7,0.4",
-    "--disable_tqdm",
-    "true",
-    "--time_shift",  # not in the demo recipe: on here so the tests cover it
-    "true",
-]
+    "--recipe", "demo",
+    "--config_overrides", "hidden_size=32,num_attention_heads=2,intermediate_size=64,frequency_stride=16,time_stride=16",
+    "--num_mel_bins", "32", "--num_frames", "64", "--max_train_samples", "32", "--max_eval_samples", "20",
+    "--per_device_train_batch_size", "8", "--eval_keep_rates", "1.0,0.7,0.4", *TINY_SCHEDULE,
+    "--time_shift", "true",  # not in the demo recipe: on here so the tests cover it
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import ASTConfig
 
-from conftest import tiny_ast_kwargs
+from conftest import tiny_ast_kwargs, tiny_pruned_classifier
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
 from hf_token_prune.macs import (
     TABLE_II,
@@ -100,19 +100,8 @@ def test_analytic_count_equals_flop_counter_vit_b_512_patches():
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
 @pytest.mark.parametrize("keep_rate", [1.0, 0.5])
 def test_analytic_count_equals_flop_counter_tiny_audiomae(attn_implementation, keep_rate):
-    from hf_token_prune import PrunedAudioMAEConfig, PrunedAudioMAEForAudioClassification
-
-    config = PrunedAudioMAEConfig(
-        hidden_size=64,
-        num_hidden_layers=12,
-        num_attention_heads=4,
-        intermediate_size=128,
-        num_mel_bins=64,
-        max_length=128,
-        num_labels=5,
-        keep_rate=keep_rate,
-    )
-    model = PrunedAudioMAEForAudioClassification(config).eval()
+    model = tiny_pruned_classifier("audiomae", keep_rate=keep_rate)  # 12 layers of 64, 128 frames x 64 mel
+    config = model.config
     model.set_attn_implementation(attn_implementation)
     counted = count_forward_macs(model, torch.randn(2, 128, 64))
     analytic = count_macs(config, batch_size=2, attn_implementation=attn_implementation)

@@ -237,7 +237,8 @@ def test_a_model_that_drops_padding_gets_the_extractors_frame_mask():
     ({"hop": -0.5}, "must be > 0"),
     ({"window": 0.5, "hop": 0.6}, "longer than the window"),
     ({"batch_size": 0}, "batch_size=0"),
-    ({"sampling_rate": 8000}, "8000 Hz: the feature extractor takes 16000 Hz"),
+    ({"sampling_rate": 8000}, r"8000 Hz: this model's feature extractor takes 16000 Hz audio; resample it first, e.g. "
+                              r"scipy.signal.resample_poly\(wave, 2, 1\)"),
 ])
 def test_tag_recording_rejects_bad_windows_and_input(kwargs, message):
     with pytest.raises(ValueError, match=message):
