@@ -540,6 +540,14 @@ def test_analysis_data_come_through_the_data_loaders(ast_setup):
                            audio_column_name="sound")
 
 
+def test_every_test_clip_of_the_shipped_data_goes_through_the_analysis_batches(ast_setup):
+    # off_035.flac and on_035.flac fail when torchcodec decodes them a second time: each clip is decoded once.
+    data = load_analysis_data(ast_setup.model, ast_setup.extractor, "audiofolder", "test", data_dir=str(KEYWORDS))
+    batches = list(data.batches(batch_size=16))
+    assert sum(len(batch["index"]) for batch in batches) == len(data) == 60
+    assert all(1 <= frames <= 128 for batch in batches for frames in batch["num_frames"].tolist())
+
+
 def test_unknown_analysis_is_refused(capsys):
     with pytest.raises(ValueError, match=r"unknown analysis 'kendal'.*choose from sweep"):
         parse_analyses("sweep,kendal")

@@ -198,10 +198,13 @@ class AnalysisData:
 
     def _collate(self, indices):
         rows = self.dataset[list(indices)]
+        # Decode each clip once: datasets hands out torchcodec decoders, and a second decode of some FLAC files fails
+        # ("Could not seek file to pts=...").
+        audio = [{"array": clip["array"]} for clip in rows["audio"]]
         transform = AudioFeatureTransform(self.feature_extractor, self.num_labels, self.multi_label, one_hot=False)
-        batch = transform({**rows, "labels": [self._model_labels(label) for label in rows["labels"]]})
+        batch = transform({**rows, "audio": audio, "labels": [self._model_labels(label) for label in rows["labels"]]})
         rate, max_length = self.feature_extractor.sampling_rate, batch["input_values"].shape[1]
-        lengths = [len(audio["array"]) for audio in rows["audio"]]
+        lengths = [len(clip["array"]) for clip in audio]
         return {
             **batch,
             "num_frames": torch.tensor([min(max_length, num_fbank_frames(n, rate)) for n in lengths]),
