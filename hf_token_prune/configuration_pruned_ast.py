@@ -28,6 +28,16 @@ class PrunedASTConfig(PruningConfigMixin, ASTConfig):
         layers, absorbs what they drop and is never dropped itself (nor pooled); `"merge"` keeps the same number of
         tokens by merging similar ones instead (ToMe: bipartite soft matching on the layer's keys, size-weighted means,
         proportional attention `+ log(size)` in later layers). fuse and merge need `token_score="attention"`.
+    drop_padding (`bool`, *optional*, defaults to `False`):
+        Whether `attention_mask` is the feature extractor's frame mask (`return_attention_mask=True`, shape
+        `(batch_size, max_length)`, 1 on the clip's frames) and the padding patch tokens are gathered out before the
+        first layer, so a short clip pays only for its real patches. A patch is padding when all its frames are. A batch
+        of mixed lengths runs at its longest clip's token count, with a key-padding mask for the shorter ones; each
+        clip's logits equal those of the clip run alone, and with pruning each clip keeps `ceil(n_real * keep_rate)` of
+        its own real tokens (`kept_patches` marks a shorter clip's empty slots with -1). Without a mask nothing is
+        dropped. Compiled and exported graphs have static shapes, so there the padding is masked, not gathered out
+        (same outputs, no saving). `False` keeps the per-token mask of transformers' AST (and today's outputs). Needs
+        `token_reduction="prune"`.
 
     Example:
 
@@ -43,6 +53,7 @@ class PrunedASTConfig(PruningConfigMixin, ASTConfig):
     pruning_layers: list[int] | None = None
     token_score: str = "attention"
     token_reduction: str = "prune"
+    drop_padding: bool = False
 
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):

@@ -57,6 +57,11 @@ class PrunedAudioMAEConfig(PruningConfigMixin, PreTrainedConfig):
         layers, absorbs what they drop and is never dropped itself (nor pooled); `"merge"` keeps the same number of
         tokens by merging similar ones instead (ToMe: bipartite soft matching on the layer's keys, size-weighted means,
         proportional attention `+ log(size)` in later layers). fuse and merge need `token_score="attention"`.
+    drop_padding (`bool`, *optional*, defaults to `False`):
+        Whether `attention_mask` is the feature extractor's `(batch_size, max_length)` frame mask and the padding
+        patches (all of whose frames are padding) are gathered out before the first layer, as in [`PrunedASTConfig`]:
+        each clip's logits equal the clip run alone, its kept counts come from its own real patches (-1 marks empty
+        `kept_patches` slots), and compiled / exported graphs mask instead of gathering. Needs `token_reduction="prune"`.
     """
 
     model_type = "pruned-audiomae"
@@ -78,6 +83,7 @@ class PrunedAudioMAEConfig(PruningConfigMixin, PreTrainedConfig):
     pruning_layers: list[int] | None = None
     token_score: str = "attention"
     token_reduction: str = "prune"
+    drop_padding: bool = False
 
     def _validate_pruning(self):
         super()._validate_pruning()

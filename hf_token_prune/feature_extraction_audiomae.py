@@ -78,8 +78,10 @@ class AudioMAEFeatureExtractor(ASTFeatureExtractor):
     return_attention_mask (`bool`, *optional*, defaults to `False`):
         Whether a call returns `attention_mask` (also a call argument): an int32 `(batch, max_length)` frame mask, 1 on
         the frames computed from the clip and 0 on the padding (so `attention_mask.sum(-1)` counts the real frames),
-        as transformers' Speech2Text and SeamlessM4T extractors give. It is off by default because today's models do
-        not take a frame mask (passing one raises); leave it off for them.
+        as transformers' Speech2Text and SeamlessM4T extractors give. A model whose config has `drop_padding=True`
+        takes it as is and drops the padding patches; other models refuse it (they take a per-token mask), so it is
+        off by default. Save the extractor with `return_attention_mask=True` next to a `drop_padding` model, and
+        `pipeline("audio-classification")` passes the mask too.
 
     The other arguments are [`ASTFeatureExtractor`]'s; `mean`/`std` default to AudioSet's statistics and `max_length`
     to 1024 frames (use 512 for ESC-50, 128 for Speech Commands). With `fbank_padding="zero"` the features equal

@@ -3,6 +3,7 @@
     python -m hf_token_prune.macs --model vit-b --keep_rates 1.0,0.9,0.8,0.7,0.6,0.5,0.4 --max_length 128,512,1024
     python -m hf_token_prune.macs --table2              # the paper's Table II beside ours, with the difference
     python -m hf_token_prune.macs --model path/to/checkpoint --verify   # also count the real forward
+    python -m hf_token_prune.macs --clip_seconds 2,5 --max_length 1024  # short clips, padding dropped
 
 Counting convention (the one under which the paper's Table II is reproduced to 0.1 G):
 
@@ -27,6 +28,10 @@ Counting convention (the one under which the paper's Table II is reproduced to 0
   head_dim``, the head-mean keys; a keep rate below 0.5 needs a second round) and needs no token score. Merging,
   sizes and source maps are ``scatter_add`` / gathers (no MACs). Counted as ``token_reduction``.
 * Classifier: ``hidden * num_labels``. Counted separately.
+* A clip shorter than the window (``real_frames``) costs less only when its padding is dropped (``drop_padding``):
+  the patch embedding still runs on the whole input, the layers on the real patches alone, every time step whose
+  first frame is real (a patch is padding when all its frames are): ``min(time_patches, ceil(real_frames /
+  time_stride))`` times the frequency patches.
 
 Table II of the paper counts the patch embedding and the layers of a ViT-B with **one** extra token (the paper gives
 one table for both models), without classifier and scoring: :attr:`MacCount.paper_convention` with
@@ -34,6 +39,7 @@ one table for both models), without classifier and scoring: :attr:`MacCount.pape
 """
 
 import argparse
+import itertools
 import os
 import sys
 from dataclasses import dataclass, replace
@@ -41,7 +47,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from .pruning import default_pruning_layers, kept_token_counts, num_kept_tokens, parse_keep_rates
+from .pruning import default_pruning_layers, kept_token_counts, num_kept_tokens, parse_keep_rates, validate_drop_padding
 from .reduction import TOKEN_REDUCTIONS, merge_rounds
 
 
@@ -74,6 +80,13 @@ class ModelShape:
     pruning_layers: tuple[int, ...]
     token_score: str
     token_reduction: str
+    time_stride: int
+    num_time_patches: int
+
+    def real_patches(self, real_frames: int) -> int:
+        """Patch tokens of a clip of ``real_frames`` frames once its padding is dropped."""
+        time_patches = min(self.num_time_patches, -(-real_frames // self.time_stride))
+        return time_patches * (self.num_patches // self.num_time_patches)
 
     @property
     def scoring_costs_macs(self) -> bool:
@@ -117,9 +130,11 @@ def _shape_of(config, max_length=None) -> ModelShape:
         frequency_patches = (config.num_mel_bins - config.patch_size) // config.frequency_stride + 1
         time_patches = (max_length - config.patch_size) // config.time_stride + 1
         family, num_patches, num_extra_tokens = "ast", frequency_patches * time_patches, 2
+        time_stride = config.time_stride
     elif model_type == AUDIOMAE_MODEL_TYPE:
         time_patches, frequency_patches = max_length // config.patch_size, config.num_mel_bins // config.patch_size
         family, num_patches, num_extra_tokens = "audiomae", time_patches * frequency_patches, 1
+        time_stride = config.patch_size
     else:
         raise ValueError(
             f"Cannot count MACs of model_type={model_type!r}: supported are {', '.join(AST_MODEL_TYPES)} and "
@@ -147,6 +162,8 @@ def _shape_of(config, max_length=None) -> ModelShape:
         pruning_layers=tuple(pruning_layers),
         token_score=getattr(config, "token_score", "attention"),
         token_reduction=getattr(config, "token_reduction", "prune"),
+        time_stride=time_stride,
+        num_time_patches=time_patches,
     )
 
 
@@ -158,6 +175,8 @@ def count_macs(
     attn_implementation: str | None = None,
     num_extra_tokens: int | None = None,
     token_reduction: str | None = None,
+    real_frames: int | None = None,
+    drop_padding: bool | None = None,
 ) -> MacCount:
     """Analytic MACs of a forward pass of the model ``config`` describes (see the module docstring for the rules).
 
@@ -170,8 +189,16 @@ def count_macs(
             Defaults to the config's, else ``"sdpa"`` (transformers' default).
         num_extra_tokens: override the family's count (the paper's Table II uses 1 for both models).
         token_reduction: ``"prune"``, ``"fuse"`` or ``"merge"``; defaults to the config's (``"prune"``).
+        real_frames: frames of the clip itself, the rest of the input being padding (default: all of them); every
+            sample of the batch has that many (a mixed batch runs at its longest clip's).
+        drop_padding: count the forward that drops the padding patches; defaults to the config's (``False`` for a
+            stock AST config). Without it ``real_frames`` changes nothing: padding goes through every layer.
     """
     shape = _shape_of(config, max_length)
+    frames = config.max_length if max_length is None else max_length
+    if real_frames is not None and not (isinstance(real_frames, int) and 1 <= real_frames <= frames):
+        raise ValueError(f"real_frames={real_frames!r} is invalid: give the clip's frames, from 1 to {frames}.")
+    drop_padding = getattr(config, "drop_padding", False) if drop_padding is None else drop_padding
     if num_extra_tokens is not None:
         shape = replace(shape, num_extra_tokens=num_extra_tokens)
     if token_reduction is not None:
@@ -183,12 +210,16 @@ def count_macs(
         raise ValueError(f"keep_rate={keep_rate!r} is invalid: it must lie in (0, 1].")
     attn_implementation = attn_implementation or getattr(config, "_attn_implementation", None) or "sdpa"
     method = shape.token_reduction
+    validate_drop_padding(drop_padding, method)
     scores_cost_macs = attn_implementation != "eager" and shape.token_score == "attention" and method != "merge"
 
     hidden, extra = shape.hidden_size, shape.num_extra_tokens
     head_dim = hidden // shape.num_attention_heads
-    kept = kept_token_counts(shape.num_patches, keep_rate, len(shape.pruning_layers))
-    patches, next_pruning = shape.num_patches, 0
+    patches = shape.num_patches
+    if drop_padding and real_frames is not None:
+        patches = shape.real_patches(real_frames)
+    kept = kept_token_counts(patches, keep_rate, len(shape.pruning_layers))
+    next_pruning = 0
     projections = matmuls = mlp = scoring = reduction = 0
     tokens_per_layer = []
     for index in range(shape.num_hidden_layers):
@@ -372,6 +403,13 @@ def main(argv=None):
         help="comma-separated input lengths in frames (default: the config's; 128, 512, 1024 "
         "frames give the paper's 64, 256, 512 patches)",
     )
+    parser.add_argument(
+        "--clip_seconds",
+        default=None,
+        help="comma-separated clip lengths in seconds (16 kHz fbank frames, 10 ms apart): rows counted with the "
+        "padding dropped (config drop_padding=True), 'x fewer' against the padded window at keep rate 1.0 "
+        "(default: clips filling the window)",
+    )
     parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument(
         "--attn_implementation",
@@ -423,6 +461,14 @@ def main(argv=None):
         _print_methods(config, args.model, keep_rates, args.attn_implementation)
         return 0
     lengths = _parse_list(args.max_length, int, "max_length") if args.max_length else [config.max_length]
+    clips = [None]
+    if args.clip_seconds:
+        from .feature_extraction_audiomae import num_fbank_frames
+
+        clips = [num_fbank_frames(round(seconds * 16000)) for seconds in _parse_list(args.clip_seconds, float,
+                                                                                      "clip_seconds")]
+        if min(clips) < 1:
+            raise SystemExit(f"--clip_seconds {args.clip_seconds}: every clip needs at least one 25 ms frame.")
     if args.batch_size < 1:
         raise SystemExit(f"--batch_size={args.batch_size}: must be at least 1.")
 
@@ -433,29 +479,33 @@ def main(argv=None):
     )
     if args.verify:
         columns += " | FlopCounterMode | diff"
+    if args.clip_seconds:
+        columns = "clip frames | " + columns
     print(columns)
     print("-" * len(columns))
-    for max_length in lengths:
+    for max_length, real_frames, keep_rate, method in itertools.product(lengths, clips, keep_rates, methods):
         baseline = count_macs(config, 1.0, max_length, args.batch_size, args.attn_implementation)
-        for keep_rate in keep_rates:
-            for method in methods:
-                try:
-                    macs = count_macs(config, keep_rate, max_length, args.batch_size, args.attn_implementation,
-                                      token_reduction=method)
-                except ValueError as error:
-                    raise SystemExit(str(error))
-                line = (
-                    f"{max_length:>6} | {_shape_of(config, max_length).num_patches:>7} | {method:<6} | "
-                    f"{keep_rate:>9.2f} | {str(list(macs.kept_patches)):<30} | {macs.total / 1e9:6.2f} | "
-                    f"{baseline.total / macs.total:6.2f}x | {macs.patch_embedding / 1e9:6.3f} | "
-                    f"{macs.attention_projections / 1e9:9.2f} | {macs.attention_matmuls / 1e9:10.2f} | "
-                    f"{macs.mlp / 1e9:6.2f} | {macs.token_scoring / 1e9:7.4f} | {macs.token_reduction / 1e9:7.4f} | "
-                    f"{macs.classifier / 1e9:.4f}"
-                )
-                if args.verify:
-                    line += " | " + _verify(config, keep_rate, max_length, args.batch_size, args.attn_implementation,
-                                            method, macs)
-                print(line, flush=True)
+        if real_frames is not None:
+            real_frames = min(real_frames, max_length)
+        try:
+            macs = count_macs(config, keep_rate, max_length, args.batch_size, args.attn_implementation,
+                              token_reduction=method, real_frames=real_frames, drop_padding=real_frames is not None)
+        except ValueError as error:
+            raise SystemExit(str(error))
+        line = (
+            f"{max_length:>6} | {_shape_of(config, max_length).num_patches:>7} | {method:<6} | "
+            f"{keep_rate:>9.2f} | {str(list(macs.kept_patches)):<30} | {macs.total / 1e9:6.2f} | "
+            f"{baseline.total / macs.total:6.2f}x | {macs.patch_embedding / 1e9:6.3f} | "
+            f"{macs.attention_projections / 1e9:9.2f} | {macs.attention_matmuls / 1e9:10.2f} | "
+            f"{macs.mlp / 1e9:6.2f} | {macs.token_scoring / 1e9:7.4f} | {macs.token_reduction / 1e9:7.4f} | "
+            f"{macs.classifier / 1e9:.4f}"
+        )
+        if args.verify:
+            line += " | " + _verify(config, keep_rate, max_length, args.batch_size, args.attn_implementation,
+                                    method, macs, real_frames)
+        if real_frames is not None:
+            line = f"{real_frames:>11} | " + line
+        print(line, flush=True)
     return 0
 
 
@@ -474,12 +524,14 @@ def _print_methods(config, name, keep_rates, attn_implementation):
                   + " | ".join(f"{value:6.2f}" for value in values))
 
 
-def _verify(config, keep_rate, max_length, batch_size, attn_implementation, method, macs):
+def _verify(config, keep_rate, max_length, batch_size, attn_implementation, method, macs, real_frames=None):
     model = build_model(config.__class__.from_dict({**config.to_dict(), "max_length": max_length,
-                                                    "token_reduction": method}))
+                                                    "token_reduction": method,
+                                                    "drop_padding": real_frames is not None}))
     model.set_attn_implementation(attn_implementation)
     model.set_keep_rate(keep_rate)
-    counted = count_forward_macs(model, torch.randn(batch_size, max_length, config.num_mel_bins))
+    mask = None if real_frames is None else (torch.arange(max_length) < real_frames).expand(batch_size, -1).int()
+    counted = count_forward_macs(model, torch.randn(batch_size, max_length, config.num_mel_bins), attention_mask=mask)
     return f"{counted / 1e9:15.2f} | {(macs.total - counted) / counted:+.2e}"
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.processing_utils import Unpack
-from transformers.utils import TransformersKwargs
+from transformers.utils import TransformersKwargs, logging
 from transformers.utils.generic import can_return_tuple
 
 from .reduction import (
@@ -27,6 +27,8 @@ from .reduction import (
     validate_token_reduction,
 )
 
+
+logger = logging.get_logger(__name__)
 
 TOKEN_SCORES = ("attention", "intensity", "variation", "random")
 
@@ -73,6 +75,18 @@ def validate_pruning_config(keep_rate, pruning_layers, token_score, num_hidden_l
             f"keep_rate={keep_rate!r} prunes nothing: pruning_layers is empty. Give 0-based layers to prune in, e.g. "
             f"{default_pruning_layers(num_hidden_layers)} (the default for num_hidden_layers={num_hidden_layers}), "
             "or keep_rate=1.0."
+        )
+
+
+def validate_drop_padding(drop_padding, token_reduction):
+    """``drop_padding`` is a bool, and only pruning can carry the per-sample padding it leaves in a mixed batch."""
+    if not isinstance(drop_padding, bool):
+        raise ValueError(f"drop_padding={drop_padding!r} is invalid: it must be True or False.")
+    if drop_padding and token_reduction != "prune":
+        raise ValueError(
+            f"drop_padding=True is not supported with token_reduction={token_reduction!r}: in a batch of mixed lengths "
+            "a padded slot must never be fused or merged into a real token, and only pruning carries the padding "
+            "mask. Use token_reduction='prune', or drop_padding=False."
         )
 
 
@@ -133,6 +147,16 @@ class PatchLayout:
             image, stride = image.transpose(2, 3), stride[::-1]
         patches = F.unfold(image, kernel_size=self.patch_size, stride=stride)
         return patches.mean(dim=1), patches.std(dim=1)
+
+    def real_patches(self, frame_mask: torch.Tensor) -> torch.Tensor:
+        """``(batch, patches)`` bool in token order from a ``(batch, frames)`` frame mask (1 = real frame): a patch is
+        padding when all its frames are, so a patch straddling the clip's end stays real. Every frequency patch of a
+        time step shares its frames; AST's time windows overlap (stride 10 of 16 frames), AudioMAE's do not."""
+        real_time = frame_mask.bool().unfold(1, self.patch_size, self.time_stride).any(dim=-1)  # (batch, time patches)
+        batch_size, frequency_patches = real_time.shape[0], self.num_frequency_patches
+        if self.time_major:
+            return real_time[:, :, None].expand(-1, -1, frequency_patches).reshape(batch_size, -1)
+        return real_time[:, None, :].expand(-1, frequency_patches, -1).reshape(batch_size, -1)
 
     def frequency_major_index(self, patch_indices: torch.Tensor) -> torch.Tensor:
         """Token indices re-expressed on the (frequency, time) grid, the orientation spectrograms are drawn in."""
@@ -210,15 +234,41 @@ def received_attention_score_from_weights(
     return received[:, num_extra_tokens:] / query_weights.sum(dim=1, keepdim=True)
 
 
+def drop_padding_tokens(hidden_states: torch.Tensor, real_patches: torch.Tensor, num_extra_tokens: int):
+    """Gather out the padding patch tokens before the first layer: ``(hidden_states, patch_indices, token_mask)``.
+
+    Each sample's real patch tokens (``real_patches`` ``(batch, patches)``, token order) move to the front in input
+    order, and the sequence is cut to the longest sample's count; a shorter sample's remaining slots are padding, with
+    ``patch_indices`` (the input patch in each slot) -1 and ``token_mask`` ``(batch, extra + slots)`` False there.
+    ``token_mask`` is ``None`` when no slot is padding (one clip, or clips of one length), so the forward is then
+    exactly that of the real tokens alone. A traced graph (torch.compile, torch.export) has static shapes: there every
+    slot stays and the padding is only masked.
+    """
+    num_real = real_patches.sum(dim=1)
+    order = torch.argsort((~real_patches).to(torch.int8), dim=1, stable=True)
+    tracing = torch.compiler.is_compiling()
+    if not tracing:
+        order = order[:, : int(num_real.max())]
+    slot_is_real = torch.arange(order.shape[1], device=order.device) < num_real[:, None]
+    gather_index = (order + num_extra_tokens).unsqueeze(-1).expand(-1, -1, hidden_states.shape[-1])
+    hidden_states = torch.cat([hidden_states[:, :num_extra_tokens], hidden_states.gather(1, gather_index)], dim=1)
+    token_mask = None
+    if tracing or not bool(slot_is_real.all()):
+        token_mask = torch.cat([slot_is_real.new_ones(slot_is_real.shape[0], num_extra_tokens), slot_is_real], dim=1)
+    return hidden_states, order.masked_fill(~slot_is_real, -1), token_mask
+
+
 def select_tokens(
     hidden_states: torch.Tensor, scores: torch.Tensor, keep_rate: float, num_extra_tokens: int,
-    token_mask: torch.Tensor | None = None,
+    token_mask: torch.Tensor | None = None, count_real_tokens: bool = False,
 ):
     """Keep the extra tokens and the top ``ceil(n * keep_rate)`` patch tokens of each sample.
 
     Returns the pruned ``hidden_states`` and ``kept_token_indices`` ``(batch, k)``: positions among the current
     patch tokens, in descending score order, which the caller composes to map survivors back to input patches.
     With a ``token_mask`` ``(batch, seq)`` padded patches rank last, so one is kept only when no real one is left.
+    With ``count_real_tokens`` (``drop_padding``) each sample keeps ``ceil(n_real * keep_rate)`` of its own real
+    tokens instead: ``k`` is the batch's largest count and a sample's slots beyond its own count are empty (index -1).
     """
     if token_mask is not None:
         scores = scores.float().masked_fill(~token_mask[:, num_extra_tokens:], float("-inf"))
@@ -226,6 +276,12 @@ def select_tokens(
     kept_token_indices = scores.topk(num_kept, dim=1).indices
     gather_index = (kept_token_indices + num_extra_tokens).unsqueeze(-1).expand(-1, -1, hidden_states.shape[-1])
     kept_patch_tokens = hidden_states.gather(1, gather_index)
+    if count_real_tokens and token_mask is not None:
+        # float64: n * keep_rate in float32 can overshoot an integer by more than the tolerance (1000 * 0.3)
+        num_real = token_mask[:, num_extra_tokens:].sum(dim=1, keepdim=True).double()
+        sample_kept = torch.ceil(num_real * keep_rate - _CEIL_TOLERANCE).clamp(min=1)
+        slots = torch.arange(num_kept, device=kept_token_indices.device)
+        kept_token_indices = kept_token_indices.masked_fill(slots >= sample_kept, -1)
     return torch.cat([hidden_states[:, :num_extra_tokens], kept_patch_tokens], dim=1), kept_token_indices
 
 
@@ -244,6 +300,7 @@ class LayerReduction:
     token_scores: torch.Tensor | None = None  # static ``(batch, patches)`` scores; None: rank by the attention
     sizes: torch.Tensor | None = None  # ``(batch, patches)`` input patches each token holds (merge; None: all 1)
     token_mask: torch.Tensor | None = None  # ``(batch, seq)`` False = padding (prune only); None: every token real
+    count_real_tokens: bool = False  # drop_padding: each sample's kept count comes from its own real tokens
 
     def reduces(self, hidden_states: torch.Tensor) -> bool:
         num_patches = hidden_states.shape[1] - self.num_extra_tokens
@@ -267,7 +324,9 @@ class LayerReduction:
             merged, merged_sizes = merge_weighted(patches, sizes, destination, num_kept)
             return torch.cat([hidden_states[:, :extra], merged], dim=1), (destination, merged_sizes)
         scores = token_signal if self.token_scores is None else self.token_scores
-        reduced, kept_token_indices = select_tokens(hidden_states, scores, self.keep_rate, extra, self.token_mask)
+        reduced, kept_token_indices = select_tokens(
+            hidden_states, scores, self.keep_rate, extra, self.token_mask, self.count_real_tokens
+        )
         if self.method == "fuse":
             fused = fused_token(patches, scores, kept_token_indices)
             if self.has_fused_token:  # it absorbs this layer's dropped tokens too, and is itself never dropped
@@ -285,15 +344,21 @@ class PatchTracker:
     with the same indices as the hidden states, or later layers would rank tokens by another patch's statistic. So
     must ``token_mask`` ``(batch, extra + patches)`` (True = real token, the 2-D padding mask of the current
     sequence, ``None`` when every token is real), from which each later layer's attention mask is built.
-    Prune and fuse record ``kept_patches`` (the input patch of each survivor); merge records ``source_maps`` (for each
-    input patch, the token now carrying it) and the tokens' sizes for proportional attention and pooling.
+    Prune and fuse record ``kept_patches`` (the input patch of each survivor, -1 in an empty slot); merge records
+    ``source_maps`` (for each input patch, the token now carrying it) and the tokens' sizes for proportional attention
+    and pooling. ``patch_indices`` gives the input patch of each starting slot when padding was dropped
+    (:func:`drop_padding_tokens`); ``count_real_tokens`` then makes each sample's kept counts its own.
     """
 
     def __init__(
         self, batch_size: int, num_patches: int, device, static_scores: torch.Tensor | None = None,
         token_mask: torch.Tensor | None = None, num_extra_tokens: int = 0, method: str = "prune",
+        patch_indices: torch.Tensor | None = None, count_real_tokens: bool = False,
     ):
-        self.patch_indices = torch.arange(num_patches, device=device).expand(batch_size, -1)
+        if patch_indices is None:
+            patch_indices = torch.arange(num_patches, device=device).expand(batch_size, -1)
+        self.patch_indices = patch_indices
+        self.count_real_tokens = count_real_tokens
         self.static_scores = static_scores
         self.token_mask = token_mask
         self.num_extra_tokens = num_extra_tokens
@@ -314,7 +379,7 @@ class PatchTracker:
     def layer_reduction(self, keep_rate: float, token_score: str) -> LayerReduction:
         return LayerReduction(
             self.method, keep_rate, self.num_extra_tokens, self.has_fused_token,
-            self.scores_for_next_layer(token_score), self.sizes, self.token_mask,
+            self.scores_for_next_layer(token_score), self.sizes, self.token_mask, self.count_real_tokens,
         )
 
     def attention_mask(self, attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -346,18 +411,23 @@ class PatchTracker:
             self.source_maps += (source,)
             return
         if plan is not None:
-            self.patch_indices = self.patch_indices.gather(1, plan)
+            index = plan.clamp(min=0) if self.count_real_tokens else plan  # -1: a slot count_real_tokens emptied
+            self.patch_indices = self.patch_indices.gather(1, index)
             if self.static_scores is not None:
-                self.static_scores = self.static_scores.gather(1, plan)
+                self.static_scores = self.static_scores.gather(1, index)
             if self.token_mask is not None:
                 extra, patches = self.token_mask[:, : self.num_extra_tokens], self.token_mask[:, self.num_extra_tokens :]
-                self.token_mask = torch.cat([extra, patches.gather(1, plan)], dim=1)
+                patches = patches.gather(1, index)
+                if self.count_real_tokens:
+                    patches = patches & (plan >= 0)
+                    self.patch_indices = self.patch_indices.masked_fill(~patches, -1)
+                self.token_mask = torch.cat([extra, patches], dim=1)
             if self.method == "fuse" and not self.has_fused_token:
                 self.has_fused_token, self.num_extra_tokens = True, self.num_extra_tokens + 1
         self.kept_patches += (self.patch_indices,)
 
 
-_PRUNING_FIELDS = ("keep_rate", "pruning_layers", "token_score", "token_reduction", "num_hidden_layers")
+_PRUNING_FIELDS = ("keep_rate", "pruning_layers", "token_score", "token_reduction", "num_hidden_layers", "drop_padding")
 
 
 class PruningConfigMixin:
@@ -390,6 +460,7 @@ class PruningConfigMixin:
     def _validate_pruning(self):
         validate_pruning_config(self.keep_rate, self.pruning_layers, self.token_score, self.num_hidden_layers)
         validate_token_reduction(self.token_reduction, self.token_score)
+        validate_drop_padding(self.drop_padding, self.token_reduction)
 
 
 @dataclass
@@ -502,7 +573,25 @@ class PrunedModelMixin:
             raise ValueError(
                 f"attention_mask has shape {tuple(attention_mask.shape)}, but this model takes a 2-D padding mask of "
                 f"shape (batch_size, sequence_length) = {expected}: one entry per token ({self.num_extra_tokens} extra "
-                f"tokens, then the patches in the model's patch order), 1 for real tokens and 0 for padding."
+                f"tokens, then the patches in the model's patch order), 1 for real tokens and 0 for padding. The "
+                "feature extractor's frame mask (batch_size, max_length) is for a model with config.drop_padding=True."
+            )
+        return attention_mask
+
+    def check_frame_mask(self, attention_mask, input_values):
+        """``drop_padding`` takes the feature extractor's frame mask; name its shape when given another."""
+        expected = tuple(input_values.shape[:2])
+        if attention_mask.dim() != 2 or tuple(attention_mask.shape) != expected:
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}, but with drop_padding=True this model takes "
+                f"the feature extractor's frame mask of shape (batch_size, max_length) = {expected}: 1 on the frames "
+                "computed from the clip, 0 on the padding (feature_extractor(..., return_attention_mask=True)). For a "
+                "per-token mask use drop_padding=False."
+            )
+        if not torch.compiler.is_compiling() and not attention_mask.bool().any(dim=1).all():
+            raise ValueError(
+                "attention_mask marks every frame of a sample as padding: each clip needs at least one real frame "
+                "(the feature extractor's mask always has one)."
             )
         return attention_mask
 
@@ -512,10 +601,26 @@ class PrunedModelMixin:
 
         A 2-D padding ``attention_mask`` becomes each layer's attention mask through transformers' own mask helper, as
         in `ASTModel.forward`; a pruning layer gathers it with the survivors and the mask is rebuilt for later layers.
+        With ``config.drop_padding`` the mask is the feature extractor's frame mask instead: padding patches are
+        gathered out here, before the first layer (:func:`drop_padding_tokens`), and the token mask that is left
+        covers only a mixed batch's shorter samples.
         """
         config = self.config
         pruning = config.keep_rate < 1.0
-        attention_mask = self.check_attention_mask(attention_mask, hidden_states)
+        patch_indices = None
+        if config.drop_padding and attention_mask is not None:
+            real_patches = self.patch_layout.real_patches(self.check_frame_mask(attention_mask, input_values))
+            hidden_states, patch_indices, attention_mask = drop_padding_tokens(
+                hidden_states, real_patches, self.num_extra_tokens
+            )
+        else:
+            if config.drop_padding and not torch.compiler.is_compiling():
+                logger.warning_once(
+                    "drop_padding=True but no attention_mask was given: every patch is treated as real and nothing is "
+                    "dropped. Pass the feature extractor's frame mask (return_attention_mask=True; save the extractor "
+                    "with return_attention_mask=True for pipeline())."
+                )
+            attention_mask = self.check_attention_mask(attention_mask, hidden_states)
         if pruning and attention_mask is not None and config.token_reduction != "prune":
             raise ValueError(
                 f"attention_mask is not supported with token_reduction={config.token_reduction!r} while reducing "
@@ -527,10 +632,12 @@ class PrunedModelMixin:
         if config.token_score in ("intensity", "variation"):
             intensity, variation = self.patch_layout.patch_statistics(input_values)
             static_scores = intensity if config.token_score == "intensity" else variation
+            if patch_indices is not None:
+                static_scores = static_scores.gather(1, patch_indices.clamp(min=0))
         num_patches = hidden_states.shape[1] - self.num_extra_tokens
         tracker = PatchTracker(
             hidden_states.shape[0], num_patches, hidden_states.device, static_scores, token_mask, self.num_extra_tokens,
-            config.token_reduction,
+            config.token_reduction, patch_indices, config.drop_padding,
         )
         # Without a padding mask there is nothing to build; under torch.export the helper would materialise a full-size
         # mask that no longer fits once a layer has reduced the tokens.

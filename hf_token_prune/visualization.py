@@ -11,10 +11,12 @@ def kept_patch_mask(kept_patches: torch.Tensor, layout: PatchLayout) -> torch.Te
     """Boolean (frequency, time) mask of the spectrogram pixels covered by at least one of ``kept_patches``.
 
     ``kept_patches`` are token indices as the models' ``kept_patches`` output gives them; ``fold`` is the inverse of
-    the patch embedding's windowing, so overlapping strides are drawn correctly.
+    the patch embedding's windowing, so overlapping strides are drawn correctly. Empty slots (-1, a short clip's
+    under ``drop_padding``) are skipped.
     """
+    kept_patches = kept_patches.flatten().cpu()
     selected = torch.zeros(layout.num_patches)
-    selected[layout.frequency_major_index(kept_patches.flatten().cpu())] = 1.0
+    selected[layout.frequency_major_index(kept_patches[kept_patches >= 0])] = 1.0
     columns = selected.expand(layout.patch_size * layout.patch_size, -1).unsqueeze(0)
     stride = (layout.frequency_stride, layout.time_stride)
     height = (layout.num_frequency_patches - 1) * stride[0] + layout.patch_size
