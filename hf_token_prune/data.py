@@ -740,10 +740,14 @@ class TimeShift:
             cropped.append(wave[offset : offset + length])
         return cropped
 
-    def roll(self, features: torch.Tensor, waves: list[np.ndarray], rng: np.random.Generator) -> torch.Tensor:
-        for sample, wave in zip(features, waves):
+    def roll(self, features: torch.Tensor, waves: list[np.ndarray], rng: np.random.Generator, frame_mask=None):
+        """Roll each sample's frames in place; a ``frame_mask`` ``(batch, frames)`` moves with them."""
+        for index, (sample, wave) in enumerate(zip(features, waves)):
             room = sample.shape[0] - min(sample.shape[0], num_fbank_frames(len(wave), self.sampling_rate))
-            sample.copy_(sample.roll(int(rng.integers(0, room + 1)), dims=0))
+            shift = int(rng.integers(0, room + 1))
+            sample.copy_(sample.roll(shift, dims=0))
+            if frame_mask is not None:
+                frame_mask[index] = frame_mask[index].roll(shift, dims=0)
         return features
 
 
@@ -908,17 +912,17 @@ class AudioFeatureTransform:
             waves = self.time_shift.crop(waves, rng)
         if self.mixup is not None:
             waves, targets = self.mixup(waves, targets, rng)
-        features = torch.as_tensor(
-            self.feature_extractor(waves, sampling_rate=self.feature_extractor.sampling_rate, return_tensors="np")[
-                "input_values"
-            ]
-        )
+        extracted = self.feature_extractor(waves, sampling_rate=self.feature_extractor.sampling_rate, return_tensors="np")
+        features = torch.as_tensor(extracted["input_values"])
+        # An extractor saved for a drop_padding model returns its frame mask: it goes to the model with the features.
+        frame_mask = torch.as_tensor(extracted["attention_mask"]) if "attention_mask" in extracted else None
         if rng is not None:
             if self.time_shift is not None:
-                features = self.time_shift.roll(features, waves, rng)
+                features = self.time_shift.roll(features, waves, rng, frame_mask)
             for augmentation in self.augmentations:
                 features = augmentation(features, rng)
-        return {"input_values": features, "labels": targets}
+        batch = {"input_values": features, "labels": targets}
+        return batch if frame_mask is None else {**batch, "attention_mask": frame_mask}
 
 
 class AugmentationEpochCallback(TrainerCallback):

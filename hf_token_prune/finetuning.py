@@ -63,7 +63,7 @@ from .data import (
 )
 from .feature_extraction_audiomae import AudioMAEFeatureExtractor
 from .model_card import METRIC_NAMES, build_model_card, plot_training
-from .pruning import TOKEN_SCORES, parse_keep_rates
+from .pruning import TOKEN_SCORES, parse_keep_rates, validate_drop_padding
 from .reduction import TOKEN_REDUCTIONS, validate_token_reduction
 from .training import KeepRateScheduleCallback, PrunedModelTrainer, keep_rate_sweep, trainer_evaluator
 
@@ -325,6 +325,12 @@ class PruningArguments:
             "choices": list(TOKEN_REDUCTIONS),
         },
     )
+    drop_padding: bool = field(
+        default=False,
+        metadata={
+            "help": "Drop short clips' padding patches before the first layer (config drop_padding); prune only."
+        },
+    )
     eval_token_reductions: str = field(
         default="prune,fuse,merge",
         metadata={"help": "Methods of the final evaluation table: each keep rate is evaluated under each of them."},
@@ -392,6 +398,9 @@ class PruningArguments:
         if unknown:
             raise ValueError(f"--eval_token_reductions: unknown {unknown}; choose from {', '.join(TOKEN_REDUCTIONS)}.")
         self.token_reductions = [method for method in TOKEN_REDUCTIONS if method in methods]
+        if self.drop_padding:
+            validate_drop_padding(True, self.token_reduction)
+            self.token_reductions = ["prune"]  # fuse and merge cannot carry a mixed batch's padding
         if self.shrink_start_epoch < 0 or self.shrink_epochs < 0:
             raise ValueError("--shrink_start_epoch and --shrink_epochs must be >= 0.")
         try:
@@ -551,7 +560,7 @@ def build_config(model_args, data_args, pruning_args):
     so a pruning layer the model does not have is refused before any data is read). Its input length is
     --num_frames, else the dataset's, else the checkpoint's."""
     settings = {"keep_rate": 1.0, "pruning_layers": pruning_args.layers, "token_score": pruning_args.token_score,
-                "token_reduction": pruning_args.token_reduction}
+                "token_reduction": pruning_args.token_reduction, "drop_padding": pruning_args.drop_padding}
     spec = DATASETS.get(data_args.dataset_name)
     num_frames = data_args.num_frames or (spec.num_frames if spec else None)
     if num_frames is None and not model_args.model_name_or_path:
@@ -604,7 +613,9 @@ def build_model(config, model_args, data_args, label_names):
         extractor = MODEL_TYPES[model_args.model_type][1](
             num_mel_bins=config.num_mel_bins, max_length=config.max_length, sampling_rate=data_args.sampling_rate
         )
-    return model, with_fbank_padding(extractor, data_args.fbank_padding)
+    extractor = with_fbank_padding(extractor, data_args.fbank_padding)
+    extractor.return_attention_mask = config.drop_padding
+    return model, extractor
 
 
 def with_fbank_padding(extractor, fbank_padding):

@@ -262,6 +262,44 @@ def test_merge_fine_tuning_saves_merge_and_compares_every_method(finetune, tmp_p
     assert [name.strip() for name in header.split("|")[1:4]] == ["prune", "fuse", "merge"]
 
 
+def test_drop_padding_fine_tuning_feeds_the_frame_mask_and_saves_a_folder_that_drops_padding(finetune, tmp_path):
+    output = tmp_path / "drop-padding"
+    seen = []
+    trainer = finetune.main(TINY + ["--drop_padding", "true", "--eval_keep_rates", "0.7", "--output_dir", str(output)])
+    assert json.loads((output / "config.json").read_text())["drop_padding"] is True
+    rows = json.loads((output / "keep_rate_sweep.json").read_text())
+    assert {row["token_reduction"] for row in rows} == {"prune"} and [r["keep_rate"] for r in rows] == [1.0, 0.7]
+    # Training batches carry the extractor's frame mask, rolled with the features (--time_shift) ...
+    batch = next(iter(trainer.get_train_dataloader()))
+    mask = batch["attention_mask"]
+    assert mask.shape == batch["input_values"].shape[:2] and 0 < mask.sum() < mask.numel()
+    real_rows = (batch["input_values"] != batch["input_values"][:, :, :1]).any(dim=-1)
+    assert not (real_rows & ~mask.bool()).any()  # no frame with a signal is marked padding
+    # ... and the first layer of the saved model sees only real tokens when a pipeline feeds it.
+    model = trainer.model
+    hook = model.base_model.layers[0].register_forward_hook(lambda module, args, out: seen.append(args[0].shape[1]))
+    extractor = AutoFeatureExtractor.from_pretrained(output)
+    data = load_audio_classification("audiofolder", data_dir=str(KEYWORDS))
+    clip = data.test[0]["audio"]["array"].astype(np.float32)
+    features = extractor(clip, sampling_rate=16000, return_tensors="pt")
+    assert "attention_mask" in features  # saved to return it by default
+    model.eval()(**{key: value.to(model.device) for key, value in features.items()})
+    hook.remove()
+    assert seen[-1] < model.config.max_length // 16 * model.config.num_mel_bins // 16 + 2
+    reported = rows[0]["metric"]
+    classifier = pipeline("audio-classification", model=str(output), trust_remote_code=True)
+    test = data.test.select(range(20))  # the tiny run's test clips
+    labels = test.features["labels"].names
+    clips = [{"raw": row["audio"]["array"].astype(np.float32), "sampling_rate": 16000} for row in test]
+    predicted = [classifier(clip, top_k=1)[0]["label"] for clip in clips]
+    assert np.mean([guess == labels[row["labels"]] for guess, row in zip(predicted, test)]) == pytest.approx(reported)
+
+
+def test_drop_padding_with_fuse_is_refused(finetune, tmp_path):
+    message = run_expecting_exit(finetune, TINY + ["--drop_padding", "true", "--token_reduction", "fuse"], tmp_path)
+    assert "drop_padding=True is not supported with token_reduction='fuse'" in message
+
+
 def test_schedule_longer_than_training(finetune, tmp_path):
     argv = ["--recipe", "demo", "--shrink_start_epoch", "20", "--shrink_epochs", "8", "--num_train_epochs", "24"]
     message = run_expecting_exit(finetune, argv, tmp_path)
