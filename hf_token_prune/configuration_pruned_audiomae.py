@@ -52,11 +52,8 @@ class PrunedAudioMAEConfig(PruningConfigMixin, PreTrainedConfig):
         queries, paper eq. 2a), `"intensity"` / `"variation"` (mean / unbiased std of the patch in the model input), or
         `"random"`.
     token_reduction (`str`, *optional*, defaults to `"prune"`):
-        What happens to the patch tokens a reducing layer does not keep: `"prune"` drops them (the paper); `"fuse"`
-        replaces them by one extra token, their sum weighted by their attention scores (EViT), which joins the later
-        layers, absorbs what they drop and is never dropped itself (nor pooled); `"merge"` keeps the same number of
-        tokens by merging similar ones instead (ToMe: bipartite soft matching on the layer's keys, size-weighted means,
-        proportional attention `+ log(size)` in later layers). fuse and merge need `token_score="attention"`.
+        What happens to the patch tokens a reducing layer does not keep: `"prune"` (the paper), `"fuse"` (EViT's fused
+        token) or `"merge"` (ToMe), as in [`PrunedASTConfig`]; fuse and merge need `token_score="attention"`.
     drop_padding (`bool`, *optional*, defaults to `False`):
         Whether `attention_mask` is the feature extractor's `(batch_size, max_length)` frame mask and the padding
         patches (all of whose frames are padding) are gathered out before the first layer, as in [`PrunedASTConfig`]:
