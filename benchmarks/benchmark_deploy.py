@@ -22,8 +22,8 @@ Method:
   backend at keep rate 1.0 / the variant; kr 1.0 / stock = PrunedAST at 1.0 / stock AST in the same backend.
   MAC ratio: ``hf_token_prune.macs.count_macs`` at 1.0 / at the keep rate (the ideal speedup).
 * torch and ONNX Runtime run with ``--num_threads`` intra-op threads. The load average is printed before and after.
-* Accuracy (with ``--demo_model``, default ``outputs/demo`` when ``make demo`` has written it): the 60 test clips of
-  ``data/keywords``, top-1, for the demo model unpruned as stock AST (eager and ONNX Runtime fp32, int8), and at
+* Accuracy (with ``--demo_model``, default ``outputs/demo`` when ``make demo`` has written it): the test clips of
+  ``data/keywords`` (300), top-1, for the demo model unpruned as stock AST (eager and ONNX Runtime fp32, int8), and at
   keep rate 0.7 through ``pipeline("audio-classification")`` in PyTorch and through ONNX Runtime fp32 and int8
   (``OnnxAudioClassifier``), with the number of clips whose ONNX top-1 differs from ``pipeline()``'s.
 """
@@ -249,7 +249,7 @@ def demo_accuracy(demo_model, workdir, num_threads):
     stock_pipeline = pipeline("audio-classification", model=stock, feature_extractor=extractor)
     accuracy, _ = score(top1(stock_pipeline))
     rows.append(dict(model="AST (transformers), demo weights", keep_rate=1.0, runtime="PyTorch pipeline()",
-                     precision="fp32", accuracy=accuracy))
+                     precision="fp32", accuracy=accuracy, clips=len(clips)))
     folders = {}
     for name, model, rate in (("stock", stock, 1.0), ("pruned", pruned, QUANTISED_KEEP_RATE)):
         folder = workdir / f"demo-{name}"
@@ -310,7 +310,7 @@ def quantisation_table(results, accuracy_rows):
     ]  # fmt: skip
     lines = [markdown_table(header, rows)]
     if accuracy_rows:
-        header = ["demo model", "keep rate", "runtime", "precision", "test accuracy (60 clips)",
+        header = ["demo model", "keep rate", "runtime", "precision", f"test accuracy ({accuracy_rows[0]['clips']} clips)",
                   "top-1 differs from pipeline()"]  # fmt: skip
         rows = ([row["model"], row["keep_rate"], row["runtime"], row["precision"], f"{row['accuracy']:.4f}",
                  row.get("top1_differs_from_pipeline", "")] for row in accuracy_rows)  # fmt: skip

@@ -230,7 +230,7 @@ def test_voxceleb1_identification_layout(tmp_path):
 def test_audiofolder_on_the_shipped_keywords():
     data = load_audio_classification("audiofolder", data_dir=str(KEYWORDS))
     assert data.label_names == ["down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes"]
-    assert (len(data.train), len(data.eval), len(data.test)) == (700, 60, 60)
+    assert (len(data.train), len(data.eval), len(data.test)) == (700, 60, 300)
     assert data.splits == {"train": "train", "eval": "validation", "test": "test"}
     row = data.test[0]
     assert row["id"].startswith("test/") and row["id"].split("/")[1] == data.label_names[row["labels"]]
