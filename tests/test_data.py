@@ -1,5 +1,7 @@
 """Dataset loaders on tiny local copies in each dataset's real Hub layout, checks, features and augmentation."""
 
+import csv
+
 import numpy as np
 import pytest
 import soundfile
@@ -225,6 +227,21 @@ def test_voxceleb1_identification_layout(tmp_path):
     assert data.eval["id"] == ["id10001/vid/00000.wav"]
     with pytest.raises(ValueError, match="--dataset_source"):
         load_audio_classification("voxceleb1")
+
+
+def test_shipped_keywords_hold_out_their_voices():
+    # The extra test speakers must reuse only the test split's voice variants, or test would measure memorisation.
+    with open(KEYWORDS / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert all((KEYWORDS / row["path"]).is_file() for row in rows)
+    assert sorted(p.relative_to(KEYWORDS).as_posix() for p in KEYWORDS.glob("*/*/*.flac")) == sorted(
+        row["path"] for row in rows)
+    variants = {split: {row["voice"].partition("+")[2] for row in rows if row["split"] == split}
+                for split in ("train", "validation", "test")}
+    assert not variants["train"] & variants["test"] and not variants["train"] & variants["validation"]
+    assert not variants["validation"] & variants["test"]
+    speakers = {split: {row["speaker"] for row in rows if row["split"] == split} for split in variants}
+    assert [len(speakers[split]) for split in ("train", "validation", "test")] == [70, 6, 30]
 
 
 def test_audiofolder_on_the_shipped_keywords():
