@@ -34,6 +34,20 @@ def _hub_id_shaped(name: str) -> bool:
     return True
 
 
+def _looks_local(name: str) -> bool:
+    """Whether `name` names a local path rather than a Hub id: it cannot be a repo id, or its first part ("outputs" of
+    "outputs/demoo") is a local folder. Such a name never reaches the Hub, so a typo is reported at once, online too."""
+    first = Path(name).expanduser().parts[0] if name else ""
+    return not _hub_id_shaped(name) or ("/" in name and Path(first).is_dir())
+
+
+def _closest_folder_hint(path: Path) -> str:
+    parent = path.parent if path.parent.is_dir() else None
+    folders = [child.name for child in parent.iterdir() if child.is_dir()] if parent else []
+    close = difflib.get_close_matches(path.name, folders, n=1)
+    return f" Did you mean {path.parent / close[0]}?" if close else ""
+
+
 def _offline() -> bool:
     from huggingface_hub import constants
 
@@ -54,8 +68,8 @@ def check_model(name, needs=("config", "weights", "feature_extractor"), cache_di
         return
     if path.exists():
         raise ValueError(f"{flag} {name}: a file, not a model folder; give the folder save_pretrained wrote.")
-    if not _hub_id_shaped(name):
-        raise ValueError(f"{flag} {name}: no such folder.")
+    if _looks_local(name):
+        raise ValueError(f"{flag} {name}: no such folder.{_closest_folder_hint(path)}")
     if _offline():
         from huggingface_hub import try_to_load_from_cache
 

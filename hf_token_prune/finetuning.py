@@ -452,7 +452,7 @@ def check_training_arguments(pruning_args, training_args):
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Keep the usage examples of the docstring as written; one name per flag (HfArgumentParser also accepts the
-    dashed spelling); the defaults that are set."""
+    dashed spelling); the defaults that are set, except transformers' own (see TRAINING_FLAGS_SHOWN)."""
 
     def __init__(self, prog):
         super().__init__(prog, max_help_position=36, width=118)
@@ -463,16 +463,35 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
         return f"{action.option_strings[0]} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
 
     def _get_help_string(self, action):
-        return action.help if action.default is None else super()._get_help_string(action)
+        if action.default is None or action.dest in TRAINING_FLAGS_SHOWN:
+            return action.help
+        return super()._get_help_string(action)
 
 
-# The TrainingArguments flags `--help` lists; all of them are accepted, and `--help_all` lists them all.
-TRAINING_FLAGS_SHOWN = (
-    "output_dir", "num_train_epochs", "max_steps", "learning_rate", "weight_decay", "per_device_train_batch_size",
-    "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps", "eval_strategy",
-    "save_strategy", "load_best_model_at_end", "metric_for_best_model", "seed",
-    "resume_from_checkpoint", "dataloader_num_workers", "report_to", "push_to_hub", "hub_model_id",
-)  # fmt: skip
+# The TrainingArguments flags `--help` lists (all of them are accepted, `--help_all` lists them with transformers' own
+# texts). They are described here, without transformers' defaults and choices, so that `--help` reads the same under
+# every transformers release: the shipped text (hf_token_prune/cli_help.json) then holds for all of them.
+TRAINING_FLAGS_SHOWN = {
+    "output_dir": "Where the model, its card and checkpoints are written.",
+    "num_train_epochs": "Epochs to train (the keep-rate schedule is counted in epochs too).",
+    "max_steps": "Optimizer steps to train, instead of --num_train_epochs when > 0.",
+    "learning_rate": "Peak learning rate.",
+    "weight_decay": "Weight decay (not applied to biases and LayerNorm weights).",
+    "per_device_train_batch_size": "Training clips per batch and process.",
+    "gradient_accumulation_steps": "Batches accumulated per optimizer step.",
+    "lr_scheduler_type": "Learning-rate schedule: linear, cosine, constant, ... (--help_all lists them).",
+    "warmup_steps": "Linear warm-up: steps, or a fraction of all steps when below 1.",
+    "eval_strategy": "When to evaluate on the validation split: no, steps or epoch.",
+    "save_strategy": "When to save a checkpoint: no, steps, epoch or best.",
+    "load_best_model_at_end": "Reload the best checkpoint (by --metric_for_best_model) when training ends.",
+    "metric_for_best_model": "The validation metric that picks the best checkpoint, e.g. accuracy.",
+    "seed": "Random seed of initialisation, shuffling and augmentation.",
+    "resume_from_checkpoint": "A checkpoint folder of an interrupted run to continue from.",
+    "dataloader_num_workers": "Data-loading processes (0: in the training process).",
+    "report_to": "Loggers to report to (tensorboard, wandb, ...; none: no logger).",
+    "push_to_hub": "Upload the model to the Hub (as --hub_model_id) when done.",
+    "hub_model_id": "The Hub repository to push to.",
+}
 USAGE = "%(prog)s [--recipe NAME] [--FLAG VALUE ...]    (--help: the main flags, --help_all: all of them)"
 
 
@@ -491,9 +510,11 @@ def build_parser(show_all=False):
         formatter_class=HelpFormatter,
     )
     if not show_all:
-        training_flags = {f.name for f in dataclasses.fields(TrainingArguments)} - set(TRAINING_FLAGS_SHOWN)
+        training_flags = {f.name for f in dataclasses.fields(TrainingArguments)}
         for action in parser._actions:
-            if action.dest in training_flags:
+            if action.dest in TRAINING_FLAGS_SHOWN:
+                action.help, action.metavar = TRAINING_FLAGS_SHOWN[action.dest], action.dest.upper()
+            elif action.dest in training_flags:
                 action.help = argparse.SUPPRESS
     # Without an accelerator, `accelerate launch --multi_gpu` starts the processes but TrainingArguments only joins
     # them (gloo) with use_cpu: make that the default there.

@@ -1,4 +1,4 @@
-"""Fetch transformers' common model tests for the installed transformers version (run by `make setup`).
+"""Fetch transformers' common model tests for the installed transformers version (run by `make test-full`).
 
 transformers ships its tests only in the sdist on PyPI, which holds `tests/test_modeling_common.py` (ModelTesterMixin)
 and `tests/test_configuration_common.py` (ConfigTester) but not the per-model test folders nor the modules those two
@@ -31,11 +31,15 @@ def main():
         return
     stamp.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory() as download:
-        subprocess.run(
+        fetched = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
              f"transformers=={version}", "--dest", download],
-            check=True,
-        )
+        )  # fmt: skip
+        if fetched.returncode != 0:
+            raise SystemExit(
+                f"could not download the sdist of transformers {version} from the package index (pip said why above): "
+                "only transformers' common tests (make test-full) need it."
+            )
         (sdist,) = Path(download).glob(f"transformers-{version}.tar.gz")
         with tarfile.open(sdist) as archive:
             for member, name in UPSTREAM_FILES.items():

@@ -3,9 +3,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 
+@pytest.mark.full
 def test_quick_benchmark_runs_and_writes_its_report(tmp_path):
     # One thread: a smoke test must not depend on how busy the machine's other cores are.
     result = subprocess.run(

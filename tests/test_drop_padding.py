@@ -190,6 +190,7 @@ def assert_same_up_to_empty_slots(actual, expected):
 
 @pytest.mark.parametrize("lengths", [LENGTHS, [70, 23, 40]])
 @pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.full
 def test_compile_fullgraph_and_export_equal_eager(family, lengths):
     # Two pruning layers after a first one: a freshly initialised layer 0 attends almost uniformly, and ties rank
     # by position, which differs between a clip's slots in a batch and alone.

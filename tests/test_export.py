@@ -27,7 +27,9 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("keep_rate", [1.0, 0.7, 0.5])
+@pytest.mark.parametrize(
+    "keep_rate", [pytest.param(1.0, marks=pytest.mark.full), 0.7, pytest.param(0.5, marks=pytest.mark.full)]
+)
 @pytest.mark.parametrize("family", ["ast", "audiomae"])
 def test_onnx_runtime_equals_pytorch(tmp_path, family, keep_rate):
     model = tiny_pruned_classifier(family, keep_rate=keep_rate)
@@ -52,6 +54,7 @@ def test_onnx_runtime_equals_pytorch(tmp_path, family, keep_rate):
 
 
 @pytest.mark.parametrize("family", ["ast", "audiomae"])
+@pytest.mark.full
 def test_exported_folder_predicts_what_the_pipeline_predicts(tmp_path, family, capsys):
     model = tiny_pruned_classifier(
         family, num_labels=len(WORDS), id2label=dict(enumerate(WORDS)), label2id={w: i for i, w in enumerate(WORDS)}

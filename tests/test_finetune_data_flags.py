@@ -51,6 +51,7 @@ def test_hub_speech_commands_recipe_refuses_its_test_split(finetune, tmp_path):
     assert message.startswith("finetune: ") and "12-class test set" in message and "--accept_hub_test_split" in message
 
 
+@pytest.mark.full
 def test_streamed_run_counts_epochs_in_steps(finetune, tmp_path):
     source = audioset_copy(tmp_path / "audioset")
     output = tmp_path / "out"

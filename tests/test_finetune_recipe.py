@@ -251,6 +251,7 @@ def test_a_token_score_the_method_cannot_use(finetune, tmp_path):
     assert "--eval_token_reductions" in message and "'drop'" in message
 
 
+@pytest.mark.full
 def test_merge_fine_tuning_saves_merge_and_compares_every_method(finetune, tmp_path, capsys):
     output = tmp_path / "merge"
     finetune.main(TINY + ["--token_reduction", "merge", "--eval_keep_rates", "0.4", "--output_dir", str(output)])
@@ -262,6 +263,7 @@ def test_merge_fine_tuning_saves_merge_and_compares_every_method(finetune, tmp_p
     assert [name.strip() for name in header.split("|")[1:4]] == ["prune", "fuse", "merge"]
 
 
+@pytest.mark.full
 def test_drop_padding_fine_tuning_feeds_the_frame_mask_and_saves_a_folder_that_drops_padding(finetune, tmp_path):
     output = tmp_path / "drop-padding"
     seen = []
@@ -329,6 +331,7 @@ def test_a_learning_rate_given_outright_wins_over_a_recipes_base_rate(finetune):
     assert finetune.parse_arguments(argv + ["--learning_rate", "5e-4"])[3].base_learning_rate is None
 
 
+@pytest.mark.full
 def test_base_learning_rate_scales_with_the_global_batch(finetune, tmp_path):
     argv = TINY + ["--max_steps", "1", "--base_learning_rate", "2e-3", "--gradient_accumulation_steps", "2"]
     trainer = finetune.main(argv + ["--eval_strategy", "no", "--output_dir", str(tmp_path / "out")])
@@ -356,6 +359,7 @@ def test_empty_audio(finetune, tmp_path):
 # two processes ------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.full
 def test_two_process_accelerate_run_ends_with_identical_weights(tmp_path):
     script = tmp_path / "run_and_save_weights.py"
     script.write_text(
@@ -400,6 +404,7 @@ def test_two_process_accelerate_run_ends_with_identical_weights(tmp_path):
     assert (tmp_path / "out" / "README.md").is_file()
 
 
+@pytest.mark.full
 def test_audiomae_recipe_path_trains_a_tiny_model(finetune, tmp_path):
     output = tmp_path / "tiny-audiomae"
     trainer = finetune.main(
@@ -466,6 +471,7 @@ def test_any_audio_folder_fine_tunes_a_checkpoint_at_its_own_input_length(finetu
 
 
 @pytest.mark.parametrize("same_classes, reset_classifier", [(True, False), (False, False), (True, True)])
+@pytest.mark.full
 def test_pretrained_head_is_kept_for_its_classes_and_replaced_for_others(
     finetune, tmp_path, same_classes, reset_classifier
 ):
@@ -522,6 +528,7 @@ def test_fbank_padding_minimum_turns_a_checkpoints_ast_extractor_into_one_that_p
     assert (ours[28:] == ours[:28].min()).all() and (theirs[28:] == (0 + 3.0) / 5.0).all()
 
 
+@pytest.mark.full
 def test_recipe_run_interrupted_and_resumed_ends_where_the_uninterrupted_one_does(finetune, tmp_path):
     # Augmentation (time shift, SpecAugment) and the keep-rate schedule all have to pick up exactly where they were.
     run = TINY + ["--max_steps", "8", "--save_strategy", "steps", "--save_steps", "3", "--freq_mask", "8",

@@ -393,6 +393,7 @@ def test_save_and_load_round_trip(tmp_path):
         assert torch.equal(loaded(inputs).logits, model(inputs).logits)
 
 
+@pytest.mark.full
 def test_remote_code_with_package_blocked_and_pipeline_on_fixture(tmp_path, keyword_clip):
     _, model = stock_and_pruned(keep_rate=0.7)
     save_with_feature_extractor(model, tmp_path / "model")

@@ -288,6 +288,7 @@ def test_feature_extractor_rejects_bad_audio(wave, message):
 # 4. saved folders: remote code, AutoModel, pipeline ------------------------------------------------------------------
 
 
+@pytest.mark.full
 def test_saved_folder_loads_with_auto_classes_and_pipeline(tmp_path, keyword_clip):
     _, model = converted(tmp_path, keep_rate=0.7, id2label=dict(enumerate("abcde")))
     folder = tmp_path / "converted"
@@ -374,6 +375,7 @@ def test_converter_refuses_foreign_checkpoints(tmp_path):
     refused(tmp_path, path, "head has 5 classes but 9", num_labels=9)
 
 
+@pytest.mark.full
 def test_converter_command_line(tmp_path):
     _, path = official_checkpoint(tmp_path)
     (tmp_path / "labels.json").write_text(json.dumps(list("vwxyz")))

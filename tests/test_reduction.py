@@ -317,6 +317,7 @@ def test_nonsensical_method_and_score_combinations_are_refused(method, field, va
         PrunedASTConfig(**tiny_ast_kwargs(), token_reduction=method, token_score="random")
 
 
+@pytest.mark.full
 def test_saved_folders_with_fuse_and_merge_load_as_remote_code_without_the_package(tmp_path):
     """One subprocess loads an AST and an AudioMAE folder per method with only torch and transformers importable."""
     cases = []
@@ -362,6 +363,7 @@ def reduction_maps(outputs):
 
 @pytest.mark.parametrize("method, keep_rate", [("fuse", 0.5), ("merge", 0.5), ("merge", 0.3)])
 @pytest.mark.parametrize("family", ["ast", "audiomae"])
+@pytest.mark.full
 def test_compile_fullgraph_and_export_equal_eager(family, method, keep_rate):
     model = tiny_pruned_classifier(family, num_hidden_layers=4, pruning_layers=[1, 2], keep_rate=keep_rate,
                                    token_reduction=method)
@@ -379,6 +381,7 @@ def test_compile_fullgraph_and_export_equal_eager(family, method, keep_rate):
         assert all(torch.equal(a, b) for a, b in zip(reduction_maps(actual), reduction_maps(expected)))
 
 
+@pytest.mark.full
 def test_quick_reduction_benchmark_runs_and_reports_every_method(tmp_path):
     result = subprocess.run(
         [sys.executable, "benchmarks/benchmark_reduction.py", "--quick", "--output_dir", str(tmp_path)],

@@ -144,6 +144,7 @@ def launch(*args):
     return result
 
 
+@pytest.mark.full
 def test_two_process_streaming_resume_equals_the_uninterrupted_run(tmp_path):
     source = audioset_copy(tmp_path / "audioset")
     launch(source, tmp_path / "whole")

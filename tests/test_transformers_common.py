@@ -1,7 +1,7 @@
 """transformers' own common model tests (`ModelTesterMixin`, `ConfigTester`) on the pruned models.
 
 The two upstream files come unchanged from the sdist of the installed transformers version (Apache-2.0; fetched by
-`make setup`, see third_party/transformers_tests/README.md). The sdist has no `tests/models/` folder, so the model
+`make test-full`, see third_party/transformers_tests/README.md). The sdist has no `tests/models/` folder, so the model
 tester below is ours, with the tiny AST configuration of transformers' own AST tester. Stock `ASTModel` /
 `ASTForAudioClassification` run the same suite here as the reference: at keep rate 1.0 the pruned classes must pass
 every test that stock AST passes. At keep rate 0.5 the tests that cannot pass by design are `xfail` with the reason.
@@ -31,12 +31,14 @@ from hf_token_prune import (
 )
 
 
+pytestmark = pytest.mark.full
+
 UPSTREAM = Path(__file__).resolve().parent.parent / "third_party" / "transformers_tests"
 _fetched = (UPSTREAM / "VERSION").read_text().strip() if (UPSTREAM / "VERSION").exists() else None
 if _fetched != transformers.__version__:
     raise RuntimeError(
         f"transformers' common tests for the installed transformers {transformers.__version__} are missing from "
-        f"{UPSTREAM} (found: {_fetched}): run `make setup` (scripts/fetch_transformers_tests.py) to fetch them."
+        f"{UPSTREAM} (found: {_fetched}): run `make test-full` (scripts/fetch_transformers_tests.py) to fetch them."
     )
 sys.path.insert(0, str(UPSTREAM.parent))
 
