@@ -140,6 +140,11 @@ def from_pretrained_strict(model_class, model_name_or_path, new_head=(), **kwarg
             f"the weights in {model_name_or_path} do not fit its config.json ({one_line(error).split(' For details')[0]}"
             "): save the model again with save_pretrained."
         ) from None
+    except TypeError as error:  # a config field of the wrong type, e.g. a list where the layers take a number
+        raise ValueError(
+            f"the config.json in {model_name_or_path} holds a field of the wrong type ({one_line(error)}): fix it, or "
+            "save the model again with save_pretrained."
+        ) from None
     except (SafetensorError, OSError, EOFError) as error:
         raise ValueError(
             f"cannot read the weights in {model_name_or_path}: {one_line(error)} (the file is truncated or damaged, e.g. "
