@@ -919,15 +919,17 @@ def resume_checkpoint(value, model, staging):
         )
     try:
         with safe_open(path / "model.safetensors", "pt") as weights:
-            saved = {key: tuple(weights.get_slice(key).get_shape()) for key in weights.keys()}
+            saved = sorted(tuple(weights.get_slice(key).get_shape()) for key in weights.keys())
     except (SafetensorError, OSError) as error:
         raise ValueError(f"{flag}: its model.safetensors is damaged ({one_line(error)}): resume from an earlier one.")
-    expected = {key: tuple(tensor.shape) for key, tensor in model.state_dict().items()}
+    # Checkpoints may store weights under a model's legacy names (transformers' conversion mapping): compare shapes.
+    expected = sorted(tuple(tensor.shape) for tensor in model.state_dict().values())
     if saved != expected:
-        differ = sorted(set(saved) ^ set(expected)) or sorted(k for k in saved if saved[k] != expected[k])
         raise ValueError(
-            f"{flag}: it holds another architecture than this run builds (differs in {', '.join(differ[:3])}"
-            f"{' ...' if len(differ) > 3 else ''}): resume with the flags and --model_name_or_path of its run."
+            f"{flag}: it holds another architecture than this run builds ({len(saved)} weights, "
+            f"{sum(math.prod(shape) for shape in saved):,} values; this run's model: {len(expected)}, "
+            f"{sum(math.prod(shape) for shape in expected):,}): resume with the flags and --model_name_or_path of "
+            "its run."
         )
     return str(path)
 

@@ -32,8 +32,9 @@ WORDS = ["down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes"]
 PROPERTIES = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def save_tiny_model(folder, keep_rate=0.7):
-    tiny = tiny_ast_kwargs(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_mel_bins=32, max_length=64)
+def save_tiny_model(folder, keep_rate=0.7, intermediate_size=64):
+    tiny = tiny_ast_kwargs(hidden_size=32, num_attention_heads=2, intermediate_size=intermediate_size, num_mel_bins=32,
+                           max_length=64)
     config = PrunedASTConfig(**{**tiny, "num_labels": 10}, keep_rate=keep_rate, id2label=dict(enumerate(WORDS)),
                              label2id={word: i for i, word in enumerate(WORDS)})  # fmt: skip
     torch.manual_seed(0)
@@ -422,7 +423,7 @@ def resume_cases(tmp_path, model_dir):
     killed.mkdir()
     (killed / "model.safetensors").write_bytes((model_dir / "model.safetensors").read_bytes())
     other = tmp_path / "other"
-    save_tiny_model(other)
+    save_tiny_model(other, intermediate_size=48)
     (other / "trainer_state.json").write_text("{}")
     return {
         "empty folder": (str(empty), "not a complete checkpoint"),
