@@ -5,9 +5,13 @@ transformers and datasets read any name that is not a local folder as a Hub id, 
 in a network error ("We couldn't connect to 'https://huggingface.co'") or, offline, in a cache miss.
 """
 
+import argparse
 import difflib
+import math
 import os
 from pathlib import Path
+
+from .errors import one_line
 
 
 # What a model folder holds, as `save_pretrained` writes it: role -> (accepted files, the name given in errors).
@@ -104,6 +108,28 @@ def check_audio_folder(data_dir, flag="--data_dir"):
     )
 
 
+def positive_int(text):
+    """argparse type: a whole number >= 1 (counts of threads, classes, windows per batch)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: give a whole number >= 1")
+    return value
+
+
+def positive_seconds(text):
+    """argparse type: a finite duration > 0 in seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: give a finite number of seconds > 0")
+    return value
+
+
 def unknown_arguments_error(parser, unknown):
     """argparse's usage error for flags `parser` does not know, with the closest known flag as a hint."""
     known = [option for action in parser._actions for option in action.option_strings]
@@ -117,9 +143,6 @@ def unknown_arguments_error(parser, unknown):
     parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
 
 
-def one_line(error) -> str:
-    """An exception's message on one line (some libraries' messages span several)."""
-    return " ".join(str(error).split())
-
-
-__all__ = ["check_audio_folder", "check_model", "one_line", "unknown_arguments_error"]
+__all__ = [
+    "check_audio_folder", "check_model", "one_line", "positive_int", "positive_seconds", "unknown_arguments_error"
+]

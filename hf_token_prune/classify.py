@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .checks import check_model, one_line
+from .checks import check_model, positive_int
+from .errors import command
 from .feature_extraction_audiomae import check_sampling_rate
 from .pruning import parse_keep_rates
 
@@ -41,6 +42,8 @@ def classify(model, feature_extractor, waves, keep_rate=None, top_k=5, sampling_
     another rate passed without it cannot be told apart and is scored as if at the extractor's."""
     from transformers import pipeline
 
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k={top_k}: give at least 1 (or None for every class).")
     rate = feature_extractor.sampling_rate
     check_sampling_rate(sampling_rate, rate)
     classifier = pipeline("audio-classification", model=model, feature_extractor=feature_extractor)
@@ -66,31 +69,29 @@ def parse_args(argv=None):
     parser.add_argument("files", nargs="+", type=Path, help="audio files (any format and rate ffmpeg reads)")
     parser.add_argument("--model", required=True, help="model folder (saved by this package, or a stock AST)")
     parser.add_argument("--keep_rate", type=_keep_rate, help="keep rate in (0, 1] (default: the model's own)")
-    parser.add_argument("--top_k", type=int, default=5, help="classes shown per file (default: %(default)s)")
-    parser.add_argument("--num_threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--top_k", type=positive_int, default=5, help="classes shown per file (default: %(default)s)")
+    parser.add_argument("--num_threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     return parser.parse_args(argv)
 
 
+@command("classify")
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        missing = [str(path) for path in args.files if not path.is_file()]
-        if missing:
-            raise ValueError(f"no such file: {', '.join(missing)}.")
-        check_model(args.model, flag="--model")
-        import torch
-        from transformers.utils import logging
+    missing = [str(path) for path in args.files if not path.is_file()]
+    if missing:
+        raise ValueError(f"no such file: {', '.join(missing)}.")
+    check_model(args.model, flag="--model")
+    import torch
+    from transformers.utils import logging
 
-        from .analysis.inputs import load_pruned_model
+    from .loading import load_pruned_model
 
-        logging.disable_progress_bar()  # one small folder: a loading bar is noise
-        if args.num_threads:
-            torch.set_num_threads(args.num_threads)
-        model, extractor = load_pruned_model(args.model)
-        waves = [read_audio(path, extractor.sampling_rate) for path in args.files]
-        results = classify(model, extractor, waves, args.keep_rate, args.top_k)
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"classify: {one_line(error)}") from None
+    logging.disable_progress_bar()  # one small folder: a loading bar is noise
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    model, extractor = load_pruned_model(args.model)
+    waves = [read_audio(path, extractor.sampling_rate) for path in args.files]
+    results = classify(model, extractor, waves, args.keep_rate, args.top_k)
     keep_rate = model.config.keep_rate if args.keep_rate is None else args.keep_rate
     for path, wave, predictions in zip(args.files, waves, results):
         print(f"{path} ({len(wave) / extractor.sampling_rate:.2f} s, keep rate {keep_rate:g}):")

@@ -20,7 +20,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from .checks import one_line
+from .checks import positive_int
+from .errors import command
+from .files import OVERWRITE_HELP, check_output_dir, written_whole
 from .configuration_pruned_audiomae import PrunedAudioMAEConfig
 from .feature_extraction_audiomae import AudioMAEFeatureExtractor
 from .modeling_pruned_audiomae import PrunedAudioMAEForAudioClassification
@@ -105,14 +107,34 @@ def config_from_checkpoint(
         raise CheckpointMismatchError(
             f"Not an AudioMAE/timm ViT checkpoint: missing {missing} (found e.g. {sorted(state_dict)[:8]})."
         )
+    for name, value in (("num_labels", num_labels), ("max_length", max_length),
+                        ("num_attention_heads", num_attention_heads), ("num_mel_bins", num_mel_bins)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"--{name} {value}: give a whole number >= 1.")
     projection = state_dict["patch_embed.proj.weight"]
+    if projection.dim() != 4 or projection.shape[2] != projection.shape[3]:
+        raise CheckpointMismatchError(
+            f"patch_embed.proj.weight has shape {tuple(projection.shape)}; AudioMAE's is (width, 1, patch, patch)."
+        )
     hidden_size, in_channels, patch_size, _ = projection.shape
     if in_channels != 1:
         raise CheckpointMismatchError(
             f"patch_embed.proj.weight has {in_channels} input channels; AudioMAE reads 1-channel spectrograms."
         )
+    if num_mel_bins % patch_size:
+        raise ValueError(f"--num_mel_bins {num_mel_bins}: give a multiple of the checkpoint's patch size {patch_size}.")
+    if num_attention_heads is not None and hidden_size % num_attention_heads:
+        raise ValueError(f"--num_attention_heads {num_attention_heads}: give a divisor of the width {hidden_size}.")
+    position_embeddings = state_dict["pos_embed"]
+    rows = num_mel_bins // patch_size
+    if (position_embeddings.dim() != 3 or position_embeddings.shape[-1] != hidden_size
+            or position_embeddings.shape[1] - 1 < rows or (position_embeddings.shape[1] - 1) % rows):
+        raise CheckpointMismatchError(
+            f"pos_embed has shape {tuple(position_embeddings.shape)}: AudioMAE's is (1, 1 + patches, {hidden_size}) "
+            f"with a CLS token and a grid of {rows} mel rows of patches (at --num_mel_bins {num_mel_bins})."
+        )
     num_layers = 1 + max(int(m.group(1)) for key in state_dict if (m := re.match(r"blocks\.(\d+)\.", key)))
-    checkpoint_patches = state_dict["pos_embed"].shape[1] - 1
+    checkpoint_patches = position_embeddings.shape[1] - 1
     checkpoint_length = checkpoint_patches // (num_mel_bins // patch_size) * patch_size
     if max_length is not None and max_length > checkpoint_length:
         raise CheckpointMismatchError(
@@ -126,7 +148,7 @@ def config_from_checkpoint(
     return PrunedAudioMAEConfig(
         hidden_size=hidden_size,
         num_hidden_layers=num_layers,
-        num_attention_heads=num_attention_heads or max(1, hidden_size // 64),
+        num_attention_heads=max(1, hidden_size // 64) if num_attention_heads is None else num_attention_heads,
         intermediate_size=state_dict["blocks.0.mlp.fc1.weight"].shape[0],
         patch_size=patch_size,
         num_mel_bins=num_mel_bins,
@@ -145,9 +167,14 @@ def shorten_position_embeddings(position_embeddings: torch.Tensor, config: Prune
 
 
 def convert(checkpoint_path, output_dir, num_labels=None, id2label=None, max_length=None, num_attention_heads=None,
-            num_mel_bins=128, **pruning) -> PrunedAudioMAEForAudioClassification:
-    """Convert and save; returns the model. Raises CheckpointMismatchError (writing nothing) when keys do not fit."""
+            num_mel_bins=128, overwrite=False, **pruning) -> PrunedAudioMAEForAudioClassification:
+    """Convert and save; returns the model. Raises CheckpointMismatchError (writing nothing) when keys do not fit.
+    A non-empty `output_dir` is refused unless `overwrite`, and then replaced whole (hf_token_prune.files)."""
+    check_output_dir(output_dir, overwrite)
     state_dict = read_checkpoint(Path(checkpoint_path))
+    non_finite = sorted(key for key, value in state_dict.items() if value.is_floating_point() and not value.isfinite().all())
+    if non_finite:
+        raise CheckpointMismatchError(f"NaN or infinite values in {non_finite[:4]}: the checkpoint is broken.")
     pretraining = any(PRETRAINING_ONLY.match(key) for key in state_dict)
     if pretraining:
         state_dict = {key: value for key, value in state_dict.items() if not PRETRAINING_ONLY.match(key)}
@@ -190,46 +217,65 @@ def convert(checkpoint_path, output_dir, num_labels=None, id2label=None, max_len
     else:
         model.load_state_dict(renamed, strict=True)
 
-    output_dir = Path(output_dir)
-    model.save_pretrained(output_dir)
-    AudioMAEFeatureExtractor(max_length=config.max_length, num_mel_bins=config.num_mel_bins).save_pretrained(output_dir)
+    with written_whole(output_dir, overwrite) as staging:
+        model.save_pretrained(staging)
+        AudioMAEFeatureExtractor(max_length=config.max_length, num_mel_bins=config.num_mel_bins).save_pretrained(staging)
     return model
 
 
+def read_id2label(path: Path) -> dict:
+    """`{index: name}` from a JSON list of names or a JSON object keyed by 0, 1, ... (strings or integers)."""
+    try:
+        names = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"--id2label {path}: no such file.") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"--id2label {path}: not JSON ({error}); give a list of class names.") from None
+    if isinstance(names, dict):
+        try:
+            names = {int(index): name for index, name in names.items()}
+        except ValueError:
+            raise ValueError(f"--id2label {path}: keys must be class indices 0, 1, ...; give a list of names.") from None
+    elif isinstance(names, list):
+        names = dict(enumerate(names))
+    else:
+        raise ValueError(f"--id2label {path}: give a JSON list of class names, or {{index: name}}.")
+    if not names or sorted(names) != list(range(len(names))) or not all(isinstance(n, str) and n for n in names.values()):
+        raise ValueError(f"--id2label {path}: give one non-empty name for each index 0 ... {max(len(names), 1) - 1}.")
+    return names
+
+
+@command("convert")
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True, help=".pth (official) or .safetensors (timm format)")
     parser.add_argument("--output_dir", type=Path, required=True, help="folder to write (must be empty or new)")
-    parser.add_argument("--num_labels", type=int, help="classes; required for a pre-training checkpoint")
+    parser.add_argument("--overwrite_output_dir", action="store_true", help=OVERWRITE_HELP)
+    parser.add_argument("--num_labels", type=positive_int, help="classes; required for a pre-training checkpoint")
     parser.add_argument("--id2label", type=Path, help="JSON list of class names, or {index: name}")
-    parser.add_argument("--max_length", type=int, help="input frames if shorter than the checkpoint's (e.g. 512 "
-                        "for ESC-50, 128 for Speech Commands); position embeddings are shortened the official way")
-    parser.add_argument("--num_attention_heads", type=int, help="heads (not stored in checkpoints; default width/64)")
-    parser.add_argument("--num_mel_bins", type=int, default=128, help="mel bins of the input (default 128, as every "
-                        "official checkpoint)")
+    parser.add_argument("--max_length", type=positive_int, help="input frames if shorter than the checkpoint's (e.g. "
+                        "512 for ESC-50, 128 for Speech Commands); position embeddings are shortened the official way")
+    parser.add_argument("--num_attention_heads", type=positive_int,
+                        help="heads (not stored in checkpoints; default width/64)")
+    parser.add_argument("--num_mel_bins", type=positive_int, default=128, help="mel bins of the input (default 128, as "
+                        "every official checkpoint)")
     parser.add_argument("--keep_rate", type=float, default=1.0, help="keep rate saved in the config (default 1.0)")
     parser.add_argument("--pruning_layers", help="comma-separated 0-based layers (default: the paper's relative "
                         "positions, 3,6,9 of 12 layers)")
     parser.add_argument("--token_score", default="attention", choices=["attention", "intensity", "variation", "random"])
     args = parser.parse_args(argv)
 
-    if args.output_dir.exists() and any(args.output_dir.iterdir()):
-        parser.error(f"--output_dir {args.output_dir} is not empty: choose a new folder.")
-    id2label = None
-    if args.id2label:
-        names = json.loads(args.id2label.read_text())
-        id2label = dict(enumerate(names)) if isinstance(names, list) else {int(k): v for k, v in names.items()}
     try:
         pruning_layers = [int(layer) for layer in args.pruning_layers.split(",")] if args.pruning_layers else None
     except ValueError:
         parser.error(f"--pruning_layers {args.pruning_layers!r}: give comma-separated integers, e.g. 3,6,9")
-    try:
-        model = convert(
-            args.checkpoint, args.output_dir, args.num_labels, id2label, args.max_length, args.num_attention_heads,
-            args.num_mel_bins, keep_rate=args.keep_rate, pruning_layers=pruning_layers, token_score=args.token_score,
-        )
-    except (CheckpointMismatchError, FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"error: {one_line(error)}") from None
+    check_output_dir(args.output_dir, args.overwrite_output_dir)
+    id2label = read_id2label(args.id2label) if args.id2label else None
+    model = convert(
+        args.checkpoint, args.output_dir, args.num_labels, id2label, args.max_length, args.num_attention_heads,
+        args.num_mel_bins, overwrite=args.overwrite_output_dir, keep_rate=args.keep_rate,
+        pruning_layers=pruning_layers, token_score=args.token_score,
+    )
     config = model.config
     print(
         f"wrote {args.output_dir}: AudioMAE {config.num_hidden_layers} layers x {config.hidden_size}, "

@@ -39,7 +39,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checks import positive_int
+from .errors import command, one_line
 from .feature_extraction_audiomae import check_sampling_rate
+from .files import OVERWRITE_HELP, check_output_dir, same_or_nested, written_whole
 
 
 ONNX_FILE = "model.onnx"
@@ -161,11 +164,25 @@ def export_onnx(
             # dynamic; torch.export itself names the code that specialised it.
             torch.export.export(graph, (example_input,), dynamic_shapes=dynamic_shapes)
             raise ValueError(f"the batch axis of {type(model).__name__} could not be exported as dynamic")
+    written = program.model.opset_imports.get("")
+    if opset_version is not None and written != opset_version:
+        # torch's exporter falls back to its own opset when it cannot convert to the one asked for
+        raise ValueError(
+            f"--opset {opset_version}: torch's ONNX exporter cannot convert this model to it (it produced opset "
+            f"{written}); choose {written} or newer, or leave --opset out."
+        )
     program.save(path)  # one self-contained file unless the weights pass protobuf's 2 GB (a ViT-B is ~350 MB)
     if not check:
         return None
 
-    _require("onnx").checker.check_model(str(path))
+    onnx = _require("onnx")
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as error:
+        raise ValueError(
+            f"the exported graph is not valid ONNX at opset {written} ({one_line(error)}): choose an older --opset, or "
+            "leave it out."
+        ) from None
     session = onnx_session(path)
     checks = [example_input] + ([example_input[:1]] if dynamic_batch else [])
     batch_sizes, diffs, equal = [], [], []
@@ -240,6 +257,8 @@ class OnnxAudioClassifier:
         return self.session.run(["logits"], {INPUT_NAME: np.asarray(input_values, dtype=np.float32)})[0]
 
     def __call__(self, audio, sampling_rate: int | None = None, top_k: int | None = 5):
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k={top_k}: give at least 1 (or None for every class).")
         batched = isinstance(audio, (list, tuple))
         logits = self.logits(self.features(audio, sampling_rate))
         if self.multi_label:
@@ -268,12 +287,14 @@ def export_pretrained(
     keep_rate: float | None = None,
     output_kept_patches: bool = False,
     int8: bool = False,
+    overwrite: bool = False,
     **kwargs,
 ) -> OnnxCheck:
     """Load a saved pruned model (or a stock AST checkpoint), export it with :func:`export_onnx`, and write
     ``model.onnx``, ``config.json`` and the feature extractor to ``output_dir``; with ``int8`` also
-    ``model.int8.onnx`` (:func:`quantize_int8`). ``kwargs`` go to ``export_onnx``."""
-    from .analysis.inputs import load_pruned_model
+    ``model.int8.onnx`` (:func:`quantize_int8`). ``kwargs`` go to ``export_onnx``. The folder appears only when
+    complete; a non-empty one is refused unless ``overwrite`` (then replaced whole), and so is the source folder."""
+    from .loading import load_pruned_model
 
     folder = Path(model_name_or_path).expanduser()
     if _is_local_path(str(model_name_or_path)):
@@ -281,15 +302,21 @@ def export_pretrained(
             raise ValueError(f"no such folder: {model_name_or_path} (give a folder saved with save_pretrained)")
         if not (folder / "config.json").is_file():
             raise ValueError(f"no config.json in {model_name_or_path}: not a folder saved with save_pretrained")
+        if same_or_nested(folder, output_dir):
+            raise ValueError(
+                f"--output_dir {output_dir}: it is or holds or lies in the source model folder {model_name_or_path}, "
+                "which the export must not change; choose a folder outside it."
+            )
+    check_output_dir(output_dir, overwrite)
     model, feature_extractor = load_pruned_model(model_name_or_path)
     if keep_rate is not None:
         model.set_keep_rate(keep_rate)
-    output_dir = Path(output_dir)
-    check = export_onnx(model, output_dir / ONNX_FILE, output_kept_patches=output_kept_patches, **kwargs)
-    if int8:
-        quantize_int8(output_dir / ONNX_FILE, output_dir / INT8_ONNX_FILE)
-    model.config.save_pretrained(output_dir)
-    feature_extractor.save_pretrained(output_dir)
+    with written_whole(output_dir, overwrite) as staging:
+        check = export_onnx(model, staging / ONNX_FILE, output_kept_patches=output_kept_patches, **kwargs)
+        if int8:
+            quantize_int8(staging / ONNX_FILE, staging / INT8_ONNX_FILE)
+        model.config.save_pretrained(staging)
+        feature_extractor.save_pretrained(staging)
     return check
 
 
@@ -303,6 +330,7 @@ def _keep_rate(text: str) -> float:
     return rate
 
 
+@command("export")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m hf_token_prune.export",
@@ -333,7 +361,8 @@ def main(argv=None) -> int:
         help=f"also write {INT8_ONNX_FILE}: ONNX Runtime's dynamic int8 quantisation (run it with "
         f"OnnxAudioClassifier(output_dir, onnx_file='{INT8_ONNX_FILE}'); check its accuracy on your data)",
     )
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: torch's exporter's)")
+    parser.add_argument("--overwrite_output_dir", action="store_true", help=OVERWRITE_HELP)
+    parser.add_argument("--opset", type=positive_int, default=None, help="ONNX opset (default: torch's exporter's)")
     parser.add_argument("--no_check", action="store_true", help="skip the ONNX Runtime vs PyTorch comparison")
     args = parser.parse_args(argv)
     try:
@@ -343,6 +372,7 @@ def main(argv=None) -> int:
             args.keep_rate,
             args.output_kept_patches,
             args.int8,
+            args.overwrite_output_dir,
             opset_version=args.opset,
             check=not args.no_check,
         )

@@ -26,7 +26,9 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +46,9 @@ from transformers import (
 
 from . import metrics as metric_modules
 from .checks import check_audio_folder, check_model, one_line, unknown_arguments_error
+from .errors import command
+from .files import OVERWRITE_HELP, check_output_dir, commit
+from .loading import from_pretrained_strict
 from .configuration_pruned_ast import PrunedASTConfig
 from .configuration_pruned_audiomae import PrunedAudioMAEConfig
 from .data import (
@@ -115,6 +120,8 @@ class RecipeArguments:
             "on the command line overrides the recipe."
         },
     )
+    # transformers 5 dropped this TrainingArguments flag; users of transformers 4 know its name.
+    overwrite_output_dir: bool = field(default=False, metadata={"help": OVERWRITE_HELP})
 
 
 @dataclass
@@ -620,8 +627,11 @@ def build_model(config, model_args, data_args, label_names):
     config.label2id = {name: i for i, name in enumerate(label_names)}
     if model_args.model_name_or_path:
         name = model_args.model_name_or_path
-        model = AutoModelForAudioClassification.from_pretrained(
+        # transformers' documented path for a new head (other classes): only the head may be missing or re-shaped.
+        model = from_pretrained_strict(
+            AutoModelForAudioClassification,
             name,
+            new_head=("classifier.",),
             config=config,
             ignore_mismatched_sizes=True,
             attn_implementation=model_args.attn_implementation,
@@ -823,10 +833,11 @@ def training_hyperparameters(trainer, model, data_args, pruning_args, recipe_nam
     }
 
 
-def write_card(trainer, model_args, data_args, pruning_args, data, results, recipe_name):
-    """The output folder's model card (README.md), keep-rate plot and results JSON; the card is also the one
-    `trainer.push_to_hub` publishes."""
-    model, output = trainer.model, Path(trainer.args.output_dir)
+def write_card(trainer, model_args, data_args, pruning_args, data, results, recipe_name, output=None):
+    """The model card (README.md), keep-rate plot and results JSON, written to the Trainer's output folder; the card
+    is also the one `trainer.push_to_hub` publishes. `output` is the folder named in them (default: that one)."""
+    model, folder = trainer.model, Path(trainer.args.output_dir)
+    output = Path(output or folder)
     plot_file = "keep_rate_schedule.png"
     schedule = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, KeepRateScheduleCallback))
     plot_training(
@@ -835,10 +846,10 @@ def write_card(trainer, model_args, data_args, pruning_args, data, results, reci
         results,
         model.config.keep_rate,
         data.spec.metric,
-        output / plot_file,
+        folder / plot_file,
         title=output.name,
     )
-    (output / "keep_rate_sweep.json").write_text(json.dumps(results, indent=2))
+    (folder / "keep_rate_sweep.json").write_text(json.dumps(results, indent=2))
     audiofolder = data_args.dataset_name == "audiofolder"
     card = build_model_card(
         CARD_TEMPLATE,
@@ -858,7 +869,7 @@ def write_card(trainer, model_args, data_args, pruning_args, data, results, reci
         plot_file=plot_file,
         repo_id=trainer.hub_model_id if trainer.args.push_to_hub else str(output),
     )
-    card.save(output / "README.md")
+    card.save(folder / "README.md")
     trainer.model_card = card
     print(f"\nwrote {output}: weights, remote code, feature extractor, README.md (model card), {plot_file}")
     print(f"next: classify a clip: hf-token-prune classify <clip.wav> --model {output}")
@@ -873,8 +884,111 @@ def write_card(trainer, model_args, data_args, pruning_args, data, results, reci
 # -- the recipe -----------------------------------------------------------------------------------------------------
 
 
+def staging_folder(output_dir) -> Path:
+    """Where a run trains and saves before its output folder appears whole: `<output_dir>.partial` beside it (its
+    checkpoints are what `--resume_from_checkpoint true` resumes after an interruption)."""
+    output_dir = Path(output_dir).expanduser()
+    return output_dir.with_name(output_dir.name + ".partial")
+
+
+def prepare_output_dir(recipe, training_args) -> Path:
+    """Refuse, before any training, an output folder the run could not write whole; point the Trainer at the staging
+    folder. Returns the final output folder."""
+    target = Path(training_args.output_dir).expanduser()
+    check_output_dir(target, recipe.overwrite_output_dir)
+    staging = staging_folder(target)
+    if staging.exists() and not staging.is_dir():
+        raise ValueError(f"{staging} is a file; this run trains in a folder of that name: move the file away.")
+    if staging.is_dir() and any(staging.iterdir()) and training_args.resume_from_checkpoint is None:
+        if not recipe.overwrite_output_dir:
+            raise ValueError(
+                f"{staging} holds an interrupted run: resume it with --resume_from_checkpoint true (its last "
+                "checkpoint), or pass --overwrite_output_dir to delete it and start over."
+            )
+        with training_args.main_process_first(desc="removing the interrupted run"):
+            shutil.rmtree(staging, ignore_errors=True)
+    if training_args.push_to_hub and training_args.hub_model_id is None:
+        training_args.hub_model_id = target.absolute().name  # the Trainer would name the repo after the staging folder
+    training_args.output_dir = str(staging)
+    return target
+
+
+def resume_checkpoint(value, model, staging):
+    """`--resume_from_checkpoint` checked against the model before training: `true` is the staging folder's last
+    checkpoint; a path must be a complete Trainer checkpoint of this architecture."""
+    from safetensors import SafetensorError, safe_open
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if value is None:
+        return None
+    if value.lower() in ("true", "last"):
+        path = get_last_checkpoint(staging) if staging.is_dir() else None
+        if path is None:
+            raise ValueError(
+                f"--resume_from_checkpoint {value}: {staging} holds no checkpoint to resume; give a checkpoint folder."
+            )
+    else:
+        path = value
+    path = Path(path)
+    flag = f"--resume_from_checkpoint {value}"
+    if not path.is_dir():
+        raise ValueError(f"{flag}: no such checkpoint folder (give one like {staging}/checkpoint-500).")
+    if not (path / "trainer_state.json").is_file() or not (path / "model.safetensors").is_file():
+        raise ValueError(
+            f"{flag}: not a complete checkpoint (no trainer_state.json or model.safetensors; the run was probably "
+            "killed while saving it): resume from the checkpoint before it."
+        )
+    try:
+        with safe_open(path / "model.safetensors", "pt") as weights:
+            saved = sorted(tuple(weights.get_slice(key).get_shape()) for key in weights.keys())
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{flag}: its model.safetensors is damaged ({one_line(error)}): resume from an earlier one.")
+    # Checkpoints may store weights under a model's legacy names (transformers' conversion mapping): compare shapes.
+    expected = sorted(tuple(tensor.shape) for tensor in model.state_dict().values())
+    if saved != expected:
+        raise ValueError(
+            f"{flag}: it holds another architecture than this run builds ({len(saved)} weights, "
+            f"{sum(math.prod(shape) for shape in saved):,} values; this run's model: {len(expected)}, "
+            f"{sum(math.prod(shape) for shape in expected):,}): resume with the flags and --model_name_or_path of "
+            "its run."
+        )
+    return str(path)
+
+
+def save_final_model(trainer, target, write_outputs):
+    """The trained model, card and results into the staging folder, which then becomes `target` whole. If writing
+    fails (full disk, no permission), the trained weights go to a folder under the system temp folder, named in the
+    error."""
+    try:
+        trainer.save_model()
+        if trainer.is_world_process_zero():
+            write_outputs()
+            commit(trainer.args.output_dir, target)
+    except OSError as error:
+        if not trainer.is_world_process_zero():
+            raise
+        raise OSError(f"could not write the trained model to {target} ({one_line(error)}); {rescue(trainer)}") from None
+    trainer.args.output_dir = str(target)
+
+
+def rescue(trainer) -> str:
+    """Save the trained model somewhere else, and say where (or where its last checkpoint is)."""
+    folder = None
+    try:
+        folder = tempfile.mkdtemp(prefix="hf-token-prune-rescued-")
+        trainer.model.save_pretrained(folder)
+        trainer.processing_class.save_pretrained(folder)
+    except OSError:
+        last = trainer.state.best_model_checkpoint or (trainer.state.global_step and trainer.args.output_dir)
+        return (f"saving a copy in {folder or 'the temp folder'} failed too: the last checkpoint is in {last}"
+                if last else "saving a copy in the temp folder failed too: nothing could be kept")
+    return f"the trained model is saved in {folder}: free space or fix permissions, then move it where you want it"
+
+
+@command("finetune")
 def main(argv=None):
     recipe, model_args, data_args, pruning_args, training_args = parse_arguments(argv)
+    output_dir = prepare_output_dir(recipe, training_args)
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         level=logging.INFO if training_args.should_log else logging.WARNING,
@@ -976,17 +1090,26 @@ def main(argv=None):
         lr_step_decay=pruning_args.step_decay,
         warmup_epochs=pruning_args.warmup_epochs,
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    staging = Path(training_args.output_dir)
+    resume = resume_checkpoint(training_args.resume_from_checkpoint, model, staging)
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            f"the checkpoints so far are in {staging}: continue with the same flags and --resume_from_checkpoint true"
+        ) from None
 
     table = keep_rate_sweep(
         model, trainer_evaluator(trainer, data.test, data.spec.metric), pruning_args.keep_rates,
         pruning_args.token_reductions, (pruning_args.token_score,),
     )
-    trainer.save_model()
-    if trainer.is_world_process_zero():
+
+    def write_outputs():
         print(results_table(table, data.spec.metric, data.splits["test"], model.config), flush=True)
         results = [row for row in table if row["token_reduction"] == model.config.token_reduction]
-        write_card(trainer, model_args, data_args, pruning_args, data, results, recipe.recipe)
+        write_card(trainer, model_args, data_args, pruning_args, data, results, recipe.recipe, output_dir)
+
+    save_final_model(trainer, output_dir, write_outputs)
     if training_args.push_to_hub:
         trainer.push_to_hub()
     return trainer

@@ -47,6 +47,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
+from .errors import command
 from .pruning import default_pruning_layers, kept_token_counts, num_kept_tokens, parse_keep_rates, validate_drop_padding
 from .reduction import TOKEN_REDUCTIONS, merge_rounds
 
@@ -357,9 +358,9 @@ def _load_config(model):
         raise SystemExit(
             f"--model {model!r} is neither a preset ({', '.join(PRESETS)}) nor a folder with a config.json."
         )
-    from transformers import AutoConfig  # the package's import registered the pruned model types with it
+    from .loading import load_config
 
-    return AutoConfig.from_pretrained(model)
+    return load_config(model)
 
 
 def _print_table_ii():
@@ -380,6 +381,7 @@ def _print_table_ii():
     return worst <= TABLE_II_TOLERANCE
 
 
+@command("macs")
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m hf_token_prune.macs",

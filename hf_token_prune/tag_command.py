@@ -12,12 +12,15 @@ windows give overlapping runs), then the recording's top labels by `mean` (avera
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import torch
 
-from hf_token_prune.analysis.inputs import load_pruned_model
+from hf_token_prune.checks import positive_int, positive_seconds
+from hf_token_prune.errors import command
+from hf_token_prune.loading import load_pruned_model
 from hf_token_prune.tagging import load_recording, plot_tags, tag_recording
 
 
@@ -27,24 +30,41 @@ def parse_args(argv=None):
     parser.add_argument("--model_name_or_path", required=True,
                         help="pruned AST / AudioMAE folder with its feature extractor (e.g. outputs/demo after "
                         "`make demo`) or a stock AST checkpoint")
-    parser.add_argument("--window", type=float, help="seconds per window, at most the model's (default: the model's)")
-    parser.add_argument("--hop", type=float, help="seconds between window starts, in (0, window] (default: window / 2)")
+    parser.add_argument("--window", type=positive_seconds, help="seconds per window, at most the model's (default: the model's)")
+    parser.add_argument("--hop", type=positive_seconds, help="seconds between window starts, in (0, window] (default: window / 2)")
     parser.add_argument("--keep_rate", type=float, help="keep rate to tag at (default: the model's own)")
     parser.add_argument("--min_score", type=float, default=0.5,
                         help="windows whose best score is lower are left out of the timeline (default: %(default)s)")
-    parser.add_argument("--top_k", type=int, default=5, help="top labels of the recording to print (default: %(default)s)")
-    parser.add_argument("--batch_size", type=int, default=16, help="windows per forward pass (default: %(default)s)")
+    parser.add_argument("--top_k", type=positive_int, default=5, help="top labels of the recording to print (default: %(default)s)")
+    parser.add_argument("--batch_size", type=positive_int, default=16, help="windows per forward pass (default: %(default)s)")
     parser.add_argument("--output", type=Path,
                         help="PNG of the labels over time (default: outputs/tag/<audio name>.png)")
-    parser.add_argument("--num_threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--num_threads", type=positive_int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
 
+def png_path(output, audio: Path) -> Path:
+    """Where the picture goes: `--output` as given, inside it when it is a folder, `.png` added when it has no suffix
+    (matplotlib would add it silently)."""
+    if output is None:
+        return Path("outputs/tag") / f"{audio.stem}.png"
+    if output.is_dir():
+        return output / f"{audio.stem}.png"
+    return output if output.suffix else output.with_name(output.name + ".png")
+
+
+@command("tag")
 def main(argv=None) -> int:
     args = parse_args(argv)
     if not args.audio.is_file():
         return fail(f"{args.audio}: no such audio file.")
+    png = png_path(args.output, args.audio)
+    writable = png.absolute().parent
+    while not writable.exists():
+        writable = writable.parent
+    if not os.access(writable, os.W_OK | os.X_OK):  # refuse before the minutes of tagging, not after
+        return fail(f"--output {png}: cannot write in {writable} (read-only or not yours): choose another --output.")
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     try:
@@ -72,7 +92,6 @@ def main(argv=None) -> int:
         print(f"{start:>8.2f} {end:>8.2f}  {label:<16} {score:.2f}")
     for by in ("mean", "max"):
         print(f"top {args.top_k} by {by}: " + ", ".join(f"{t['label']} {t['score']:.2f}" for t in tags.top(args.top_k, by)))
-    png = args.output or Path("outputs/tag") / f"{args.audio.stem}.png"
     plot_tags(tags, png, waveform, extractor.sampling_rate, title=f"{args.audio.name}: {model.config.name_or_path}")
     print(f"wrote {png}")
     return 0

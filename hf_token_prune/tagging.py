@@ -171,6 +171,9 @@ def tag_recording(
         batch_size: windows per forward pass (bounds memory).
         progress: show a progress bar over the windows.
     """
+    for name, seconds in (("window", window), ("hop", hop)):
+        if seconds is not None and not math.isfinite(seconds):
+            raise ValueError(f"{name}={seconds} s: give a finite number of seconds.")
     longest = model_window_samples(feature_extractor)
     rate = feature_extractor.sampling_rate
     window_samples = longest if window is None else round(window * rate)

@@ -17,8 +17,9 @@ import torch
 from transformers import ASTFeatureExtractor
 
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
-from hf_token_prune.analysis.inputs import load_pruned_model
-from hf_token_prune.checks import check_model, one_line
+from hf_token_prune.checks import check_model, one_line, positive_int
+from hf_token_prune.errors import command
+from hf_token_prune.loading import load_pruned_model
 from hf_token_prune.classify import read_audio
 from hf_token_prune.data import DATASETS
 from hf_token_prune.pruning import parse_keep_rates
@@ -43,7 +44,7 @@ def parse_args(argv=None):
     parser.add_argument("--plot_keep_rate", type=float, default=0.5, help="keep rate drawn in the PNG")
     parser.add_argument("--repeats", type=int, default=10,
                         help="timed forwards per keep rate, at least 2 (median and spread reported)")
-    parser.add_argument("--num_threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--num_threads", type=positive_int, default=2, help="torch CPU threads")
     parser.add_argument("--output_dir", type=Path, default=Path("outputs/inference_demo"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -71,6 +72,7 @@ def build_model(args):
     return PrunedASTForAudioClassification(config), extractor
 
 
+@command("inference_demo.py")
 def main(argv=None):
     args = parse_args(argv)
     try:

@@ -23,7 +23,6 @@ CSV + markdown tables, and index.md linking them.
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
 
 import torch
@@ -48,8 +47,9 @@ from hf_token_prune.analysis import (
     variation_clusters,
 )
 from hf_token_prune.analysis.report import write_index
-from hf_token_prune.checks import check_audio_folder, check_model, one_line
+from hf_token_prune.checks import check_audio_folder, check_model
 from hf_token_prune.data import DATASETS
+from hf_token_prune.errors import command
 from hf_token_prune.pruning import TOKEN_SCORES, parse_keep_rates
 from hf_token_prune.reduction import TOKEN_REDUCTIONS
 
@@ -200,12 +200,9 @@ def run(args, argv):
     return write_index(output_dir, "Token pruning analysis", header, sections)
 
 
+@command("analyze")
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    try:
-        index = run(args, argv)
-    except (OSError, ValueError) as error:  # OSError: a dataset or model that does not download
-        raise SystemExit(f"analyze: {one_line(error)}") from None
+    index = run(args, argv)
     print(f"wrote {index}")
     return 0

@@ -14,64 +14,14 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import AudioFeatureTransform, load_audio_classification, num_fbank_frames
+# The loader lives in hf_token_prune.loading (light to import); these names stay importable from here.
+from ..loading import PRUNED_MODEL_INTERFACE, check_pruned_model, load_pruned_model  # noqa: F401
 
 
 logger = logging.getLogger(__name__)
 
-# The interface both pruned models share and every analysis relies on (see PrunedASTPreTrainedModel).
-PRUNED_MODEL_INTERFACE = ("set_keep_rate", "patch_layout", "num_extra_tokens", "attention_token_scores")
-
 # Figures 3 and 6 of the paper are drawn at keep rate 0.5; used when the model itself does not prune.
 DEFAULT_ANALYSIS_KEEP_RATE = 0.5
-
-
-def check_pruned_model(model):
-    """Raise ``ValueError`` unless ``model`` is a pruned audio transformer of this package (AST or AudioMAE)."""
-    missing = [name for name in PRUNED_MODEL_INTERFACE if not hasattr(model, name)]
-    config = getattr(model, "config", None)
-    missing += [name for name in ("keep_rate", "token_score", "pruning_layers") if not hasattr(config, name)]
-    if missing or not hasattr(getattr(model, "base_model", None), "layers"):
-        raise ValueError(
-            f"{type(model).__name__} is not a pruned audio transformer (it lacks {', '.join(missing) or 'layers'}): "
-            "the analyses need hf_token_prune's models, e.g. "
-            "PrunedASTForAudioClassification.from_pretrained(<AST checkpoint>), which loads any AST checkpoint."
-        )
-
-
-def load_pruned_model(model_name_or_path):
-    """Load a pruned classification model and the feature extractor saved next to it.
-
-    A stock AST checkpoint loads as ``PrunedASTForAudioClassification`` with pruning off (the library's own
-    conversion); any other model type is refused with the reason.
-    """
-    import hf_token_prune  # noqa: F401  (registers the pruned model types with the Auto classes)
-    from transformers import ASTConfig, AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
-
-    from ..modeling_pruned_ast import PrunedASTForAudioClassification
-
-    try:
-        config = AutoConfig.from_pretrained(model_name_or_path)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read a model configuration from {model_name_or_path!r}: {error}") from error
-    if config.model_type == ASTConfig.model_type:
-        logger.info("%s is a stock AST checkpoint: loading it as PrunedAST with pruning off.", model_name_or_path)
-        model = PrunedASTForAudioClassification.from_pretrained(model_name_or_path)
-    elif hasattr(config, "keep_rate") and hasattr(config, "token_score"):
-        model = AutoModelForAudioClassification.from_pretrained(model_name_or_path)
-    else:
-        raise ValueError(
-            f"{model_name_or_path!r} holds a {config.model_type!r} model, not a pruned audio transformer: give a "
-            "folder saved from hf_token_prune (PrunedAST / PrunedAudioMAE) or a stock AST checkpoint."
-        )
-    check_pruned_model(model)
-    try:
-        feature_extractor = AutoFeatureExtractor.from_pretrained(model_name_or_path)
-    except (OSError, ValueError) as error:
-        raise ValueError(
-            f"no feature extractor in {model_name_or_path!r}: save the one the model was trained with next to it, e.g. "
-            "ASTFeatureExtractor(num_mel_bins=..., max_length=..., mean=..., std=...).save_pretrained(folder)."
-        ) from error
-    return model.eval(), feature_extractor
 
 
 @contextmanager
