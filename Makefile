@@ -37,8 +37,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 
 setup: $(VENV)/.installed
 
+# Run again, it trains again and replaces outputs/demo whole (written aside, moved in when complete).
 demo: $(VENV)/.installed
-	$(RUN) recipes/finetune.py --recipe demo
+	$(RUN) recipes/finetune.py --recipe demo --overwrite_output_dir
 
 # Inference only (random weights): kept patches per layer, latency and a picture of the pruning stages.
 inference-demo: $(VENV)/.installed
