@@ -51,6 +51,8 @@ test: $(VENV)/.installed-dev
 # transformers' common model tests come from the sdist of the installed transformers (third_party/transformers_tests).
 test-full: test
 	$(RUN) scripts/fetch_transformers_tests.py
+	# transformers.js for the web-export test (onnxruntime-node's own download would fetch CUDA binaries)
+	command -v npm >/dev/null && ONNXRUNTIME_NODE_INSTALL=skip npm ci --prefix tests/js --no-audit --no-fund --silent || true
 	$(call PYTEST,$(VENV)) -m full
 
 # Always upgrades: the point is to see an upstream release that breaks us before users do.

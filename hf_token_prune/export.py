@@ -2,11 +2,11 @@
 
     python -m hf_token_prune.export --model_name_or_path outputs/demo --keep_rate 0.7 --output_dir demo-onnx
 
-optimum cannot export AST (optimum issue #1533), so this is the way to ONNX for both pruned families and for stock
-AST checkpoints (which load as PrunedAST; at keep rate 1.0 that is the same model). The output folder holds
-``model.onnx`` (input ``input_values`` with a dynamic batch axis; output ``logits`` and, with
-``--output_kept_patches``, ``kept_patches_0`` ... one per pruning layer), ``config.json`` (with the exported
-keep rate) and the feature extractor; ``--int8`` adds ``model.int8.onnx``, ONNX Runtime's dynamic int8
+Nothing else exports the pruned graphs (optimum's exporter, optimum-onnx, knows only stock AST and needs
+transformers < 4.58); stock AST checkpoints export here too (they load as PrunedAST; at keep rate 1.0 that is the
+same model). The output folder holds ``model.onnx`` (input ``input_values`` with a dynamic batch axis; output
+``logits`` and, with ``--output_kept_patches``, ``kept_patches_0`` ... one per pruning layer), ``config.json`` (with
+the exported keep rate) and the feature extractor; ``--int8`` adds ``model.int8.onnx``, ONNX Runtime's dynamic int8
 quantisation of it. Pruning is baked in: the keep rate cannot change after export.
 
 Run it on a waveform without PyTorch's model code::
@@ -20,6 +20,13 @@ or by hand, with nothing but transformers' feature extractor and onnxruntime::
     extractor = AutoFeatureExtractor.from_pretrained("demo-onnx", trust_remote_code=True)
     session = onnxruntime.InferenceSession("demo-onnx/model.onnx")
     (logits,) = session.run(["logits"], dict(extractor(waveform, sampling_rate=16000, return_tensors="np")))
+
+``--layout transformers.js`` writes instead the folder transformers.js (npm ``@huggingface/transformers``) loads for
+``pipeline("audio-classification", folder)``: ``config.json`` and ``preprocessor_config.json`` under the stock AST
+names, ``onnx/model.onnx`` and its int8 ``onnx/model_quantized.onnx``. transformers.js computes the features itself,
+with its own port of ``ASTFeatureExtractor``, so the export refuses a model whose extractor it would not reproduce
+(the minimum padding of ``AudioMAEFeatureExtractor``, unless ``--pad_in_graph``; another sampling rate; dither;
+``drop_padding``'s frame mask).
 
 onnx, onnxruntime and onnxscript come with ``pip install "hf-token-prune[export]"``; they are imported only here, and
 only when used. The remote code saved next to a model never imports them.
@@ -50,7 +57,19 @@ INT8_ONNX_FILE = "model.int8.onnx"
 INPUT_NAME = "input_values"
 KEPT_PATCHES_NAME = "kept_patches_{}"  # one output per pruning layer
 DEFAULT_ATOL = 1e-4  # max |ONNX Runtime - PyTorch| over the logits that export_onnx accepts
+LAYOUTS = ("onnx", "transformers.js")
+# The files transformers.js loads for dtype "fp32" (its default in Node) and "q8" (its default in the browser).
+WEB_ONNX_FILE, WEB_INT8_ONNX_FILE = "onnx/model.onnx", "onnx/model_quantized.onnx"
+# transformers.js's ASTFeatureExtractor frames audio in 400-sample windows every 160 samples: Kaldi's 25 ms / 10 ms
+# only at this rate.
+WEB_SAMPLING_RATE = 16000
+# How far from the normalised value of a zero fbank frame a padding frame may lie: transformers.js pads with the mel
+# floor (1.2e-7) where transformers pads with 0, 1e-8 apart after normalisation; real audio is never within this of
+# 0 in every mel bin of a frame.
+PADDING_ATOL = 1e-5
 _EXPORT_EXTRA = 'pip install "hf-token-prune[export]"'
+
+logger = logging.getLogger(__name__)
 
 
 def _require(module_name: str):
@@ -61,15 +80,32 @@ def _require(module_name: str):
         raise ImportError(f"ONNX export needs {module_name}: {_EXPORT_EXTRA}") from None
 
 
+def pad_with_minimum(input_values: torch.Tensor, zero_padding_value: float) -> torch.Tensor:
+    """Features padded as ``AudioMAEFeatureExtractor(fbank_padding="minimum")`` pads them, from features padded with
+    zero fbank frames (``ASTFeatureExtractor``'s, transformers.js's): the trailing frames that equal
+    ``zero_padding_value`` (the normalised 0) in every mel bin are set to the clip's minimum over its other frames.
+    Normalisation is monotonic, so that minimum is the normalised minimum fbank value the extractor pads with."""
+    is_zero = (input_values - zero_padding_value).abs().amax(-1) <= PADDING_ATOL
+    frames = torch.arange(input_values.shape[1], device=input_values.device)
+    last_real = torch.where(is_zero, -1, frames).amax(-1, keepdim=True)
+    # A clip without one full window (which the Python extractor refuses) stays as it is, not all infinite.
+    padding = ((frames > last_real) & (last_real >= 0)).unsqueeze(-1)
+    minimum = input_values.masked_fill(padding, torch.inf).amin((1, 2), keepdim=True)
+    return torch.where(padding, minimum, input_values)
+
+
 class _LogitsAndKeptPatches(nn.Module):
     """The exported graph: ``input_values -> logits[, kept_patches_0, ...]`` as a flat tuple of tensors."""
 
-    def __init__(self, model: nn.Module, output_kept_patches: bool):
+    def __init__(self, model: nn.Module, output_kept_patches: bool, zero_padding_value: float | None = None):
         super().__init__()
         self.model = model
         self.output_kept_patches = output_kept_patches
+        self.zero_padding_value = zero_padding_value
 
     def forward(self, input_values):
+        if self.zero_padding_value is not None:
+            input_values = pad_with_minimum(input_values, self.zero_padding_value)
         # Only pruned models know output_kept_patches; without it any audio classifier (stock AST too) exports.
         kwargs = {"output_kept_patches": True} if self.output_kept_patches else {}
         outputs = self.model(input_values, **kwargs)
@@ -119,6 +155,7 @@ def export_onnx(
     opset_version: int | None = None,
     check: bool = True,
     atol: float = DEFAULT_ATOL,
+    zero_padding_value: float | None = None,
 ) -> OnnxCheck | None:
     """Export a pruned classifier to ``path`` (one ``.onnx`` file) and check ONNX Runtime against PyTorch.
 
@@ -133,6 +170,9 @@ def export_onnx(
         check: validate the graph (``onnx.checker``), run it in ONNX Runtime on the example and, with a dynamic
             batch, on its first sample alone, and raise ``ValueError`` if any logit differs by more than ``atol``
             from PyTorch's or any kept patch differs.
+        zero_padding_value: the normalised value of a zero fbank frame; given, the graph first re-pads the features
+            with each clip's minimum (:func:`pad_with_minimum`), so a model trained with minimum padding runs on
+            zero-padded features. The default example then ends its first clip with such padding.
 
     Returns the :class:`OnnxCheck` (``None`` without ``check``).
     """
@@ -140,11 +180,13 @@ def export_onnx(
     config = model.config
     if example_input is None:
         example_input = torch.randn(2, config.max_length, config.num_mel_bins)
+        if zero_padding_value is not None:
+            example_input[0, config.max_length // 2 :] = zero_padding_value
     if dynamic_batch and example_input.shape[0] < 2:
         # torch.export specialises a dimension of size 1 to a constant, so the batch axis would not stay dynamic.
         example_input = example_input.expand(2, -1, -1)
     model = model.eval()
-    graph = _LogitsAndKeptPatches(model, output_kept_patches).eval()
+    graph = _LogitsAndKeptPatches(model, output_kept_patches, zero_padding_value).eval()
     names = output_names(model, output_kept_patches)
     dynamic_shapes = {INPUT_NAME: {0: torch.export.Dim("batch")}} if dynamic_batch else None
     path = Path(path)
@@ -281,6 +323,71 @@ def _is_local_path(name: str) -> bool:
     return path.exists() or name.startswith((".", "/", "~")) or len(path.parts) != 2 or Path(path.parts[0]).is_dir()
 
 
+def web_zero_padding_value(model_config, feature_extractor, pad_in_graph: bool = False) -> float | None:
+    """Refuse (``ValueError``, one line) a model whose features transformers.js's ``ASTFeatureExtractor`` would compute
+    differently; return the normalised zero-padding value for :func:`export_onnx` if the graph must re-pad with the
+    minimum (``pad_in_graph`` and a minimum-padding extractor), else ``None``.
+
+    transformers.js reads ``sampling_rate``, ``num_mel_bins``, ``max_length``, ``do_normalize``, ``mean`` and ``std``
+    from the config and hard-codes the rest of transformers' numpy Kaldi fbank (400-sample Hann window, 160-sample hop,
+    512-point FFT, pre-emphasis 0.97, DC removal, no dither), pads with zero fbank frames and returns no mask.
+    """
+    from transformers import ASTFeatureExtractor
+
+    name = type(feature_extractor).__name__
+    if not isinstance(feature_extractor, ASTFeatureExtractor):
+        raise ValueError(
+            f"transformers.js computes AST's Kaldi fbank features, not {name}'s: export a model trained with "
+            "ASTFeatureExtractor or AudioMAEFeatureExtractor, or use --layout onnx and compute the features yourself."
+        )
+    if feature_extractor.sampling_rate != WEB_SAMPLING_RATE:
+        raise ValueError(
+            f"the feature extractor takes {feature_extractor.sampling_rate} Hz audio, but transformers.js's AST "
+            f"extractor frames audio as Kaldi does only at {WEB_SAMPLING_RATE} Hz (400-sample windows, 160-sample "
+            f"hop): fine-tune at {WEB_SAMPLING_RATE} Hz, or use --layout onnx."
+        )
+    if getattr(feature_extractor, "dither", 0.0):
+        raise ValueError(
+            f"the feature extractor dithers (dither={feature_extractor.dither}), transformers.js's AST extractor does "
+            "not: fine-tune with dither=0, or use --layout onnx."
+        )
+    if getattr(model_config, "drop_padding", False):
+        raise ValueError(
+            "the model drops padding patches by the extractor's frame mask (drop_padding=True), which "
+            "transformers.js's AST extractor does not return, so the web model would keep them: fine-tune without "
+            "--drop_padding, or use --layout onnx."
+        )
+    if getattr(feature_extractor, "fbank_padding", "zero") == "zero":
+        return None
+    if not pad_in_graph:
+        raise ValueError(
+            "the feature extractor pads short clips with the clip's minimum fbank value (fbank_padding='minimum'), "
+            "transformers.js pads with 0, which silently changes predictions (the demo model: accuracy 0.863 -> "
+            "0.357): export with --pad_in_graph (the graph re-pads with the minimum), or fine-tune with "
+            "--fbank_padding zero."
+        )
+    return float(feature_extractor.normalize(0.0)) if feature_extractor.do_normalize else 0.0
+
+
+def _save_web_configs(model_config, feature_extractor, output_dir: Path):
+    """``config.json`` and ``preprocessor_config.json`` under the stock AST names transformers.js knows (it picks its
+    model class by ``model_type`` and its extractor by ``feature_extractor_type``). The model class only runs the ONNX
+    graph, so an exported AudioMAE takes it too; ``exported_model_type`` says what the graph is."""
+    from transformers import ASTConfig, ASTFeatureExtractor
+
+    config = model_config.to_dict()
+    config.pop("auto_map", None)  # the remote code is not in this folder
+    config.update(
+        model_type=ASTConfig.model_type,
+        architectures=["ASTForAudioClassification"],
+        exported_model_type=model_config.model_type,
+    )
+    (output_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    settings = ("feature_size", "sampling_rate", "num_mel_bins", "max_length", "padding_value", "do_normalize", "mean",
+                "std")  # fmt: skip
+    ASTFeatureExtractor(**{key: getattr(feature_extractor, key) for key in settings}).save_pretrained(output_dir)
+
+
 def export_pretrained(
     model_name_or_path,
     output_dir,
@@ -288,12 +395,23 @@ def export_pretrained(
     output_kept_patches: bool = False,
     int8: bool = False,
     overwrite: bool = False,
+    layout: str = "onnx",
+    pad_in_graph: bool = False,
     **kwargs,
 ) -> OnnxCheck:
     """Load a saved pruned model (or a stock AST checkpoint), export it with :func:`export_onnx`, and write
     ``model.onnx``, ``config.json`` and the feature extractor to ``output_dir``; with ``int8`` also
     ``model.int8.onnx`` (:func:`quantize_int8`). ``kwargs`` go to ``export_onnx``. The folder appears only when
-    complete; a non-empty one is refused unless ``overwrite`` (then replaced whole), and so is the source folder."""
+    complete; a non-empty one is refused unless ``overwrite`` (then replaced whole), and so is the source folder.
+
+    ``layout="transformers.js"`` writes the folder transformers.js loads instead: ``onnx/model.onnx``,
+    ``onnx/model_quantized.onnx`` (int8, always) and the configs under the stock AST names, after
+    :func:`web_zero_padding_value` has checked that transformers.js reproduces the features (``pad_in_graph`` lets a
+    minimum-padding model through, re-padding in the graph)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r} is invalid: choose one of {', '.join(LAYOUTS)}.")
+    if pad_in_graph and layout != "transformers.js":
+        raise ValueError("pad_in_graph is for layout='transformers.js', whose extractor pads with 0: drop it.")
     from .loading import load_pruned_model
 
     folder = Path(model_name_or_path).expanduser()
@@ -311,12 +429,32 @@ def export_pretrained(
     model, feature_extractor = load_pruned_model(model_name_or_path)
     if keep_rate is not None:
         model.set_keep_rate(keep_rate)
+    zero_padding_value = None
+    if layout == "transformers.js":
+        zero_padding_value = web_zero_padding_value(model.config, feature_extractor, pad_in_graph)
+        if model.config.problem_type == "multi_label_classification":
+            logger.warning(
+                "transformers.js's audio-classification pipeline scores with a softmax, not this multi-label model's "
+                "sigmoid: its ranking is right, its scores are not per-class probabilities (take a sigmoid of the "
+                "model's logits for those)."
+            )
     with written_whole(output_dir, overwrite) as staging:
-        check = export_onnx(model, staging / ONNX_FILE, output_kept_patches=output_kept_patches, **kwargs)
-        if int8:
-            quantize_int8(staging / ONNX_FILE, staging / INT8_ONNX_FILE)
-        model.config.save_pretrained(staging)
-        feature_extractor.save_pretrained(staging)
+        if layout == "transformers.js":
+            check = export_onnx(
+                model,
+                staging / WEB_ONNX_FILE,
+                output_kept_patches=output_kept_patches,
+                zero_padding_value=zero_padding_value,
+                **kwargs,
+            )
+            quantize_int8(staging / WEB_ONNX_FILE, staging / WEB_INT8_ONNX_FILE)
+            _save_web_configs(model.config, feature_extractor, staging)
+        else:
+            check = export_onnx(model, staging / ONNX_FILE, output_kept_patches=output_kept_patches, **kwargs)
+            if int8:
+                quantize_int8(staging / ONNX_FILE, staging / INT8_ONNX_FILE)
+            model.config.save_pretrained(staging)
+            feature_extractor.save_pretrained(staging)
     return check
 
 
@@ -362,6 +500,20 @@ def main(argv=None) -> int:
         f"OnnxAudioClassifier(output_dir, onnx_file='{INT8_ONNX_FILE}'); check its accuracy on your data)",
     )
     parser.add_argument("--overwrite_output_dir", action="store_true", help=OVERWRITE_HELP)
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="onnx",
+        help=f"onnx: the files above; transformers.js: the folder transformers.js's pipeline('audio-classification', "
+        f"folder) loads ({WEB_ONNX_FILE}, {WEB_INT8_ONNX_FILE}, config.json and preprocessor_config.json under the "
+        "stock AST names), refused if transformers.js would compute other features than the model's extractor",
+    )
+    parser.add_argument(
+        "--pad_in_graph",
+        action="store_true",
+        help="with --layout transformers.js and a model trained with minimum padding: the graph replaces the zero "
+        "padding transformers.js writes by each clip's minimum fbank value (same features as in Python)",
+    )
     parser.add_argument("--opset", type=positive_int, default=None, help="ONNX opset (default: torch's exporter's)")
     parser.add_argument("--no_check", action="store_true", help="skip the ONNX Runtime vs PyTorch comparison")
     args = parser.parse_args(argv)
@@ -373,6 +525,8 @@ def main(argv=None) -> int:
             args.output_kept_patches,
             args.int8,
             args.overwrite_output_dir,
+            args.layout,
+            args.pad_in_graph,
             opset_version=args.opset,
             check=not args.no_check,
         )
@@ -380,8 +534,11 @@ def main(argv=None) -> int:
         # transformers' loading errors run over several lines; the first names the problem.
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 1
-    written = ONNX_FILE + (f", {INT8_ONNX_FILE}" if args.int8 else "")
-    print(f"wrote {written}, config.json and the feature extractor to {args.output_dir}")
+    if args.layout == "transformers.js":
+        written = f"{WEB_ONNX_FILE}, {WEB_INT8_ONNX_FILE}, config.json and preprocessor_config.json (transformers.js)"
+    else:
+        written = ONNX_FILE + (f", {INT8_ONNX_FILE}" if args.int8 else "") + ", config.json and the feature extractor"
+    print(f"wrote {written} to {args.output_dir}")
     if check is not None:
         for batch, diff, equal in zip(check.batch_sizes, check.max_abs_diff, check.kept_patches_equal):
             patches = ", kept patches identical" if args.output_kept_patches and equal else ""
