@@ -2,10 +2,10 @@
 
     python benchmarks/benchmark_deploy.py                  # ViT-B, 512 patches, batch 1 and 8 (~40 min on 2 cores)
     python benchmarks/benchmark_deploy.py --quick          # tiny model, a smoke test of the whole pipeline
-    python benchmarks/benchmark_deploy.py --update_committed   # also write benchmarks/results/deploy.{md,json}
+    python benchmarks/benchmark_deploy.py --update_committed   # also write docs/reports/results/deploy.{md,json}
 
 Results go to a fresh folder (``outputs/benchmark_deploy-<UTC time>`` unless ``--output_dir``); the committed ones
-in ``benchmarks/results/`` change only with ``--update_committed``, and name the command that made them.
+in ``docs/reports/results/`` change only with ``--update_committed``, and name the command that made them.
 
 Method:
 * Models, ViT-B with random weights, 512 patches (1024 frames x 128 mel bins), 527 labels: transformers' stock
@@ -398,7 +398,7 @@ def parse_args(argv=None):
     parser.add_argument("--output_dir", type=Path, default=None,
                         help="where deploy.md and deploy.json go (default: a fresh outputs/benchmark_deploy-<time>)")
     parser.add_argument("--update_committed", action="store_true",
-                        help="also write the committed results, benchmarks/results/deploy.{md,json}")
+                        help="also write the committed results, docs/reports/results/deploy.{md,json}")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default: 5; 2 with --quick)")
     parser.add_argument("--batch_sizes", default=None, help="comma-separated (default: 1,8; 1,2 with --quick)")
     parser.add_argument("--num_threads", type=int, default=2,
@@ -475,7 +475,8 @@ def write_results(args, started, load_before, results, accuracy_rows):
     )
     report = dict(header=header, results=results, accuracy=accuracy_rows,
                   targets=[dict(target=n, measured=v, goal=g, holds=ok) for n, v, g, ok in checks])
-    folders = [args.output_dir] + ([REPO / "benchmarks" / "results"] if args.update_committed else [])
+    committed = REPO / "docs" / "reports" / "results"
+    folders = [args.output_dir] + ([committed] if args.update_committed else [])
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
         write_report(folder / "deploy.md", header, results, accuracy_rows, checks)

@@ -2,10 +2,10 @@
 
     python benchmarks/benchmark_padding.py --num_threads 1     # ViT-B, 1024 frames, a 2 s clip (~3 min on a free core)
     python benchmarks/benchmark_padding.py --quick             # seconds, tiny model: a smoke test
-    python benchmarks/benchmark_padding.py --update_committed  # also write benchmarks/results/padding.{md,json}
+    python benchmarks/benchmark_padding.py --update_committed  # also write docs/reports/results/padding.{md,json}
 
 Results go to a fresh folder (``outputs/benchmark_padding-<UTC time>`` unless ``--output_dir``); the committed ones in
-``benchmarks/results/`` change only with ``--update_committed``.
+``docs/reports/results/`` change only with ``--update_committed``.
 
 Method: ViT-B AST (the paper's 16x16 patches at stride 16, 512 patches) and AudioMAE ViT-B, random weights, 1024
 frames x 128 mel bins, batch 1. The clip is ``--clip_seconds`` long (2 s: 198 real fbank frames, the rest of the
@@ -193,7 +193,7 @@ def parse_args(argv=None):
                         help="a `make demo` folder: also measure its test accuracy, padding kept vs dropped")
     parser.add_argument("--accuracy_only", action="store_true", help="with --demo_model: no timing")
     parser.add_argument("--update_committed", action="store_true",
-                        help="also write the committed results, benchmarks/results/padding.{md,json}")
+                        help="also write the committed results, docs/reports/results/padding.{md,json}")
     args = parser.parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     args.repeats = args.repeats or (2 if args.quick else 10)
@@ -237,7 +237,8 @@ def main(argv=None):
     )
     text = report(header, results) + ("\n" + accuracy_report(accuracy) if accuracy else "")
     print(text, flush=True)
-    folders = [args.output_dir] + ([REPO / "benchmarks" / "results"] if args.update_committed else [])
+    committed = REPO / "docs" / "reports" / "results"
+    folders = [args.output_dir] + ([committed] if args.update_committed else [])
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "padding.md").write_text(text)

@@ -562,7 +562,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--update_results",
         action="store_true",
-        help="write into benchmarks/results/, replacing the committed benchmark.* (their Command line records this "
+        help="write into docs/reports/results/, replacing the committed benchmark.* (their Command line records this "
         "run's flags)",
     )
     parser.add_argument(
@@ -582,12 +582,12 @@ def parse_args(argv=None):
         parser.error("--repeats and --num_threads must be at least 1")
     if args.update_results:
         if args.quick or args.output_dir is not None:
-            parser.error("--update_results writes the full run to benchmarks/results: leave out --quick / --output_dir")
-        args.output_dir = REPO / "benchmarks" / "results"
+            parser.error("--update_results writes the full run to docs/reports/results: drop --quick, --output_dir")
+        args.output_dir = REPO / "docs" / "reports" / "results"
     elif args.output_dir is None:
         args.output_dir = REPO / "outputs" / ("benchmark_quick" if args.quick else "benchmark")
-    elif args.output_dir.resolve() == (REPO / "benchmarks" / "results").resolve():
-        parser.error("--output_dir benchmarks/results holds the committed results: add --update_results to replace them")
+    elif args.output_dir.resolve() == (REPO / "docs" / "reports" / "results").resolve():
+        parser.error("--output_dir docs/reports/results holds the committed results: add --update_results instead")
     return args
 
 

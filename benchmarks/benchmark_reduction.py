@@ -138,7 +138,7 @@ def parse_args(argv=None):
     parser.add_argument("--num_threads", type=int, default=1, help="torch intra-op threads (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds at batch 1 (batch 8: half, at least 3)")
     parser.add_argument("--output_dir", type=Path, default=Path("outputs/benchmark_reduction"),
-                        help="where reduction.md / .json go (the committed run: benchmarks/results)")
+                        help="where reduction.md / .json go (the committed run: docs/reports/results)")
     return parser.parse_args(argv)
 
 

@@ -471,12 +471,11 @@ def _keep_rate(text: str) -> float:
 @command("export")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m hf_token_prune.export",
         description="Export a pruned audio classifier (PrunedAST, PrunedAudioMAE, or a stock AST checkpoint) to "
         "ONNX with a dynamic batch axis, check ONNX Runtime's outputs against PyTorch's, and write model.onnx, "
         "config.json and the feature extractor to --output_dir. Needs: " + _EXPORT_EXTRA,
         epilog="Run the result with hf_token_prune.export.OnnxAudioClassifier(output_dir)(waveform), or see the "
-        "README's Deploy section for plain onnxruntime.",
+        "deploy guide (docs/deploy.md) for plain onnxruntime.",
     )
     parser.add_argument(
         "--model_name_or_path", required=True, help="folder saved by save_pretrained (or the fine-tuning recipe)"

@@ -384,7 +384,6 @@ def _print_table_ii():
 @command("macs")
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m hf_token_prune.macs",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

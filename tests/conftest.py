@@ -118,3 +118,11 @@ def tiny_pruned_classifier(family: str, **overrides):
     if family == "ast":
         return PrunedASTForAudioClassification(PrunedASTConfig(**tiny_ast_kwargs(**overrides))).eval()
     return PrunedAudioMAEForAudioClassification(PrunedAudioMAEConfig(**tiny_audiomae_kwargs(**overrides))).eval()
+
+
+@pytest.fixture(scope="session")
+def snippet_workdir(tmp_path_factory):
+    """The folder the README's and the docs pages' code blocks run in (tests/snippets.py), made once per session."""
+    from snippets import make_workdir
+
+    return make_workdir(tmp_path_factory.mktemp("snippets"))

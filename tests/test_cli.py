@@ -370,12 +370,13 @@ def test_analyze_writes_into_the_model_folder_by_default(model_dir):
 def test_benchmark_writes_to_a_fresh_folder_unless_asked_to_update_the_results(capsys):
     benchmark = load_benchmark()
     assert benchmark.parse_args([]).output_dir == REPO / "outputs" / "benchmark"
-    assert benchmark.parse_args(["--update_results"]).output_dir == REPO / "benchmarks" / "results"
+    assert benchmark.parse_args(["--update_results"]).output_dir == REPO / "docs" / "reports" / "results"
     with pytest.raises(SystemExit):
-        benchmark.parse_args(["--output_dir", str(REPO / "benchmarks" / "results")])
+        benchmark.parse_args(["--output_dir", str(REPO / "docs" / "reports" / "results")])
     assert "add --update_results" in capsys.readouterr().err
     for report in ("benchmark.md", "benchmark_2threads.md"):
-        assert "Command: `python benchmarks/benchmark_pruning.py" in (REPO / "benchmarks" / "results" / report).read_text()
+        text = (REPO / "docs" / "reports" / "results" / report).read_text()
+        assert "Command: `python benchmarks/benchmark_pruning.py" in text
 
 
 def load_benchmark():

@@ -79,7 +79,7 @@ def test_exported_folder_predicts_what_the_pipeline_predicts(tmp_path, family, c
         actual = classifier(clip, top_k=None)
         assert [entry["label"] for entry in actual] == [entry["label"] for entry in expected]
         assert max(abs(a["score"] - e["score"]) for a, e in zip(actual, expected)) <= 1e-5
-    # The README's plain snippet, where hf_token_prune is not installed: the folder's own extractor and onnxruntime.
+    # docs/deploy.md's plain snippet, where hf_token_prune is not installed: the folder's own extractor and onnxruntime.
     result = run_with_package_blocked(f"""
         import json, numpy, onnxruntime
         from transformers import AutoFeatureExtractor
