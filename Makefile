@@ -68,4 +68,4 @@ lock:
 	$(LATEST_VENV)/bin/python scripts/compare_versions.py $(CONSTRAINTS) --write
 
 docs: $(VENV)/.installed-dev
-	$(VENV)/bin/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site

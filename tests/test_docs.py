@@ -31,7 +31,6 @@ def mkdocs_build(config, site):
                           capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
 
 
-@pytest.mark.full
 def test_docs_build_strict(tmp_path):
     result = mkdocs_build(REPO / "mkdocs.yml", tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
