@@ -65,7 +65,13 @@ from .feature_extraction_audiomae import AudioMAEFeatureExtractor
 from .model_card import METRIC_NAMES, build_model_card, plot_training
 from .pruning import TOKEN_SCORES, parse_keep_rates, validate_drop_padding
 from .reduction import TOKEN_REDUCTIONS, validate_token_reduction
-from .training import KeepRateScheduleCallback, PrunedModelTrainer, keep_rate_sweep, trainer_evaluator
+from .training import (
+    KeepRateScheduleCallback,
+    PrunedModelTrainer,
+    ScheduleDoesNotFitError,
+    keep_rate_sweep,
+    trainer_evaluator,
+)
 
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
@@ -740,8 +746,10 @@ def make_compute_metrics(metric_name):
 
     def compute_metrics(prediction):
         logits, labels = prediction.predictions, prediction.label_ids
-        if metric_name == "accuracy" and labels.ndim == 2:
-            labels = labels.argmax(axis=1)  # one-hot targets of a BCE loss
+        if metric_name == "accuracy":
+            if labels.ndim == 2:
+                labels = labels.argmax(axis=1)  # one-hot targets of a BCE loss
+            return metric.compute(predictions=logits.argmax(axis=1), references=labels)
         return metric.compute(predictions=logits, references=labels.astype("int64"))
 
     return compute_metrics
@@ -955,7 +963,10 @@ def main(argv=None):
         lr_step_decay=pruning_args.step_decay,
         warmup_epochs=pruning_args.warmup_epochs,
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    try:
+        trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    except ScheduleDoesNotFitError as error:  # refused as training begins, once the steps per epoch are known
+        raise SystemExit(f"finetune: {error}") from None
 
     table = keep_rate_sweep(
         model, trainer_evaluator(trainer, data.test, data.spec.metric), pruning_args.keep_rates,

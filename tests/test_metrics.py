@@ -13,7 +13,7 @@ def test_accuracy_is_exact():
     references = rng.integers(0, 12, size=257)
     references[:40] = scores[:40].argmax(1)  # make sure some are right
     correct = sum(int(np.argmax(row) == ref) for row, ref in zip(scores, references))
-    result = metrics.load("accuracy").compute(predictions=scores, references=references)
+    result = metrics.load("accuracy").compute(predictions=scores.argmax(1), references=references)
     assert result == {"accuracy": correct / 257}
 
 
@@ -22,8 +22,8 @@ def test_accuracy_by_batches_equals_all_at_once():
     scores, references = rng.normal(size=(50, 5)), rng.integers(0, 5, size=50)
     metric = metrics.load("accuracy")
     for start in range(0, 50, 16):
-        metric.add_batch(predictions=scores[start : start + 16], references=references[start : start + 16])
-    assert metric.compute() == metrics.load("accuracy").compute(predictions=scores, references=references)
+        metric.add_batch(predictions=scores[start : start + 16].argmax(1), references=references[start : start + 16])
+    assert metric.compute() == metrics.load("accuracy").compute(predictions=scores.argmax(1), references=references)
 
 
 def test_mean_average_precision_equals_sklearn_macro_on_random_data():
