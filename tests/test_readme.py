@@ -27,7 +27,7 @@ from test_pruned_audiomae import ReferenceViT
 README = (REPO / "README.md").read_text()
 SHORT_RUNS = {
     "hf-token-prune finetune": " --max_steps 2 --max_train_samples 16 --max_eval_samples 8 --eval_keep_rates 1.0,0.7"
-    " --disable_tqdm true",
+    " --disable_tqdm true --shrink_start_epoch 0 --shrink_epochs 0",  # two steps: at the target keep rate throughout
     "hf-token-prune analyze": " --max_samples 6 --keep_rates 1.0,0.5 --num_examples 1",
 }
 
