@@ -10,6 +10,7 @@ from transformers import (
     AutoModelForAudioClassification,
 )
 
+from .apply import apply_token_reduction, remove_token_reduction
 from .configuration_pruned_ast import PrunedASTConfig
 from .configuration_pruned_audiomae import PrunedAudioMAEConfig
 from .feature_extraction_audiomae import AudioMAEFeatureExtractor
@@ -50,7 +51,9 @@ __all__ = [
     "PrunedAudioMAEModel",
     "PrunedAudioMAEPreTrainedModel",
     "RecordingTags",
+    "apply_token_reduction",
     "kept_token_counts",
     "num_kept_tokens",
+    "remove_token_reduction",
     "tag_recording",
 ]

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from transformers import AudioClassificationPipeline, pipeline
 
 from .checks import check_model, positive_int
 from .errors import command
@@ -36,24 +37,30 @@ def read_audio(path, sampling_rate: int) -> np.ndarray:
     return wave
 
 
-def classify(model, feature_extractor, waves, keep_rate=None, top_k=5, sampling_rate=None):
-    """`[{"label", "score"}, ...]` (best first) per 1-D wave, the model at `keep_rate` (its own when `None`) and
-    restored afterwards. The waves are at `sampling_rate` Hz, which must be the extractor's (the default): a wave at
-    another rate passed without it cannot be told apart and is scored as if at the extractor's."""
-    from transformers import pipeline
+class KeepRatePipeline(AudioClassificationPipeline):
+    """transformers' audio-classification pipeline that passes a `keep_rate` call argument on to the model."""
 
+    def _sanitize_parameters(self, keep_rate=None, **kwargs):
+        preprocess, forward, postprocess = super()._sanitize_parameters(**kwargs)
+        return preprocess, {**forward, "keep_rate": keep_rate}, postprocess
+
+    def _forward(self, model_inputs, keep_rate=None):
+        return self.model(**model_inputs, keep_rate=keep_rate)
+
+
+def classify(model, feature_extractor, waves, keep_rate=None, top_k=5, sampling_rate=None):
+    """`[{"label", "score"}, ...]` (best first) per 1-D wave, the model at `keep_rate` (its own when `None`). The keep
+    rate applies to these calls only and the model is not changed, so threads may share one model. The waves are at
+    `sampling_rate` Hz, which must be the extractor's (the default): a wave at another rate passed without it cannot
+    be told apart and is scored as if at the extractor's."""
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k={top_k}: give at least 1 (or None for every class).")
     rate = feature_extractor.sampling_rate
     check_sampling_rate(sampling_rate, rate)
-    classifier = pipeline("audio-classification", model=model, feature_extractor=feature_extractor)
-    saved = model.config.keep_rate
-    if keep_rate is not None:
-        model.set_keep_rate(keep_rate)
-    try:
-        return [classifier({"raw": wave, "sampling_rate": rate}, top_k=top_k) for wave in waves]
-    finally:
-        model.set_keep_rate(saved)
+    classifier = pipeline(
+        "audio-classification", model=model, feature_extractor=feature_extractor, pipeline_class=KeepRatePipeline
+    )
+    return [classifier({"raw": wave, "sampling_rate": rate}, top_k=top_k, keep_rate=keep_rate) for wave in waves]
 
 
 def _keep_rate(text):

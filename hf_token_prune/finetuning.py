@@ -70,7 +70,13 @@ from .feature_extraction_audiomae import AudioMAEFeatureExtractor
 from .model_card import METRIC_NAMES, build_model_card, plot_training
 from .pruning import TOKEN_SCORES, parse_keep_rates, validate_drop_padding
 from .reduction import TOKEN_REDUCTIONS, validate_token_reduction
-from .training import KeepRateScheduleCallback, PrunedModelTrainer, keep_rate_sweep, trainer_evaluator
+from .training import (
+    KeepRateScheduleCallback,
+    PrunedModelTrainer,
+    ScheduleDoesNotFitError,
+    keep_rate_sweep,
+    trainer_evaluator,
+)
 
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
@@ -771,8 +777,10 @@ def make_compute_metrics(metric_name):
 
     def compute_metrics(prediction):
         logits, labels = prediction.predictions, prediction.label_ids
-        if metric_name == "accuracy" and labels.ndim == 2:
-            labels = labels.argmax(axis=1)  # one-hot targets of a BCE loss
+        if metric_name == "accuracy":
+            if labels.ndim == 2:
+                labels = labels.argmax(axis=1)  # one-hot targets of a BCE loss
+            return metric.compute(predictions=logits.argmax(axis=1), references=labels)
         return metric.compute(predictions=logits, references=labels.astype("int64"))
 
     return compute_metrics
@@ -1098,6 +1106,10 @@ def main(argv=None):
         raise KeyboardInterrupt(
             f"the checkpoints so far are in {staging}: continue with the same flags and --resume_from_checkpoint true"
         ) from None
+    except ScheduleDoesNotFitError as error:  # refused as training begins, once the steps per epoch are known
+        if resume is None:  # this run's own staging folder, nothing trained in it yet
+            shutil.rmtree(staging, ignore_errors=True)
+        raise SystemExit(f"finetune: {error}") from None
 
     table = keep_rate_sweep(
         model, trainer_evaluator(trainer, data.test, data.spec.metric), pruning_args.keep_rates,

@@ -196,6 +196,7 @@ class PrunedASTModel(PrunedASTPreTrainedModel, ASTModel):
         input_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         output_kept_patches: bool | None = None,
+        keep_rate: float | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> PrunedModelOutput:
         r"""
@@ -203,10 +204,13 @@ class PrunedASTModel(PrunedASTPreTrainedModel, ASTModel):
             Normalised log-mel filterbank features, as made by the model's `ASTFeatureExtractor`.
         output_kept_patches (`bool`, *optional*):
             Return `kept_patches`: for each pruning layer, which input patches its surviving tokens come from.
+        keep_rate (`float`, *optional*):
+            Keep rate of this call only, in (0, 1]; `config.keep_rate` when not given. Nothing is stored, so threads
+            may call one model with different keep rates at once.
         """
         self.check_input_values(input_values)
         hidden_states = self.embeddings(input_values)
-        hidden_states, tracker = self.run_layers(hidden_states, input_values, attention_mask, **kwargs)
+        hidden_states, tracker = self.run_layers(hidden_states, input_values, attention_mask, keep_rate, **kwargs)
         sequence_output = self.layernorm(hidden_states)
         pooled_output = (sequence_output[:, 0] + sequence_output[:, 1]) / 2
         return PrunedModelOutput(

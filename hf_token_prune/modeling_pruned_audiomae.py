@@ -261,6 +261,7 @@ class PrunedAudioMAEModel(PrunedAudioMAEPreTrainedModel):
         input_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         output_kept_patches: bool | None = None,
+        keep_rate: float | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> PrunedModelOutput:
         r"""
@@ -268,10 +269,13 @@ class PrunedAudioMAEModel(PrunedAudioMAEPreTrainedModel):
             Normalised log-mel filterbank features, as made by the model's `AudioMAEFeatureExtractor`.
         output_kept_patches (`bool`, *optional*):
             Return `kept_patches`: for each pruning layer, which input patches its surviving tokens come from.
+        keep_rate (`float`, *optional*):
+            Keep rate of this call only, in (0, 1]; `config.keep_rate` when not given. Nothing is stored, so threads
+            may call one model with different keep rates at once.
         """
         self.check_input_values(input_values)
         hidden_states = self.embeddings(input_values)
-        hidden_states, tracker = self.run_layers(hidden_states, input_values, attention_mask, **kwargs)
+        hidden_states, tracker = self.run_layers(hidden_states, input_values, attention_mask, keep_rate, **kwargs)
         # AudioMAE pools the surviving real patch tokens (not CLS, not padding, not a fused token; merged tokens by
         # their size) and has no final norm before fc_norm.
         pooled_output = self.fc_norm(tracker.mean_patch_token(hidden_states))

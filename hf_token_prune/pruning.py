@@ -536,7 +536,8 @@ class PrunedModelMixin:
     remote_code_auto_map: dict
 
     def set_keep_rate(self, keep_rate: float):
-        """Change the keep rate of every pruning layer in place (validated); used by the keep-rate schedule."""
+        """Change the keep rate of every pruning layer in place (validated); used by the keep-rate schedule. For one
+        call only, pass ``keep_rate`` to the forward instead."""
         self.config.keep_rate = keep_rate
 
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -562,21 +563,32 @@ class PrunedModelMixin:
                 "feature extractor's normalisation before calling the model."
             )
 
-    def check_attention_mask(self, attention_mask, hidden_states):
+    def check_attention_mask(self, attention_mask, hidden_states, keep_rate):
         """A pruned sequence needs a per-token padding mask it can gather; name the layout when the mask is not one."""
         if attention_mask is None:
             return None
         expected = tuple(hidden_states.shape[:2])
         if attention_mask.dim() != 2 or tuple(attention_mask.shape) != expected:
-            if attention_mask.dim() == 4 and self.config.keep_rate == 1.0:
+            if attention_mask.dim() == 4 and keep_rate == 1.0:
                 return attention_mask  # a prepared 4-D mask passes through, as in transformers' own AST
             raise ValueError(
                 f"attention_mask has shape {tuple(attention_mask.shape)}, but this model takes a 2-D padding mask of "
                 f"shape (batch_size, sequence_length) = {expected}: one entry per token ({self.num_extra_tokens} extra "
                 f"tokens, then the patches in the model's patch order), 1 for real tokens and 0 for padding. The "
-                "feature extractor's frame mask (batch_size, max_length) is for a model with config.drop_padding=True."
+                "feature extractor's frame mask (batch_size, max_length) with padding is for a model with "
+                "config.drop_padding=True."
             )
         return attention_mask
+
+    def is_unpadded(self, attention_mask, input_values):
+        """Whether ``attention_mask`` marks nothing as padding, so the model runs as without it (transformers' mask
+        helper skips such a mask too). A prepared 4-D mask is taken as it is, and a traced graph cannot branch on
+        the values, so there a mask is always applied."""
+        if attention_mask is None or attention_mask.dim() == 4 or torch.compiler.is_compiling():
+            return False
+        if self.config.drop_padding and tuple(attention_mask.shape) == tuple(input_values.shape[:2]):
+            return False  # a frame mask: drop_padding_tokens keeps every patch of an all-real one
+        return bool(attention_mask.bool().all())
 
     def check_frame_mask(self, attention_mask, input_values):
         """``drop_padding`` takes the feature extractor's frame mask; name its shape when given another."""
@@ -595,32 +607,48 @@ class PrunedModelMixin:
             )
         return attention_mask
 
-    def run_layers(self, hidden_states, input_values, attention_mask=None, **kwargs):
-        """Run every layer, reducing tokens in ``config.pruning_layers``; returns the hidden states and the
-        :class:`PatchTracker` (``kept_patches`` or ``source_maps``, token sizes).
+    def resolve_keep_rate(self, keep_rate):
+        """The keep rate of one forward call: ``keep_rate`` when given (validated against the config), else the
+        config's. Nothing is stored, so calls with different keep rates can share the model from many threads."""
+        config = self.config
+        if keep_rate is None:
+            return config.keep_rate
+        validate_pruning_config(keep_rate, config.pruning_layers, config.token_score, config.num_hidden_layers)
+        return keep_rate
+
+    def run_layers(self, hidden_states, input_values, attention_mask=None, keep_rate=None, **kwargs):
+        """Run every layer, reducing tokens in ``config.pruning_layers`` at ``keep_rate`` (the config's when
+        ``None``); returns the hidden states and the :class:`PatchTracker` (``kept_patches`` or ``source_maps``,
+        token sizes).
 
         A 2-D padding ``attention_mask`` becomes each layer's attention mask through transformers' own mask helper, as
         in `ASTModel.forward`; a pruning layer gathers it with the survivors and the mask is rebuilt for later layers.
-        With ``config.drop_padding`` the mask is the feature extractor's frame mask instead: padding patches are
-        gathered out here, before the first layer (:func:`drop_padding_tokens`), and the token mask that is left
-        covers only a mixed batch's shorter samples.
+        A mask without padding (all ones, of any shape) means no mask, as that helper treats it: the feature
+        extractor's all-ones frame mask is what ``DataCollatorWithPadding`` adds to every batch. With
+        ``config.drop_padding`` the mask is the feature extractor's frame mask instead: padding patches are gathered
+        out here, before the first layer (:func:`drop_padding_tokens`), and the token mask that is left covers only a
+        mixed batch's shorter samples.
         """
         config = self.config
-        pruning = config.keep_rate < 1.0
+        keep_rate = self.resolve_keep_rate(keep_rate)
+        pruning = keep_rate < 1.0
         patch_indices = None
+        mask_given = attention_mask is not None
+        if self.is_unpadded(attention_mask, input_values):
+            attention_mask = None
         if config.drop_padding and attention_mask is not None:
             real_patches = self.patch_layout.real_patches(self.check_frame_mask(attention_mask, input_values))
             hidden_states, patch_indices, attention_mask = drop_padding_tokens(
                 hidden_states, real_patches, self.num_extra_tokens
             )
         else:
-            if config.drop_padding and not torch.compiler.is_compiling():
+            if config.drop_padding and not mask_given and not torch.compiler.is_compiling():
                 logger.warning_once(
                     "drop_padding=True but no attention_mask was given: every patch is treated as real and nothing is "
                     "dropped. Pass the feature extractor's frame mask (return_attention_mask=True; save the extractor "
                     "with return_attention_mask=True for pipeline())."
                 )
-            attention_mask = self.check_attention_mask(attention_mask, hidden_states)
+            attention_mask = self.check_attention_mask(attention_mask, hidden_states, keep_rate)
         if pruning and attention_mask is not None and config.token_reduction != "prune":
             raise ValueError(
                 f"attention_mask is not supported with token_reduction={config.token_reduction!r} while reducing "
@@ -648,7 +676,7 @@ class PrunedModelMixin:
         for index, layer in enumerate(self.layers):
             mask = tracker.attention_mask(layer_mask, hidden_states.dtype)
             if pruning and index in config.pruning_layers:
-                reduction = tracker.layer_reduction(config.keep_rate, config.token_score)
+                reduction = tracker.layer_reduction(keep_rate, config.token_score)
                 hidden_states, plan = layer(hidden_states, mask, reduction=reduction, **kwargs)
                 tracker.update(plan)
                 if plan is not None and tracker.token_mask is not None:
@@ -672,6 +700,7 @@ class PrunedAudioClassificationMixin:
         labels: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         output_kept_patches: bool | None = None,
+        keep_rate: float | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> PrunedAudioClassifierOutput:
         r"""
@@ -680,9 +709,16 @@ class PrunedAudioClassificationMixin:
             `"multi_label_classification"`, as for every transformers classifier.
         output_kept_patches (`bool`, *optional*):
             Return `kept_patches` (prune, fuse) or `source_maps` (merge), see [`PrunedModelOutput`].
+        keep_rate (`float`, *optional*):
+            Keep rate of this call only, in (0, 1]; `config.keep_rate` when not given. Nothing is stored, so threads
+            may call one model with different keep rates at once (`set_keep_rate` changes the model for every call).
         """
         outputs = self.base_model(
-            input_values, attention_mask=attention_mask, output_kept_patches=output_kept_patches, **kwargs
+            input_values,
+            attention_mask=attention_mask,
+            output_kept_patches=output_kept_patches,
+            keep_rate=keep_rate,
+            **kwargs,
         )
         logits = self.classifier(outputs.pooler_output)
         loss = None if labels is None else self.loss_function(labels, logits, self.config, **kwargs)

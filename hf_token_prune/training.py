@@ -52,6 +52,10 @@ def streaming_steps_per_epoch(num_rows: int, args) -> int:
     return max(math.ceil(num_rows / global_batch), 1)
 
 
+class ScheduleDoesNotFitError(ValueError):
+    """The training ends before the keep-rate schedule reaches its target."""
+
+
 class KeepRateScheduleCallback(TrainerCallback):
     """Shrink the model's keep rate from 1.0 to `target` with EViT's cosine, stepped every optimizer step.
 
@@ -67,7 +71,8 @@ class KeepRateScheduleCallback(TrainerCallback):
             loader when training begins (`PrunedModelTrainer` sets it for a streamed training split).
 
     The model must have `set_keep_rate` (every pruned model of this package). The keep rate used for the last training
-    step is logged as `keep_rate` next to the loss.
+    step is logged as `keep_rate` next to the loss. A run that ends (`max_steps`, or its epochs) before the schedule
+    does is refused when training begins (`ScheduleDoesNotFitError`): it would save the target keep rate untrained.
     """
 
     def __init__(
@@ -113,6 +118,16 @@ class KeepRateScheduleCallback(TrainerCallback):
                     "the training data has no length (a stream): give the keep-rate schedule its steps_per_epoch."
                 )
             self.steps_per_epoch = num_update_steps_per_epoch(train_dataloader, args.gradient_accumulation_steps)
+        start, length = round(self.start_epoch * self.steps_per_epoch), round(self.num_epochs * self.steps_per_epoch)
+        # state.max_steps is 0 until a Trainer sets it: unknown, not too short.
+        if self.target < 1.0 and 0 < state.max_steps < start + length:
+            raise ScheduleDoesNotFitError(
+                f"training stops after {state.max_steps} optimizer steps, but the keep rate shrinks until step "
+                f"{start + length} (from epoch {self.start_epoch:g} for {self.num_epochs:g} epochs of "
+                f"{self.steps_per_epoch} steps): the model would be evaluated and saved at keep rate {self.target} "
+                "without having been trained at it. Train longer (--max_steps, --num_train_epochs), or shrink earlier "
+                "(--shrink_start_epoch, --shrink_epochs; 0 and 0 train at the target keep rate from the first step)."
+            )
         if model is not None:  # an evaluation before the first step (eval_on_start) sees the target too
             model.set_keep_rate(self.target)
 
@@ -445,6 +460,7 @@ def trainer_evaluator(trainer: Trainer, dataset, metric: str):
 __all__ = [
     "KeepRateScheduleCallback",
     "PrunedModelTrainer",
+    "ScheduleDoesNotFitError",
     "StreamPositionCallback",
     "keep_rate_at",
     "keep_rate_sweep",

@@ -11,7 +11,7 @@ from hf_token_prune import (
     PrunedAudioMAEConfig,
     PrunedAudioMAEForAudioClassification,
 )
-from hf_token_prune.pruning import default_pruning_layers
+from hf_token_prune.pruning import default_pruning_layers, num_kept_tokens
 from test_pruned_ast import stock_and_pruned
 
 
@@ -167,4 +167,262 @@ def test_mask_of_the_wrong_shape_is_a_clear_error(family):
     model = tiny_pruned_classifier(family, keep_rate=0.5)
     extra = model.num_extra_tokens
     with pytest.raises(ValueError, match=rf"2-D padding mask of shape \(batch_size, sequence_length\) = \(2, {32 + extra}\)"):
-        model(torch.randn(2, 128, 64), attention_mask=torch.ones(2, 128))
+        # a frame mask with padding (an all-ones one means no padding, and is accepted as stock AST accepts it)
+        model(torch.randn(2, 128, 64), attention_mask=torch.ones(2, 128).index_fill(1, torch.arange(100, 128), 0))
+
+
+# 3. every mask stock AST takes ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_all_ones_frame_mask_is_accepted_as_stock_ast_accepts_it(attn_implementation):
+    # DataCollatorWithPadding adds the feature extractor's (batch, max_length) mask, all ones, to every batch of
+    # transformers' audio-classification example; stock AST's mask helper skips a mask without padding.
+    stock, pruned = stock_and_pruned(attn_implementation)
+    inputs, frame_mask = torch.randn(3, 128, 64), torch.ones(3, 128, dtype=torch.long)
+    with torch.no_grad():
+        expected = stock(inputs, attention_mask=frame_mask).logits
+        assert torch.equal(expected, stock(inputs).logits)
+        assert torch.equal(pruned(inputs, attention_mask=frame_mask).logits, expected)
+        pruned.set_keep_rate(0.5)
+        assert torch.equal(pruned(inputs, attention_mask=frame_mask).logits, pruned(inputs).logits)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("token_reduction", ["prune", "fuse", "merge"])
+def test_all_ones_mask_of_any_layout_means_no_padding_under_every_reduction(family, token_reduction):
+    model = tiny_pruned_classifier(family, keep_rate=0.5, token_reduction=token_reduction)
+    inputs = torch.randn(2, 128, 64)
+    with torch.no_grad():
+        plain = model(inputs).logits
+        for mask in (torch.ones(2, 128), torch.ones(2, 32 + model.num_extra_tokens, dtype=torch.bool)):
+            assert torch.equal(model(inputs, attention_mask=mask).logits, plain)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_drop_padding_frame_mask_still_drops_the_padding(family):
+    model = tiny_pruned_classifier(family, drop_padding=True, keep_rate=0.5)
+    inputs = torch.randn(2, 128, 64)
+    short = torch.ones(2, 128, dtype=torch.long).index_fill(1, torch.arange(64, 128), 0)
+    with torch.no_grad():
+        kept = model(inputs, attention_mask=short, output_kept_patches=True).kept_patches
+        assert kept[0].shape[1] == num_kept_tokens(16, 0.5)  # half the grid is padding: 16 real patches
+        everything = model(inputs, attention_mask=torch.ones(2, 128), output_kept_patches=True).kept_patches
+        assert torch.equal(everything[-1], model(inputs, output_kept_patches=True).kept_patches[-1])
+        # an all-ones mask of another layout is no padding either, and needs no frame mask
+        assert torch.equal(model(inputs, attention_mask=torch.ones(2, 7)).logits, model(inputs).logits)
+    with pytest.raises(ValueError, match=r"frame mask of shape \(batch_size, max_length\) = \(2, 128\)"):
+        model(inputs, attention_mask=torch.ones(2, 7).index_fill(1, torch.tensor([6]), 0))
+
+
+# 4. a keep rate per call ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_keep_rate_per_call_equals_the_config_keep_rate_and_changes_nothing(family):
+    model = tiny_pruned_classifier(family)
+    inputs = torch.randn(2, 128, 64)
+    before = model.config.to_dict()
+    with torch.no_grad():
+        per_call = model(inputs, keep_rate=0.5, output_kept_patches=True)
+        assert model.config.to_dict() == before
+        full = model(inputs).logits
+        model.set_keep_rate(0.5)
+        configured = model(inputs, output_kept_patches=True)
+        assert torch.equal(model(inputs, keep_rate=1.0).logits, full)
+    assert torch.equal(per_call.logits, configured.logits)
+    assert all(torch.equal(a, b) for a, b in zip(per_call.kept_patches, configured.kept_patches))
+    with pytest.raises(ValueError, match=r"keep_rate=1.5 is invalid"):
+        model(inputs, keep_rate=1.5)
+
+
+def test_classify_from_many_threads_with_their_own_keep_rates_equals_serial_calls():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from transformers import ASTFeatureExtractor
+
+    from hf_token_prune.classify import classify
+
+    model = tiny_pruned_classifier("ast", num_mel_bins=64, max_length=128)
+    extractor = ASTFeatureExtractor(num_mel_bins=64, max_length=128)
+    waves = [torch.randn(16000, generator=torch.Generator().manual_seed(i)).numpy() * 0.1 for i in range(5)]
+    rates = [1.0, 0.7, 0.4, 0.1]
+    jobs = [(rate, wave) for _ in range(4) for rate in rates for wave in waves]  # 80 calls
+    serial = {rate: classify(model, extractor, waves, keep_rate=rate) for rate in rates}
+    assert serial[1.0] != serial[0.1]  # the keep rates give different answers, so a mix-up would show
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda job: classify(model, extractor, [job[1]], keep_rate=job[0])[0], jobs))
+    wrong = [i for i, ((rate, _), result) in enumerate(zip(jobs, results)) if result != serial[rate][i % 5]]
+    assert wrong == [] and model.config.keep_rate == 1.0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_keep_rate_per_call_compiles_as_a_full_graph(family):
+    model = tiny_pruned_classifier(family)
+    inputs = torch.randn(2, 128, 64)
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        assert (compiled(inputs, keep_rate=0.5).logits - model(inputs, keep_rate=0.5).logits).abs().max() <= 1e-5
+        assert (compiled(inputs).logits - model(inputs).logits).abs().max() <= 1e-5
+
+
+# 5. apply_token_reduction to a loaded stock model --------------------------------------------------------------------
+
+
+def test_apply_token_reduction_keeps_the_stock_model_and_its_tensors():
+    from hf_token_prune import apply_token_reduction, remove_token_reduction
+
+    stock, _ = stock_and_pruned("eager")
+    stock_config = stock.config
+    inputs = torch.randn(2, 128, 64)
+    with torch.no_grad():
+        before = stock(inputs).logits
+    tensors = {name: parameter.data_ptr() for name, parameter in stock.named_parameters()}
+    model = apply_token_reduction(stock, keep_rate=0.5)
+    assert model is stock and isinstance(model, ASTForAudioClassification)
+    assert isinstance(model, PrunedASTForAudioClassification) and model.config.keep_rate == 0.5
+    assert model.config._attn_implementation == "eager" and model.config.id2label == stock_config.id2label
+    assert {name: parameter.data_ptr() for name, parameter in model.named_parameters()} == tensors
+    loaded = PrunedASTForAudioClassification(PrunedASTConfig(**tiny_ast_kwargs(keep_rate=0.5))).eval()
+    loaded.load_state_dict(model.state_dict())
+    loaded.set_attn_implementation("eager")
+    with torch.no_grad():
+        assert torch.equal(model(inputs).logits, loaded(inputs).logits)
+        assert torch.equal(model(inputs, keep_rate=1.0).logits, before)
+        assert len(model(inputs, output_hidden_states=True).hidden_states) == 13
+    assert remove_token_reduction(model) is stock
+    assert type(stock) is ASTForAudioClassification and stock.config is stock_config and type(stock_config) is ASTConfig
+    assert not any(type(module).__module__.startswith("hf_token_prune") for module in stock.modules())
+    with torch.no_grad():
+        assert torch.equal(stock(inputs).logits, before)
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_apply_token_reduction_at_keep_rate_one_is_stock_ast_also_for_the_bare_encoder(attn_implementation):
+    from transformers import ASTModel
+
+    from hf_token_prune import apply_token_reduction
+
+    encoder = ASTModel(ASTConfig(**tiny_ast_kwargs())).eval()
+    encoder.set_attn_implementation(attn_implementation)
+    inputs = torch.randn(2, 128, 64)
+    with torch.no_grad():
+        expected = encoder(inputs, attention_mask=torch.ones(2, 128)).last_hidden_state
+        apply_token_reduction(encoder)
+        assert isinstance(encoder, ASTModel) and type(encoder).__name__ == "PrunedASTModel"
+        assert torch.equal(encoder(inputs, attention_mask=torch.ones(2, 128)).last_hidden_state, expected)
+        assert encoder(inputs, keep_rate=0.5).last_hidden_state.shape[1] == 2 + 4
+
+
+def test_apply_token_reduction_in_a_pipeline_then_saved_loads_without_the_package(tmp_path, keyword_clip):
+    from transformers import ASTFeatureExtractor, pipeline
+
+    from conftest import run_with_package_blocked
+    from hf_token_prune import apply_token_reduction
+
+    stock, _ = stock_and_pruned()
+    extractor = ASTFeatureExtractor(num_mel_bins=64, max_length=128)
+    classifier = pipeline("audio-classification", model=stock, feature_extractor=extractor)
+    apply_token_reduction(classifier, keep_rate=0.5, pruning_layers=[2, 5])
+    assert classifier.model is stock and stock.config.pruning_layers == [2, 5]
+    features = extractor(torch.randn(16000).numpy() * 0.1, sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        expected = stock(**features).logits
+    pipeline_top = classifier(str(keyword_clip), top_k=1)[0]["label"]
+    stock.save_pretrained(tmp_path / "model")
+    extractor.save_pretrained(tmp_path / "model")
+    torch.save({"features": features["input_values"], "logits": expected}, tmp_path / "expected.pt")
+    result = run_with_package_blocked(
+        f"""
+        import torch
+        from transformers import AutoModelForAudioClassification, pipeline
+        folder = {str(tmp_path / "model")!r}
+        expected = torch.load({str(tmp_path / "expected.pt")!r}, weights_only=True)
+        model = AutoModelForAudioClassification.from_pretrained(folder, trust_remote_code=True).eval()
+        assert type(model).__name__ == "PrunedASTForAudioClassification", type(model)
+        assert (model.config.keep_rate, model.config.pruning_layers) == (0.5, [2, 5])
+        with torch.no_grad():
+            diff = (model(expected["features"]).logits - expected["logits"]).abs().max().item()
+        assert diff <= 1e-6, diff
+        top = pipeline("audio-classification", model=folder, trust_remote_code=True)({str(keyword_clip)!r}, top_k=1)
+        print("TOP", top[0]["label"])
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"TOP {pipeline_top}" in result.stdout
+
+
+def test_apply_token_reduction_trains_with_trainer(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    from hf_token_prune import apply_token_reduction
+
+    stock, _ = stock_and_pruned()
+    model = apply_token_reduction(stock, keep_rate=0.5)
+    rows = [{"input_values": torch.randn(128, 64), "labels": i % 5} for i in range(8)]
+    args = TrainingArguments(str(tmp_path), max_steps=2, per_device_train_batch_size=4, report_to="none",
+                             use_cpu=True, disable_tqdm=True, save_strategy="no")  # fmt: skip
+    before = model.classifier.dense.weight.detach().clone()
+    Trainer(model=model, args=args, train_dataset=rows).train()
+    assert not torch.equal(model.classifier.dense.weight, before)
+    assert isinstance(model, PrunedASTForAudioClassification) and model.config.keep_rate == 0.5
+
+
+def test_apply_token_reduction_refuses_what_it_cannot_patch():
+    from hf_token_prune import apply_token_reduction, remove_token_reduction
+
+    with pytest.raises(TypeError, match="supports ASTForAudioClassification or ASTModel .* not PrunedAudioMAE"):
+        apply_token_reduction(tiny_pruned_classifier("audiomae").audiomae.layers[0])
+    with pytest.raises(ValueError, match="already reduces tokens"):
+        apply_token_reduction(tiny_pruned_classifier("ast"))
+    with pytest.raises(ValueError, match="was not made by apply_token_reduction"):
+        remove_token_reduction(tiny_pruned_classifier("ast"))
+    stock, _ = stock_and_pruned()
+    with pytest.raises(ValueError, match=r"keep_rate=0 is invalid"):
+        apply_token_reduction(stock, keep_rate=0)
+    assert type(stock) is ASTForAudioClassification  # a refused setting leaves the model as it was
+
+
+@pytest.mark.parametrize("family", ["ast", "audiomae"])
+def test_trainer_with_the_example_scripts_data_path_trains_and_keeps_the_keep_rate(family, tmp_path):
+    """transformers' run_audio_classification.py, at its defaults (--attention_mask True), loads the extractor with
+    return_attention_mask=True, featurises clips to `input_values` alone and gives its Trainer the extractor as
+    processing_class: the Trainer's DataCollatorWithPadding then pads every batch through `extractor.pad`, which adds an
+    all-ones (batch, frames) attention_mask. The same path here, on shipped clips (the script itself is not in the
+    transformers sdist, and GitHub is out of reach here)."""
+    import datasets
+    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, Trainer, TrainingArguments
+    from transformers.data.data_collator import DataCollatorWithPadding
+
+    from conftest import KEYWORDS
+    from hf_token_prune import AudioMAEFeatureExtractor
+
+    folder = tmp_path / "model"
+    model = tiny_pruned_classifier(family, keep_rate=0.5)
+    model.save_pretrained(folder)
+    frames, mel = model.config.max_length, model.config.num_mel_bins
+    AudioMAEFeatureExtractor(num_mel_bins=mel, max_length=frames).save_pretrained(folder)
+    extractor = AutoFeatureExtractor.from_pretrained(folder, return_attention_mask=True, trust_remote_code=True)
+    model = AutoModelForAudioClassification.from_pretrained(folder, trust_remote_code=True)
+    clips = datasets.load_dataset("audiofolder", data_dir=str(KEYWORDS / "validation"), split="train").select(range(8))
+    clips = clips.cast_column("audio", datasets.Audio(sampling_rate=extractor.sampling_rate))
+
+    def transforms(batch):
+        waves = [audio["array"] for audio in batch["audio"]]
+        inputs = extractor(waves, sampling_rate=extractor.sampling_rate)
+        labels = [label % model.config.num_labels for label in batch["label"]]
+        return {"input_values": inputs["input_values"], "labels": labels}
+
+    clips.set_transform(transforms)
+    args = TrainingArguments(str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=4, report_to="none",
+                             use_cpu=True, disable_tqdm=True, save_strategy="no", remove_unused_columns=False)  # fmt: skip
+    trainer = Trainer(model=model, args=args, train_dataset=clips, eval_dataset=clips, processing_class=extractor)
+    assert isinstance(trainer.data_collator, DataCollatorWithPadding)
+    batch = trainer.data_collator([clips[i] for i in range(4)])
+    assert batch["attention_mask"].shape == (4, frames) and bool(batch["attention_mask"].all())
+    trainer.train()
+    assert trainer.state.global_step == 2 and "eval_loss" in trainer.evaluate()
+    trainer.save_model(tmp_path / "saved")
+    saved = AutoModelForAudioClassification.from_pretrained(tmp_path / "saved", trust_remote_code=True)
+    assert saved.config.keep_rate == 0.5

@@ -155,7 +155,8 @@ def test_masks_of_the_wrong_kind_are_clear_errors(family):
     inputs = torch.randn(2, 128, 64)
     tokens = model.num_extra_tokens + model.patch_layout.num_patches
     with pytest.raises(ValueError, match=r"frame mask of shape \(batch_size, max_length\) = \(2, 128\)"):
-        model(inputs, attention_mask=torch.ones(2, tokens))
+        # a per-token mask with padding (an all-ones mask of any shape is no padding, accepted as stock AST does)
+        model(inputs, attention_mask=torch.ones(2, tokens).index_fill(1, torch.tensor([tokens - 1]), 0))
     with pytest.raises(ValueError, match="every frame of a sample as padding"):
         model(inputs, attention_mask=frame_mask([128, 0]))
     model.config.drop_padding = False

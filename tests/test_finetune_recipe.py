@@ -25,6 +25,8 @@ TINY = [
     "--per_device_train_batch_size", "8", "--eval_keep_rates", "1.0,0.7,0.4", *TINY_SCHEDULE,
     "--time_shift", "true",  # not in the demo recipe: on here so the tests cover it
 ]  # fmt: skip
+# A run of a step or two is shorter than any schedule: prune at the target keep rate from the first step.
+AT_TARGET = ["--shrink_start_epoch", "0", "--shrink_epochs", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -333,7 +335,7 @@ def test_a_learning_rate_given_outright_wins_over_a_recipes_base_rate(finetune):
 
 @pytest.mark.full
 def test_base_learning_rate_scales_with_the_global_batch(finetune, tmp_path):
-    argv = TINY + ["--max_steps", "1", "--base_learning_rate", "2e-3", "--gradient_accumulation_steps", "2"]
+    argv = TINY + ["--max_steps", "1", "--base_learning_rate", "2e-3", "--gradient_accumulation_steps", "2", *AT_TARGET]
     trainer = finetune.main(argv + ["--eval_strategy", "no", "--output_dir", str(tmp_path / "out")])
     assert trainer.args.learning_rate == pytest.approx(2e-3 * 8 * 1 * 2 / 256)
 
@@ -427,6 +429,7 @@ def test_audiomae_recipe_path_trains_a_tiny_model(finetune, tmp_path):
             "8",
             "--max_steps",
             "2",
+            *AT_TARGET,
             "--layer_decay",
             "0.75",
             "--patch_mask_ratio",
@@ -490,6 +493,7 @@ def test_pretrained_head_is_kept_for_its_classes_and_replaced_for_others(
             "0",
             "--max_steps",
             "1",
+            *AT_TARGET,
             "--max_train_samples",
             "8",
             "--max_eval_samples",
@@ -542,3 +546,14 @@ def test_recipe_run_interrupted_and_resumed_ends_where_the_uninterrupted_one_doe
     assert trajectory[0][1] == 1.0 and trajectory[-1][1] == 0.7
     for (name, weight), (_, other) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
         assert (weight - other).abs().max().item() <= 1e-6, name
+
+
+def test_max_steps_shorter_than_the_keep_rate_schedule_is_refused(finetune, tmp_path):
+    # TINY: 32 clips / 8 = 4 steps per epoch, shrinking from step 2 for 4 steps: the keep rate reaches 0.7 at step 6
+    with pytest.raises(SystemExit) as error:  # refused as training begins: Trainer has made the folder, nothing more
+        finetune.main(TINY + ["--max_steps", "5", "--output_dir", str(tmp_path / "short")])
+    message = str(error.value)
+    assert "training stops after 5 optimizer steps, but the keep rate shrinks until step 6" in message
+    assert "--shrink_start_epoch" in message and not any((tmp_path / "short").rglob("*.safetensors"))
+    trainer = finetune.main(TINY + ["--max_steps", "6", "--eval_strategy", "no", "--output_dir", str(tmp_path / "fits")])
+    assert trainer.state.global_step == 6 and trainer.model.config.keep_rate == 0.7

@@ -12,7 +12,7 @@ def classification_metric(logits, labels, multi_label):
     if len(labels) == 0:
         return float("nan")
     if not multi_label:
-        return metrics.load("accuracy").compute(predictions=logits.numpy(), references=labels.numpy())["accuracy"]
+        return metrics.load("accuracy").compute(predictions=logits.argmax(dim=1).numpy(), references=labels.numpy())["accuracy"]
     targets = (labels.numpy() > 0.5).astype("int64")
     result = metrics.load("mean_average_precision").compute(predictions=logits.numpy(), references=targets)
     return result["mean_average_precision"]

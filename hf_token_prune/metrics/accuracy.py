@@ -1,21 +1,30 @@
-"""Top-1 accuracy from class scores: the fraction of clips whose highest-scoring class is the reference class.
+"""Accuracy: the fraction of predicted label ids equal to the reference ones, with the signature of `evaluate`'s
+`accuracy` (`predictions` and `references` are label ids; `normalize`, `sample_weight`), so that
+`evaluate.evaluator("audio-classification")`, transformers' example scripts and `Trainer` code written for the Hub
+metric run on it offline. Class scores are turned into label ids by their caller (`argmax`), as for the Hub metric.
 
 A local `evaluate` module (Hub metrics cannot be loaded offline); load it with
-`hf_token_prune.metrics.load("accuracy")`.
+`hf_token_prune.metrics.load("accuracy")`, or `evaluate.load` of this file's path.
 """
 
 import datasets
 import evaluate
-import numpy as np
+from sklearn.metrics import accuracy_score
 
 
-_DESCRIPTION = "Top-1 accuracy: mean of argmax(predictions) == references."
+_DESCRIPTION = "Accuracy: the proportion of correct predictions, (TP + TN) / (TP + TN + FP + FN)."
 _KWARGS_DESCRIPTION = """
 Args:
-    predictions (`list` of `list` of `float`): class scores (logits or probabilities), one row per clip.
-    references (`list` of `int`): the reference class index of each clip.
+    predictions (`list` of `int`): predicted label ids, one per example (top-1: the argmax of the class scores).
+    references (`list` of `int`): reference label ids.
+    normalize (`bool`, defaults to `True`): the fraction of correct predictions; `False`: their count.
+    sample_weight (`list` of `float`, *optional*): a weight per example.
 Returns:
-    accuracy (`float`): correct / total, in [0, 1].
+    accuracy (`float` or `int`): in [0, 1] when `normalize`, else the number (or weighted sum) of correct predictions.
+Examples:
+    >>> accuracy_metric = hf_token_prune.metrics.load("accuracy")
+    >>> accuracy_metric.compute(references=[0, 1, 2, 0, 1, 2], predictions=[0, 1, 1, 2, 1, 0])
+    {'accuracy': 0.5}
 """
 
 
@@ -26,19 +35,11 @@ class Accuracy(evaluate.Metric):
             description=_DESCRIPTION,
             citation="",
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("float64")),
-                    "references": datasets.Value("int64"),
-                }
-            ),
+            features=datasets.Features({"predictions": datasets.Value("int32"), "references": datasets.Value("int32")}),
         )
 
-    def _compute(self, predictions, references):
-        predictions, references = np.asarray(predictions), np.asarray(references)
-        if predictions.ndim != 2 or len(predictions) != len(references) or len(references) == 0:
-            raise ValueError(
-                f"accuracy needs one row of class scores per reference, got predictions of shape {predictions.shape} "
-                f"and {len(references)} references."
-            )
-        return {"accuracy": float((predictions.argmax(axis=1) == references).mean())}
+    def _compute(self, predictions, references, normalize=True, sample_weight=None):
+        if len(references) == 0:
+            raise ValueError("accuracy needs at least one prediction and reference.")
+        correct = accuracy_score(references, predictions, normalize=normalize, sample_weight=sample_weight)
+        return {"accuracy": float(correct)}
