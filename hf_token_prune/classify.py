@@ -5,9 +5,13 @@
 Files are decoded and resampled to the feature extractor's rate (16 kHz) by ffmpeg, as transformers' audio pipeline
 does, so any format and rate ffmpeg reads works (wav, flac, mp3, ogg, m4a, opus, ...). The model folder is one saved by
 this package (e.g. outputs/demo after `make demo`) or a stock AST checkpoint; the keep rate defaults to the model's own.
+The model scores one window (its feature extractor's max_length frames; the demo model's: 1.015 s), so only a file's
+first window is decoded, whatever its length; a longer file is said so, and `hf-token-prune tag` scores all of it.
 """
 
 import argparse
+import sys
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -19,19 +23,16 @@ from .feature_extraction_audiomae import check_sampling_rate
 from .pruning import parse_keep_rates
 
 
-def read_audio(path, sampling_rate: int) -> np.ndarray:
-    """Mono float32 samples of an audio file at `sampling_rate`, decoded and resampled by ffmpeg."""
-    from transformers.pipelines.audio_utils import ffmpeg_read
+def read_audio(path, sampling_rate: int, max_samples: int | None = None) -> np.ndarray:
+    """Mono float32 samples of an audio file at `sampling_rate`, decoded and resampled by ffmpeg: all of them, or only
+    the first `max_samples` (the rest of the file is not decoded)."""
+    from .tagging import stream_audio
 
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file.")
-    try:
-        wave = ffmpeg_read(path.read_bytes(), sampling_rate)
-    except ValueError as error:  # ffmpeg missing, or the file is no audio it can decode
-        if "ffmpeg was not found" in str(error):
-            raise ValueError(f"{path}: reading audio files needs ffmpeg: install it (apt-get install ffmpeg).") from None
-        raise ValueError(f"{path}: not audio that ffmpeg can decode (wav, flac, mp3, ogg, m4a, opus, ...).") from None
+    with closing(stream_audio(path, sampling_rate, max_samples or 2**20)) as chunks:
+        wave = next(chunks, np.zeros(0, np.float32)) if max_samples else np.concatenate([np.zeros(0, np.float32), *chunks])
     if wave.size == 0 or not np.isfinite(wave).all():
         raise ValueError(f"{path}: the audio is empty or holds NaN / infinite samples.")
     return wave
@@ -92,18 +93,31 @@ def main(argv=None):
     from transformers.utils import logging
 
     from .loading import load_pruned_model
+    from .tagging import model_window_samples
 
     logging.disable_progress_bar()  # one small folder: a loading bar is noise
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     model, extractor = load_pruned_model(args.model)
-    waves = [read_audio(path, extractor.sampling_rate) for path in args.files]
-    results = classify(model, extractor, waves, args.keep_rate, args.top_k)
+    window = model_window_samples(extractor)
+    # the model scores one window: decode only that, and one sample more to tell a longer file
+    waves = [read_audio(path, extractor.sampling_rate, window + 1) for path in args.files]
+    results = classify(model, extractor, [wave[:window] for wave in waves], args.keep_rate, args.top_k)
     keep_rate = model.config.keep_rate if args.keep_rate is None else args.keep_rate
+    seconds = window / extractor.sampling_rate
     for path, wave, predictions in zip(args.files, waves, results):
-        print(f"{path} ({len(wave) / extractor.sampling_rate:.2f} s, keep rate {keep_rate:g}):")
+        length = f"first {seconds:.2f} s" if wave.size > window else f"{wave.size / extractor.sampling_rate:.2f} s"
+        print(f"{path} ({length}, keep rate {keep_rate:g}):")
         for prediction in predictions:
             print(f"  {prediction['score']:.3f}  {prediction['label']}")
+    longer = [str(path) for path, wave in zip(args.files, waves) if wave.size > window]
+    if longer:
+        print(
+            f"classify: note: {', '.join(longer)}: longer than the model's {seconds:.2f} s window, so only the first "
+            f"{seconds:.2f} s were scored; `hf-token-prune tag <file> --model_name_or_path {args.model}` tags a whole "
+            "recording in windows.",
+            file=sys.stderr,
+        )
     return 0
 
 

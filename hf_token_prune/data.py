@@ -34,6 +34,8 @@ from datasets.exceptions import DatasetNotFoundError
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
+from .checks import audio_extensions
+
 
 logger = logging.getLogger(__name__)
 
@@ -440,14 +442,13 @@ def _load_audiofolder(source, config_name, data_dir, revision, cache_dir, label_
     def relative_paths(audio):
         return {"file": [os.path.relpath(value["path"], folder) for value in audio]}
 
-    raw = type(raw)(
-        {
-            name: split.cast_column("audio", Audio(decode=False))
-            .map(relative_paths, input_columns="audio", batched=True)
-            .cast_column("audio", Audio())
-            for name, split in raw.items()
-        }
-    )
+    def with_files(split):
+        split = split.cast_column("audio", Audio(decode=False))
+        # a stream's map forgets the features unless told them, and a stream without features cannot be cast
+        features = Features({**split.features, "file": Value("string")}) if split.features is not None else None
+        return split.map(relative_paths, input_columns="audio", batched=True, features=features)
+
+    raw = type(raw)({name: with_files(split).cast_column("audio", Audio()) for name, split in raw.items()})
     return _labels_from_column(raw, label_column or "label", "audiofolder takes labels from folder names")
 
 
@@ -518,8 +519,8 @@ DATASETS = {
 
 def _streamed_num_rows(source, config_name, data_dir, revision, cache_dir) -> dict:
     """Rows per split of a streamed dataset without reading its data: the split sizes of the dataset's metadata (the
-    card's `dataset_info`), else the row counts in the footers of its parquet files. Splits of other formats are left
-    out (their size is unknown until read)."""
+    card's `dataset_info`), else the row counts in the footers of its parquet files, else (an audiofolder: a row per
+    audio file) its audio files. Splits of other formats are left out (their size is unknown until read)."""
     import fsspec
     import pyarrow.parquet as pq
     from datasets import load_dataset_builder
@@ -538,6 +539,8 @@ def _streamed_num_rows(source, config_name, data_dir, revision, cache_dir) -> di
                 with fsspec.open(path) as handle:
                     total += pq.ParquetFile(handle).metadata.num_rows
             rows[name] = total
+        elif files and builder.name == "audiofolder":
+            rows[name] = sum(str(path).lower().endswith(audio_extensions()) for path in files)
     return rows
 
 
@@ -607,7 +610,9 @@ def load_audio_classification(
         dataset = IterableDatasetDict(
             {name: split.to_iterable_dataset(num_shards=min(64, len(split))) for name, split in dataset.items()}
         )
-    elif streaming and spec.loader is not _load_audiofolder:
+    elif streaming and spec.loader is _load_audiofolder:
+        num_rows = _streamed_num_rows("audiofolder", None, data_dir or source, None, cache_dir)
+    elif streaming:
         num_rows = _streamed_num_rows(source, config_name, data_dir, revision, cache_dir)
     if spec.num_classes is not None and len(label_names) != spec.num_classes:
         logger.warning(

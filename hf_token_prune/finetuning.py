@@ -562,6 +562,9 @@ def parse_arguments(argv=None):
     if namespace.load_best_model_at_end and namespace.save_strategy == "no" and not _given(argv, "--save_strategy"):
         # A recipe that saves no checkpoints (demo) saves one per evaluation instead: the best one is reloaded from it.
         parser.set_defaults(save_strategy=namespace.eval_strategy, save_total_limit=namespace.save_total_limit or 1)
+    if namespace.streaming and namespace.dataloader_num_workers and not _given(argv, "--dataloader_num_workers"):
+        # A recipe's data-loader workers (demo: 1) yield to --streaming: a stream is read in the main process.
+        parser.set_defaults(dataloader_num_workers=0)
     try:
         parsed = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as error:  # a __post_init__ refused a value: one line, no traceback

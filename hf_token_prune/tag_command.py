@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from hf_token_prune.checks import positive_int, positive_seconds
-from hf_token_prune.errors import command
+from hf_token_prune.errors import EXIT_ERROR, command
 from hf_token_prune.loading import load_pruned_model
-from hf_token_prune.tagging import load_recording, plot_tags, tag_recording
+from hf_token_prune.tagging import plot_tags, tag_recording
 
 
 def parse_args(argv=None):
@@ -74,13 +74,10 @@ def main(argv=None) -> int:
             return fail(f"--model_name_or_path {args.model_name_or_path}: no such folder, nor a model in the Hub cache.")
         return fail(f"--model_name_or_path: {str(error).splitlines()[0]}")
     try:
-        waveform = load_recording(args.audio, None, extractor.sampling_rate)
-    except RuntimeError as error:  # FFmpeg could not decode it
-        return fail(f"{args.audio}: cannot decode the audio: {str(error).splitlines()[0]}")
-    try:
         if args.keep_rate is not None:
             model.set_keep_rate(args.keep_rate)
-        tags = tag_recording(waveform, model, extractor, window=args.window, hop=args.hop,
+        # the file, not its samples: tag_recording decodes it as a stream, so memory stays flat in its length
+        tags = tag_recording(args.audio, model, extractor, window=args.window, hop=args.hop,
                              batch_size=args.batch_size, progress=not args.no_progress)
     except ValueError as error:
         return fail(str(error).splitlines()[0])
@@ -92,14 +89,14 @@ def main(argv=None) -> int:
         print(f"{start:>8.2f} {end:>8.2f}  {label:<16} {score:.2f}")
     for by in ("mean", "max"):
         print(f"top {args.top_k} by {by}: " + ", ".join(f"{t['label']} {t['score']:.2f}" for t in tags.top(args.top_k, by)))
-    plot_tags(tags, png, waveform, extractor.sampling_rate, title=f"{args.audio.name}: {model.config.name_or_path}")
+    plot_tags(tags, png, title=f"{args.audio.name}: {model.config.name_or_path}")
     print(f"wrote {png}")
     return 0
 
 
 def fail(message: str) -> int:
     print(f"tag: error: {message}", file=sys.stderr)
-    return 2
+    return EXIT_ERROR
 
 
 if __name__ == "__main__":

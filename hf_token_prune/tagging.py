@@ -14,11 +14,16 @@ Windows start every `hop` seconds from 0; the last one is the first that reaches
 usually shorter than `window`. It goes to the feature extractor as the short clip it is, and the extractor pads its
 fbank exactly as it pads any short clip (the clip's minimum or zero, `fbank_padding`), not after zero samples; its
 real frame count is kept (`real_frames`), and a model whose config has `drop_padding=True` also gets the extractor's
-frame `attention_mask` for every window. Memory: the decoded recording plus one batch of windows' features.
+frame `attention_mask` for every window. Memory: a file is decoded as a stream, a batch of windows at a time, so it
+stays one window plus one batch of windows' samples and features whatever the recording's length; an array is
+already in memory.
 """
 
 import math
+import subprocess
+import tempfile
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +40,8 @@ from .feature_extraction_audiomae import (
 
 
 AGGREGATIONS = ("mean", "max")
+PEAKS_PER_SECOND = 100  # the waveform plot draws the peak of every 10 ms: a minute holds a million samples
+PLOTTED_PEAKS = 4000
 
 
 @dataclass
@@ -56,6 +63,7 @@ class RecordingTags:
     scores: np.ndarray  # (windows, labels)
     window: float
     hop: float
+    peaks: np.ndarray | None = None  # (duration x PEAKS_PER_SECOND,) peak |sample| of every 10 ms: the plot's waveform
 
     @property
     def mean(self) -> np.ndarray:
@@ -124,18 +132,41 @@ def model_window_samples(feature_extractor) -> int:
     return KALDI_FRAME_LENGTH + (max_length - 1) * KALDI_FRAME_SHIFT
 
 
-def load_recording(audio, sampling_rate: int | None, target_rate: int) -> np.ndarray:
-    """A mono waveform at `target_rate` from a file path (decoded, down-mixed and resampled with FFmpeg, as
-    `datasets` decodes audio), a `{"array", "sampling_rate"}` dict (as `datasets` gives it) or an array (float in
-    [-1, 1], or int16 / int32 PCM, scaled to [-1, 1]) at `sampling_rate` (default: `target_rate`)."""
-    if isinstance(audio, (str, Path)):
-        path = Path(audio)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such audio file.")
-        from torchcodec.decoders import AudioDecoder
+def stream_audio(path, sampling_rate: int, chunk_samples: int):
+    """The mono float32 samples of an audio file at `sampling_rate`, `chunk_samples` at a time (the last chunk shorter).
+    FFmpeg decodes, down-mixes and resamples the file as one stream, so the samples are those of decoding it whole (as
+    torchcodec, and so `datasets`, decodes it) while memory holds one chunk, whatever the file's length; closing the
+    generator stops FFmpeg, so reading a file's first seconds decodes little more than them."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such audio file.")
+    command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path), "-vn", "-sn", "-dn",
+               "-ac", "1", "-ar", str(sampling_rate), "-f", "f32le", "pipe:1"]  # fmt: skip
+    # FFmpeg's messages go to a file: a pipe left unread while the samples stream could fill up and stall it
+    with tempfile.TemporaryFile() as messages:
+        try:
+            ffmpeg = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=messages)
+        except FileNotFoundError:
+            raise ValueError(f"{path}: reading audio files needs ffmpeg: install it (apt-get install ffmpeg).") from None
+        try:
+            while chunk := ffmpeg.stdout.read(4 * chunk_samples):
+                yield np.frombuffer(chunk, np.float32)
+            if ffmpeg.wait() != 0:
+                messages.seek(0)
+                reason = messages.read().decode(errors="replace").split("\n")
+                reason = next((line.strip() for line in reversed(reason) if line.strip()), "no reason given")
+                raise ValueError(
+                    f"{path}: not audio that ffmpeg can decode (wav, flac, mp3, ogg, m4a, opus, ...): {reason}."
+                )
+        finally:
+            ffmpeg.kill()
+            ffmpeg.stdout.close()
+            ffmpeg.wait()
 
-        samples = AudioDecoder(str(path), sample_rate=target_rate, num_channels=1).get_all_samples()
-        return samples.data[0].numpy()
+
+def load_recording(audio, sampling_rate: int | None, target_rate: int) -> np.ndarray:
+    """A mono waveform at `target_rate` from a `{"array", "sampling_rate"}` dict (as `datasets` gives it) or an array
+    (float in [-1, 1], or int16 / int32 PCM, scaled to [-1, 1]) at `sampling_rate` (default: `target_rate`)."""
     if isinstance(audio, dict):
         if "sampling_rate" not in audio or not ("array" in audio or "raw" in audio):
             raise ValueError('an audio dict needs "array" (or "raw") and "sampling_rate", as datasets gives it.')
@@ -145,6 +176,43 @@ def load_recording(audio, sampling_rate: int | None, target_rate: int) -> np.nda
     if audio.ndim != 1:
         raise ValueError(f"Expected one mono waveform (1-D array), got shape {audio.shape}: mix channels first.")
     return as_float_waveform(audio)  # here, not per window: transformers' own AST extractor misreads integer PCM
+
+
+class WindowStream:
+    """The windows of `window_spans` over a recording that arrives in consecutive chunks: iterating yields each window
+    as `(start, end, samples)` as soon as a later sample shows it is not the last, and holds only the samples from the
+    next window's start on. Once exhausted, `num_samples` is the recording's length and `peaks()` its envelope."""
+
+    def __init__(self, chunks, window: int, hop: int, peak_step: int):
+        self.chunks, self.window, self.hop, self.peak_step = chunks, window, hop, peak_step
+        self.num_samples, self._peaks = 0, []
+
+    def __iter__(self):
+        window, hop, step = self.window, self.hop, self.peak_step
+        held, offset, done, peaked = np.zeros(0, np.float32), 0, 0, 0  # held: samples [offset, num_samples)
+        for chunk in self.chunks:
+            held = np.concatenate([held, chunk]) if held.size else chunk  # an array in one chunk is not copied
+            self.num_samples += chunk.size
+            whole = (self.num_samples - peaked) // step * step
+            self._peaks.append(np.abs(held[peaked - offset : peaked - offset + whole]).reshape(-1, step).max(axis=1))
+            peaked += whole
+            # a window that ends before the last sample read is whole, and is not the last window
+            ready = math.ceil(max(self.num_samples - window, 0) / hop)
+            for start in range(done * hop, ready * hop, hop):
+                yield start, start + window, held[start - offset : start - offset + window]
+            done = ready
+            keep = min(done * hop, peaked)
+            held, offset = held[keep - offset :], keep
+        if num_fbank_frames(self.num_samples) == 0:
+            raise ValueError(
+                f"The recording has {self.num_samples} samples, fewer than one 25 ms fbank frame: nothing to tag."
+            )
+        for start, end in window_spans(self.num_samples, window, hop)[done:]:
+            yield int(start), int(end), held[start - offset : end - offset]
+
+    def peaks(self) -> np.ndarray:
+        """The peak |sample| of every `peak_step` samples read (a partial last step left out)."""
+        return np.concatenate(self._peaks) if self._peaks else np.zeros(0, np.float32)
 
 
 def tag_recording(
@@ -161,8 +229,9 @@ def tag_recording(
     """Classify `audio` in overlapping windows of `window` seconds every `hop` seconds.
 
     Args:
-        audio: a file path, a `{"array", "sampling_rate"}` dict or a 1-D array (float in [-1, 1], or int16 / int32
-            PCM, scaled to [-1, 1] as `AudioMAEFeatureExtractor` scales it) at `sampling_rate` Hz (default: the
+        audio: a file path (decoded by FFmpeg as a stream, a batch of windows at a time: memory stays flat in the
+            recording's length), a `{"array", "sampling_rate"}` dict or a 1-D array (float in [-1, 1], or int16 /
+            int32 PCM, scaled to [-1, 1] as `AudioMAEFeatureExtractor` scales it) at `sampling_rate` Hz (default: the
             extractor's rate).
         model: an audio-classification model (`model(**features).logits`) and `feature_extractor` its Kaldi fbank
             extractor (AST's or `AudioMAEFeatureExtractor`); the model's window is the extractor's `max_length` frames.
@@ -195,23 +264,28 @@ def tag_recording(
         )
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}: at least one window per batch.")
-    waveform = load_recording(audio, sampling_rate, rate)
-    if num_fbank_frames(waveform.size) == 0:
-        raise ValueError(f"The recording has {waveform.size} samples, fewer than one 25 ms fbank frame: nothing to tag.")
+    if isinstance(audio, (str, Path)):
+        chunks, total = stream_audio(audio, rate, max(batch_size * hop_samples, window_samples)), None
+    else:
+        waveform = load_recording(audio, sampling_rate, rate)
+        chunks, total = [waveform], len(window_spans(waveform.size, window_samples, hop_samples))
+    windows = WindowStream(chunks, window_samples, hop_samples, rate // PEAKS_PER_SECOND)
 
-    spans = window_spans(waveform.size, window_samples, hop_samples)
     mask = {"return_attention_mask": True} if getattr(model.config, "drop_padding", False) else {}
     multi_label = model.config.problem_type == "multi_label_classification"
     parameter = next(model.parameters())
-    scores = []
-    with torch.inference_mode(), tqdm(total=len(spans), unit="window", desc="tagging", disable=not progress) as bar:
-        for batch in np.array_split(spans, math.ceil(len(spans) / batch_size)):
-            clips = [waveform[start:end] for start, end in batch]
+    spans, scores = [], []
+    with torch.inference_mode(), tqdm(total=total, unit="window", desc="tagging", disable=not progress) as bar:
+        stream = iter(windows)
+        while batch := list(islice(stream, batch_size)):
+            clips = [clip for _, _, clip in batch]
             features = feature_extractor(clips, sampling_rate=rate, return_tensors="pt", **mask)
             features = features.to(device=parameter.device, dtype=parameter.dtype)  # casts floating tensors only
             logits = model(**features).logits.float()
             scores.append((logits.sigmoid() if multi_label else logits.softmax(-1)).cpu().numpy())
+            spans += [(start, end) for start, end, _ in batch]
             bar.update(len(batch))
+    spans = np.array(spans, dtype=np.int64)
     id2label = model.config.id2label
     return RecordingTags(
         labels=[id2label[i] for i in range(len(id2label))],
@@ -221,13 +295,13 @@ def tag_recording(
         scores=np.concatenate(scores),
         window=window_samples / rate,
         hop=hop_samples / rate,
+        peaks=windows.peaks(),
     )
 
 
-def plot_tags(tags: RecordingTags, path, waveform: np.ndarray | None = None, sampling_rate: int = 16000,
-              max_labels: int = 10, title: str | None = None):
+def plot_tags(tags: RecordingTags, path, max_labels: int = 10, title: str | None = None):
     """Write a PNG of the labels over time: each window's scores as a heat map over its timeline span, for the
-    `max_labels` labels with the highest `max`, above the waveform if given."""
+    `max_labels` labels with the highest `max`, below the waveform's peaks if the tags hold them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -235,15 +309,15 @@ def plot_tags(tags: RecordingTags, path, waveform: np.ndarray | None = None, sam
 
     shown = np.argsort(-tags.max, kind="stable")[:max_labels]
     edges = np.concatenate([tags.spans()[:, 0], [tags.duration]])
-    rows = 2 if waveform is not None else 1
+    rows = 2 if tags.peaks is not None else 1
     figure, axes = plt.subplots(rows, 1, figsize=(12, 1.2 + 0.35 * len(shown) + 1.2 * (rows - 1)), sharex=True,
                                 squeeze=False, gridspec_kw={"height_ratios": [1, 3][-rows:]})
-    if waveform is not None:
-        # the peak of every 10 ms: a minute holds a million samples, too many to draw one by one
-        step = sampling_rate // 100
-        envelope = np.abs(as_float_waveform(waveform[: waveform.size // step * step])).reshape(-1, step).max(axis=1)
-        times = (np.arange(envelope.size) + 0.5) * step / sampling_rate
-        axes[0, 0].fill_between(times, -envelope, envelope, color="0.3", linewidth=0)
+    if tags.peaks is not None:
+        # at most PLOTTED_PEAKS points, more than the figure has pixels: a long recording's plot costs no more memory
+        group = max(1, math.ceil(tags.peaks.size / PLOTTED_PEAKS))
+        peaks = np.pad(tags.peaks, (0, -tags.peaks.size % group)).reshape(-1, group).max(axis=1)
+        times = (np.arange(peaks.size) + 0.5) * group / PEAKS_PER_SECOND
+        axes[0, 0].fill_between(times, -peaks, peaks, color="0.3", linewidth=0)
         axes[0, 0].set_ylabel("wave")
     heat = axes[-1, 0].pcolormesh(edges, np.arange(len(shown) + 1), tags.scores[:, shown].T, vmin=0, vmax=1,
                                   cmap="magma")

@@ -225,6 +225,31 @@ def test_classify_reads_any_format_through_ffmpeg_and_scores_like_the_model(mode
     assert model.config.keep_rate == 0.7  # restored
 
 
+def test_classify_decodes_only_the_window_it_scores_and_says_a_file_is_longer(model_dir, tmp_path, capsys):
+    clips = [soundfile.read(clip, dtype="float32")[0] for clip in sorted((KEYWORDS / "test" / "yes").glob("*.flac"))[:6]]
+    samples = np.concatenate(clips)  # ~3 s: longer than the model's 0.655 s window (64 frames)
+    soundfile.write(tmp_path / "long.flac", samples, 16000, subtype="PCM_16")
+    samples = soundfile.read(tmp_path / "long.flac", dtype="float32")[0]
+    window = 400 + 63 * 160
+    assert classify_command.read_audio(tmp_path / "long.flac", 16000, window + 1).size == window + 1
+    flac = KEYWORDS / "test" / "no" / "no_034.flac"
+    assert classify_command.main([str(tmp_path / "long.flac"), str(flac), "--model", str(model_dir)]) == 0
+    captured = capsys.readouterr()
+    assert f"long.flac (first {window / 16000:.2f} s, keep rate 0.7):" in captured.out
+    assert f"no_034.flac ({soundfile.info(flac).frames / 16000:.2f} s, keep rate 0.7):" in captured.out
+    notes = [line for line in captured.err.splitlines() if "longer than the model's" in line]
+    assert len(notes) == 1 and "long.flac" in notes[0] and "no_034" not in notes[0] and "hf-token-prune tag" in notes[0]
+
+    # the scores of the whole file given to the model, which the extractor cuts to its window
+    model = PrunedASTForAudioClassification.from_pretrained(model_dir).eval()
+    extractor = ASTFeatureExtractor.from_pretrained(model_dir)
+    with torch.no_grad():
+        probabilities = model(**extractor(samples, sampling_rate=16000, return_tensors="pt")).logits.softmax(-1)[0]
+    top = probabilities.topk(5)
+    expected = [f"  {p:.3f}  {WORDS[i]}" for p, i in zip(top.values.tolist(), top.indices.tolist())]
+    assert captured.out.split("no_034.flac")[0].splitlines()[1:6] == expected
+
+
 def test_classify_refuses_missing_and_undecodable_files(model_dir, tmp_path):
     assert "no such file: nothere.wav" in exit_message(classify_command.main, ["nothere.wav", "--model", str(model_dir)])
     text = tmp_path / "notes.wav"

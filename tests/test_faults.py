@@ -241,7 +241,7 @@ def test_tag_writes_and_reports_the_same_png(model_dir, tmp_path, capsys, monkey
     assert f"wrote {tmp_path / 't.png'}" in capsys.readouterr().out and (tmp_path / "t.png").is_file()
     # a read-only target (chmod does not stop root: report the filesystem as read-only), refused before tagging
     monkeypatch.setattr(os, "access", lambda path, mode: False)
-    assert tag_main([CLIP, "--model_name_or_path", str(model_dir), "--output", str(tmp_path / "ro" / "t.png")]) == 2
+    assert tag_main([CLIP, "--model_name_or_path", str(model_dir), "--output", str(tmp_path / "ro" / "t.png")]) == 1  # an expected error, not a usage error
     err = capsys.readouterr().err
     assert "read-only" in err and err.count("\n") == 1
 

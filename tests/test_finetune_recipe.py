@@ -14,7 +14,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from transformers import AutoFeatureExtractor, pipeline
 
-from conftest import KEYWORDS, REPO, TINY_SCHEDULE, tiny_ast_kwargs
+from conftest import KEYWORDS, REPO, TINY_SCHEDULE, load_recipe, tiny_ast_kwargs
 from hf_token_prune.data import load_audio_classification
 
 
@@ -221,6 +221,20 @@ def run_expecting_exit(finetune, argv, tmp_path):
         finetune.main(argv + ["--output_dir", str(output)])
     assert not output.exists()  # nothing trained, nothing saved
     return str(error.value)
+
+
+@pytest.mark.full
+def test_demo_recipe_streams_the_shipped_audio_folder(tmp_path, caplog):
+    """The demo recipe with --streaming reads data/keywords (an audiofolder) as a stream: its 700 training files count
+    the epoch's steps, and the recipe's data-loader worker yields to the stream's main-process reading."""
+    output = tmp_path / "streamed"
+    argv = ["--recipe", "demo", "--streaming", "--max_steps", "3", "--output_dir", str(output), "--max_eval_samples",
+            "16", "--eval_keep_rates", "0.7", "--eval_token_reductions", "prune"]  # fmt: skip
+    with caplog.at_level("INFO"):
+        trainer = load_recipe("finetune").main(argv)
+    assert trainer.state.global_step == 3 and trainer.args.dataloader_num_workers == 0
+    assert "streaming: 700 rows / (8 per device x 1 processes x 1 accumulation) = 88 optimizer steps" in caplog.text
+    assert (output / "model.safetensors").is_file() and (output / "preprocessor_config.json").is_file()
 
 
 def test_unknown_recipe_and_dataset(finetune, tmp_path):

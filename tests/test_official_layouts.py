@@ -1,11 +1,13 @@
 """Speech Commands V2 and VoxCeleb-1 read from their official archives' layouts (tiny generated copies), the Hub
-copies' test-split and missing-split refusals, and one-line errors for datasets that cannot be read."""
+copies' test-split and missing-split refusals, one-line errors for datasets that cannot be read, and every loader
+streamed (`streaming=True`) giving the rows it loads."""
 
 import numpy as np
 import pytest
 import soundfile
-from datasets import Audio, ClassLabel, Dataset, Features, Value
+from datasets import Audio, ClassLabel, Dataset, Features, IterableDataset, Value
 
+from conftest import KEYWORDS
 from hf_token_prune.data import load_audio_classification
 from test_streaming import audioset_copy
 
@@ -159,3 +161,34 @@ def test_unreadable_datasets_give_one_line_errors(tmp_path):
     assert "could not load the dataset" in message and "'full'" in message and "'balanced', 'unbalanced'" in message
     message = one_line_error(dataset_name="audioset", source=str(copy), data_dir="v0.02")
     assert "has no folder 'v0.02'" in message and "--data_dir" in message
+
+
+def loader_arguments(layout, root):
+    if layout == "audiofolder":  # the shipped keyword clips
+        return {"dataset_name": "audiofolder", "data_dir": str(KEYWORDS)}
+    if layout == "speech_commands archive":
+        speech_commands_archive(root, clips_per_word=3)
+        return {"dataset_name": "speech_commands", "source": str(root)}
+    if layout == "voxceleb1 official":
+        voxceleb1_official(root)
+        return {"dataset_name": "voxceleb1", "source": str(root)}
+    hub_speech_commands(root)  # the Hub's parquet export
+    return {"dataset_name": "speech_commands", "source": str(root), "accept_hub_test_split": True}
+
+
+@pytest.mark.parametrize("layout", ["audiofolder", "speech_commands archive", "voxceleb1 official", "hub parquet"])
+def test_every_loader_streams_the_rows_it_loads(tmp_path, layout):
+    arguments = loader_arguments(layout, tmp_path)
+    loaded = load_audio_classification(**arguments)
+    streamed = load_audio_classification(**arguments, streaming=True)
+    assert streamed.label_names == loaded.label_names and streamed.splits == loaded.splits
+    for role in ("train", "eval", "test"):
+        split = getattr(streamed, role)
+        assert isinstance(split, IterableDataset)
+        rows = [(row["id"], row["labels"]) for row in split.select_columns(["id", "labels"])]
+        assert rows == list(zip(getattr(loaded, role)["id"], getattr(loaded, role)["labels"]))
+    first = next(iter(streamed.test))
+    np.testing.assert_array_equal(first["audio"]["array"], loaded.test[0]["audio"]["array"])
+    assert first["audio"]["sampling_rate"] == 16000
+    if layout != "hub parquet":  # files, one row each; the Hub copy's footers also count the _silence_ rows dropped
+        assert streamed.num_rows == {role: len(getattr(loaded, role)) for role in ("train", "eval", "test")}

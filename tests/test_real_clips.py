@@ -1,8 +1,11 @@
 """Real clips: which frames are real (attention_mask), integer PCM read as [-1, 1], and long recordings tagged in
-windows (hf_token_prune.tagging, recipes/tag.py)."""
+windows (hf_token_prune.tagging, recipes/tag.py), files streamed in bounded memory."""
 
 import importlib.util
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +23,7 @@ from hf_token_prune import (
     tag_recording,
 )
 from hf_token_prune.feature_extraction_audiomae import num_fbank_frames
-from hf_token_prune.tagging import window_spans
+from hf_token_prune.tagging import WindowStream, stream_audio, window_spans
 
 
 RATE = 16000
@@ -182,6 +185,80 @@ def test_tag_recording_scores_every_window_as_the_model_scores_that_clip_alone()
     np.testing.assert_allclose(one_by_one.scores, as_float.scores, atol=1e-6)
 
 
+@pytest.mark.parametrize("num_samples", [300, 399, 400, WINDOW - 1, WINDOW, WINDOW + 1, 5 * WINDOW + 123])
+@pytest.mark.parametrize("hop", [160, WINDOW // 2, WINDOW - 200, WINDOW])
+def test_windows_of_a_stream_in_any_chunks_are_those_of_the_whole_recording(num_samples, hop):
+    wave = np.random.default_rng(num_samples).normal(0, 0.1, num_samples).astype(np.float32)
+    for chunk in (1, 399, 4096, WINDOW + 7, num_samples):
+        chunks = [wave[i : i + chunk] for i in range(0, num_samples, chunk)]
+        windows = WindowStream(chunks, WINDOW, hop, 160)
+        if num_samples < 400:
+            with pytest.raises(ValueError, match="fewer than one 25 ms fbank frame"):
+                list(windows)
+            continue
+        seen = list(windows)
+        assert [[start, end] for start, end, _ in seen] == window_spans(num_samples, WINDOW, hop).tolist()
+        for start, end, clip in seen:
+            np.testing.assert_array_equal(clip, wave[start:end])
+        whole = num_samples // 160 * 160
+        np.testing.assert_array_equal(windows.peaks(), np.abs(wave[:whole]).reshape(-1, 160).max(axis=1))
+
+
+@pytest.mark.parametrize("rate, suffix", [(16000, "flac"), (44100, "wav")])
+def test_a_file_is_tagged_as_a_stream_with_the_scores_of_the_whole_decoded_file(tmp_path, rate, suffix):
+    from scipy.signal import resample_poly
+    from torchcodec.decoders import AudioDecoder
+
+    wave, _ = keyword_recording(12.3)
+    path = tmp_path / f"rec.{suffix}"
+    soundfile.write(path, wave if rate == RATE else resample_poly(wave, 441, 160).astype(np.float32), rate)
+    # what tag_recording read before it streamed: the whole file decoded by torchcodec (as `datasets` decodes it)
+    whole = AudioDecoder(str(path), sample_rate=RATE, num_channels=1).get_all_samples().data[0].numpy()
+    np.testing.assert_array_equal(np.concatenate(list(stream_audio(path, RATE, 5000))), whole)
+    model = tiny_model()
+    streamed = tag_recording(path, model, extractor(), hop=0.3, batch_size=3, progress=False)
+    in_memory = tag_recording(whole, model, extractor(), hop=0.3, batch_size=3, progress=False)
+    assert len(streamed.starts) == len(window_spans(whole.size, WINDOW, 4800)) > 3 * 3  # several chunks
+    for name in ("scores", "starts", "ends", "real_frames", "peaks"):
+        np.testing.assert_array_equal(getattr(streamed, name), getattr(in_memory, name))
+
+
+def peak_rss_mb(*argv):
+    """Peak resident memory (MB) of one `hf-token-prune` command run in a fresh process: its VmHWM, which unlike
+    getrusage's ru_maxrss does not carry over the forking test process's own memory through exec."""
+    code = ("import re, sys, hf_token_prune_cli; assert hf_token_prune_cli.main(sys.argv[1:]) == 0; "
+            "print(int(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read())[1]) // 1024)")
+    result = subprocess.run([sys.executable, "-c", code, *map(str, argv)], cwd=REPO, capture_output=True, text=True,
+                            timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout.split()[-1])
+
+
+@pytest.mark.full
+def test_tag_and_classify_memory_is_flat_in_the_recordings_length(tmp_path):
+    """2 and 20 minutes of faint noise: tag streams the file, classify decodes one window, so the longer file costs no
+    more memory (its decoded samples alone are 69 MB more; before, classify featurised all of them: gigabytes)."""
+    if not Path("/proc/self/status").is_file():
+        pytest.skip("reads peak memory from Linux's /proc/self/status")
+    folder = tmp_path / "model"
+    torch.manual_seed(0)
+    PrunedASTForAudioClassification(PrunedASTConfig(**tiny_ast_kwargs(max_length=1024))).save_pretrained(folder)
+    AudioMAEFeatureExtractor(num_mel_bins=64, max_length=1024).save_pretrained(folder)  # a 10.24 s window
+    peaks = {}
+    for minutes in (2, 20):
+        audio = tmp_path / f"{minutes}min.flac"
+        noise = np.random.default_rng(minutes).normal(0, 1e-4, minutes * 60 * RATE).astype(np.float32)
+        soundfile.write(audio, noise, RATE, subtype="PCM_16")
+        del noise
+        peaks[minutes] = (
+            peak_rss_mb("classify", audio, "--model", folder, "--num_threads", "1"),
+            peak_rss_mb("tag", audio, "--model_name_or_path", folder, "--hop", "10.24", "--no_progress",
+                        "--num_threads", "1", "--output", tmp_path / f"{minutes}.png"),
+        )  # fmt: skip
+    for short, long in zip(peaks[2], peaks[20]):
+        assert long - short < 40, peaks
+
+
 def test_tag_recording_reads_integer_pcm_right_even_with_transformers_ast_extractor():
     wave, _ = keyword_recording(3.0)
     pcm = np.round(wave * 32767).astype(np.int16)
@@ -286,7 +363,7 @@ def test_tag_recipe_prints_a_timeline_and_writes_the_png(tmp_path, capsys):
     for bad, message in [([str(tmp_path / "none.flac"), "--model_name_or_path", str(folder)], "none.flac: no such audio"),
                          ([str(tmp_path / "rec.flac"), "--model_name_or_path", str(tmp_path / "nope")], "no such folder"),
                          (args + ["--window", "2"], "longer than the model's window")]:
-        assert tag.main(bad) == 2
+        assert tag.main(bad) == 1  # an expected error (2 is for usage errors: every command's exit codes)
         stderr = capsys.readouterr().err  # transformers' weight-loading bar may come first
         errors = [line for line in stderr.splitlines() if line.startswith("tag: error:")]
         assert len(errors) == 1 and message in errors[0] and "Traceback" not in stderr, stderr
