@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -372,16 +373,18 @@ def invert_to_audio(spectrogram, feature_extractor, keep=None, iterations=GRIFFI
     window = np.hanning(KALDI_FRAME_LENGTH)
     # scipy's STFT divides by the window's sum; the extractor's spectrum is the raw FFT.
     magnitude = np.sqrt(power) / window.sum()
-    options = dict(fs=sampling_rate, window=window, nperseg=KALDI_FRAME_LENGTH, noverlap=KALDI_FRAME_LENGTH - KALDI_FRAME_SHIFT,
-                   nfft=FFT_SIZE)
+    # Frames start at sample 0 and no partial frame is added, as in the extractor (Kaldi, center=False).
+    options = dict(fs=sampling_rate, window=window, nperseg=KALDI_FRAME_LENGTH,
+                   noverlap=KALDI_FRAME_LENGTH - KALDI_FRAME_SHIFT, nfft=FFT_SIZE)
     phase = np.exp(2j * np.pi * np.random.default_rng(seed).random(magnitude.shape))
-    for _ in range(iterations):
-        _, wave = istft(magnitude * phase, **options)
-        _, _, spectrum = stft(wave, **options)
-        spectrum = spectrum[:, : magnitude.shape[1]]
-        spectrum = np.pad(spectrum, ((0, 0), (0, magnitude.shape[1] - spectrum.shape[1])))
-        phase = np.exp(1j * np.angle(spectrum))
-    _, wave = istft(magnitude * phase, **options)
+    with warnings.catch_warnings():
+        # Only the very first and last samples meet nothing but a Hann window's zero end: they come out as 0.
+        warnings.filterwarnings("ignore", "NOLA condition failed")
+        for _ in range(iterations):
+            _, wave = istft(magnitude * phase, boundary=False, **options)
+            _, _, spectrum = stft(wave, boundary=None, padded=False, **options)
+            phase = np.exp(1j * np.angle(spectrum))
+        _, wave = istft(magnitude * phase, boundary=False, **options)
     return lfilter([1.0], [1.0, -PREEMPHASIS], wave).astype(np.float32)
 
 
@@ -395,7 +398,12 @@ def _playback(exploration, feature_extractor):
     kept_audio = invert_to_audio(spectrogram, feature_extractor, kept)
     scale = 0.9 / max(float(np.abs(everything).max()), 1e-9)
     rate = feature_extractor.sampling_rate
-    return (rate, everything * scale), (rate, kept_audio * scale)
+    return (rate, _pcm16(everything * scale)), (rate, _pcm16(kept_audio * scale))
+
+
+def _pcm16(wave):
+    # Gradio plays 16-bit PCM; converting here keeps its conversion warning off the happy path.
+    return (np.clip(wave, -1.0, 1.0) * 32767).astype(np.int16)
 
 
 def shipped_examples(folder=SHIPPED_EXAMPLES, per_class=EXAMPLES_PER_CLASS) -> list:
@@ -452,7 +460,7 @@ def build_app(model, feature_extractor, examples=None, title=None):
         json_path.write_text(json.dumps({"audio": Path(audio).name, **exploration.to_json()}, indent=1))
         Image.fromarray(figure).save(png_path)
         original, kept = _playback(exploration, feature_extractor)
-        return (figure, exploration.summary(), exploration.unpruned, exploration.pruned, (rate, wave), original, kept,
+        return (figure, exploration.summary(), exploration.unpruned, exploration.pruned, (rate, _pcm16(wave)), original, kept,
                 str(json_path), str(png_path), exploration, "Click a patch of a spectrogram.")
 
     def select(exploration, event: gr.SelectData):
