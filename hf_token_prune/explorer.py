@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +73,6 @@ class Exploration:
     clusters: np.ndarray | None  # (patches,) 0-based intensity cluster of each patch in this clip
     score_name: str
     scores: np.ndarray | None  # (patches,) what the first reducing layer ranks by, when it is a per-patch score
-    label_names: dict = field(default_factory=dict)
 
     def summary(self) -> str:
         """Markdown: the kept patches per stage, GMACs and latency (the browser test reads the counts from it)."""
