@@ -28,6 +28,7 @@ COMMANDS = {
     "macs": ("hf_token_prune.macs", "multiply-accumulates per keep rate, the paper's Table II"),
     "export": ("hf_token_prune.export", "export a pruned model for deployment"),
     "convert": ("hf_token_prune.convert_audiomae", "an official AudioMAE checkpoint as a pruned model folder"),
+    "explore": ("hf_token_prune.explorer", "a web app: which patches a model keeps, on your own audio"),
 }
 USAGE = "usage: hf-token-prune COMMAND [FLAGS ...]    (hf-token-prune COMMAND --help: its flags)"
 # Every command's --help per program name (argparse's prog: the basename of sys.argv[0]), in the hf_token_prune package.

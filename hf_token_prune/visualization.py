@@ -32,14 +32,22 @@ def patch_label_image(labels: torch.Tensor, layout: PatchLayout) -> torch.Tensor
     """
     grid = torch.full((layout.num_patches,), -1, dtype=torch.long)
     grid[layout.frequency_major_index(torch.arange(layout.num_patches))] = labels.cpu().long()
-    height = (layout.num_frequency_patches - 1) * layout.frequency_stride + layout.patch_size
-    width = (layout.num_time_patches - 1) * layout.time_stride + layout.patch_size
-    image = torch.full((height, width), -1, dtype=torch.long)
-    for index, label in enumerate(grid.tolist()):
-        top = index // layout.num_time_patches * layout.frequency_stride
-        left = index % layout.num_time_patches * layout.time_stride
-        image[top : top + layout.patch_size, left : left + layout.patch_size] = label
-    return image
+    grid = grid.view(layout.num_frequency_patches, layout.num_time_patches)
+    rows = _last_covering(layout.num_frequency_patches, layout.frequency_stride, layout.patch_size)
+    columns = _last_covering(layout.num_time_patches, layout.time_stride, layout.patch_size)
+    image = grid[rows.clamp(min=0)[:, None], columns.clamp(min=0)[None, :]]
+    return image.masked_fill((rows < 0)[:, None] | (columns < 0)[None, :], -1)
+
+
+def _last_covering(num_patches: int, stride: int, patch_size: int) -> torch.Tensor:
+    """Per pixel along one axis, the last patch whose window covers it (-1 in a gap between windows).
+
+    The patches covering a pixel form a rectangle of rows x columns, so the last in frequency-major order is the last
+    row and the last column, found axis by axis.
+    """
+    pixels = torch.arange((num_patches - 1) * stride + patch_size)
+    last = (pixels // stride).clamp(max=num_patches - 1)
+    return torch.where(pixels - last * stride < patch_size, last, -1)
 
 
 def merged_groups(source_map: torch.Tensor) -> torch.Tensor:

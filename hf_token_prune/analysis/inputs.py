@@ -24,28 +24,47 @@ logger = logging.getLogger(__name__)
 DEFAULT_ANALYSIS_KEEP_RATE = 0.5
 
 
+# Pruning settings valid with any token score and pruning layers: settings pass through them, since the config
+# validates every assignment against the fields already set (merge + intensity is refused even on the way to prune).
+_NEUTRAL_SETTINGS = {"keep_rate": 1.0, "token_reduction": "prune", "drop_padding": False}
+_SETTINGS_ORDER = ("token_score", "pruning_layers", "token_reduction", "drop_padding", "keep_rate")
+
+
+def _apply_settings(config, settings):
+    for name, value in _NEUTRAL_SETTINGS.items():
+        setattr(config, name, value)
+    for name in _SETTINGS_ORDER:
+        setattr(config, name, settings[name])
+
+
 @contextmanager
-def model_settings(model, keep_rate=None, token_score=None, attn_implementation=None):
-    """Run the model in inference mode with temporary pruning settings; restore them afterwards."""
+def model_settings(model, keep_rate=None, token_score=None, attn_implementation=None, **pruning):
+    """Run the model in inference mode with temporary pruning settings; restore them afterwards.
+
+    ``pruning`` sets any other pruning field of the config (``token_reduction``, ``pruning_layers``,
+    ``drop_padding``); a combination the config refuses is its ``ValueError``, with the model left as it was.
+    """
     check_pruned_model(model)
     config = model.config
-    saved = (config.keep_rate, config.token_score, config._attn_implementation, model.training)
+    unknown = set(pruning) - set(_SETTINGS_ORDER)
+    if unknown:
+        raise TypeError(f"model_settings() got unknown settings {sorted(unknown)}: give {', '.join(_SETTINGS_ORDER)}.")
+    saved_settings = {name: getattr(config, name) for name in _SETTINGS_ORDER}
+    saved = (config._attn_implementation, model.training)
+    requested = {**pruning, "keep_rate": keep_rate, "token_score": token_score}
     model.eval()
     try:
-        if keep_rate is not None:
-            model.set_keep_rate(keep_rate)
-        if token_score is not None:
-            config.token_score = token_score
-        if attn_implementation is not None and attn_implementation != saved[2]:
+        _apply_settings(config, {name: saved_settings[name] if requested.get(name) is None else requested[name]
+                                 for name in _SETTINGS_ORDER})
+        if attn_implementation is not None and attn_implementation != saved[0]:
             model.set_attn_implementation(attn_implementation)
         with torch.inference_mode():
             yield model
     finally:
-        model.set_keep_rate(saved[0])
-        config.token_score = saved[1]
-        if config._attn_implementation != saved[2]:
-            model.set_attn_implementation(saved[2])
-        model.train(saved[3])
+        _apply_settings(config, saved_settings)
+        if config._attn_implementation != saved[0]:
+            model.set_attn_implementation(saved[0])
+        model.train(saved[1])
 
 
 def analysis_keep_rate(model, keep_rate=None):
