@@ -3,7 +3,7 @@
 #   make test         - the quick test tier (a few minutes)
 # and for contributors:
 #   make test-full    - the quick tier, then the rest: transformers' common tests, long trainings, compile/export
-#                       matrices, the web export in Node, the docs site (what .ci/run calls)
+#                       matrices, the web export in Node, the explorer in Chromium (what .ci/run calls)
 #   make test-latest  - the quick tier against the newest versions pyproject.toml's ranges allow (in .venv-latest)
 #   make lock         - after test-latest and test-full pass with them: pin those newest versions in constraints.txt
 #   make docs         - the docs site into site/ (mkdocs, --strict)
@@ -13,7 +13,7 @@ PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The tested versions of every package: the package itself keeps ranges, `make` installs exactly these.
 CONSTRAINTS := constraints.txt
-TEST_EXTRAS := dev,export,docs
+TEST_EXTRAS := dev,export,docs,explorer
 RUN := HF_HUB_OFFLINE=1 $(VENV)/bin/python
 # A fresh HF_HOME per run: the tests never read or write the user's cache.
 PYTEST = HF_HOME=$$(mktemp -d) HF_HUB_OFFLINE=1 $(1)/bin/python -m pytest -q
@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS) | ffmpeg
 	$(VENV)/bin/pip install -q -c $(CONSTRAINTS) -e .
 	touch $@
 
-# What the tests need on top: pytest, ONNX, the docs generator.
+# What the tests need on top: pytest, ONNX, the docs generator, the explorer (gradio, playwright).
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(VENV)/bin/pip install -q -c $(CONSTRAINTS) -e ".[$(TEST_EXTRAS)]"
 	touch $@
@@ -48,10 +48,12 @@ inference-demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(call PYTEST,$(VENV)) -m "not full"
 
-# transformers' common model tests come from the sdist of the installed transformers (third_party/transformers_tests).
+# transformers' common model tests come from the sdist of the installed transformers (third_party/transformers_tests);
+# Debian's Chromium drives the explorer's browser test (playwright never downloads a browser); transformers.js runs
+# the web export in Node (onnxruntime-node's own install step would fetch CUDA binaries: skipped).
 test-full: test
 	$(RUN) scripts/fetch_transformers_tests.py
-	# transformers.js for the web-export test (onnxruntime-node's own download would fetch CUDA binaries)
+	@command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends chromium)
 	command -v npm >/dev/null && ONNXRUNTIME_NODE_INSTALL=skip npm ci --prefix tests/js --no-audit --no-fund --silent || true
 	$(call PYTEST,$(VENV)) -m full
 
