@@ -317,7 +317,7 @@ def audio():
 
 LIBRARY = """
 import json, sys, threading, numpy as np, torch
-from hf_token_prune import classify
+from hf_token_prune.classify import classify
 from hf_token_prune.export import OnnxAudioClassifier, export_pretrained
 from hf_token_prune.loading import load_pruned_model
 model, extractor = load_pruned_model(sys.argv[1])
