@@ -13,6 +13,7 @@ logger = logging.get_logger(__name__)
 AUDIOSET_MEAN, AUDIOSET_STD = -4.2677393, 4.5689974
 PADDING_VALUES = ("minimum", "zero")
 KALDI_FRAME_LENGTH, KALDI_FRAME_SHIFT = 400, 160  # 25 ms window, 10 ms hop at 16 kHz
+FBANK_SAMPLING_RATE = 16000
 PCM_DTYPES = ("int8", "int16", "int32")  # scaled by 2 ** (bits - 1), as soundfile / torchaudio read PCM as float
 
 
@@ -38,6 +39,20 @@ def check_sampling_rate(sampling_rate, expected: int):
         f"(ffmpeg -i in.wav -ar {expected} out.wav; the entry points that take a file path, such as "
         "`hf-token-prune classify`, decode and resample it so)."
     )
+
+
+def check_fbank_rate(feature_extractor):
+    """Refuse an extractor set to another rate than 16 kHz. transformers' numpy fbank (the one used without
+    torchaudio) frames every rate in 400 / 160 samples, 25 / 10 ms only at 16 kHz: at 44.1 kHz a clip yields 2.8 times
+    the frames it should (a short clip is "cut") and features no AST or AudioMAE was trained on."""
+    rate = feature_extractor.sampling_rate
+    if rate != FBANK_SAMPLING_RATE:
+        raise ValueError(
+            f"the feature extractor is set to sampling_rate={rate}, but its Kaldi fbank works at "
+            f"{FBANK_SAMPLING_RATE} Hz only (25 ms frames of {KALDI_FRAME_LENGTH} samples): set \"sampling_rate\": "
+            f"{FBANK_SAMPLING_RATE} in its preprocessor_config.json and give {FBANK_SAMPLING_RATE} Hz audio (files are "
+            "resampled for you)."
+        )
 
 
 def as_float_waveform(waveform) -> np.ndarray:
@@ -133,6 +148,7 @@ class AudioMAEFeatureExtractor(ASTFeatureExtractor):
         return super().from_dict(feature_extractor_dict, **kwargs)
 
     def __call__(self, raw_speech, sampling_rate=None, return_tensors=None, return_attention_mask=None, **kwargs):
+        check_fbank_rate(self)
         check_sampling_rate(sampling_rate, self.sampling_rate)
         # transformers' AST extractor casts integer PCM to float unscaled (or not at all): read it as [-1, 1] first
         waveforms = [as_float_waveform(waveform) for waveform in _as_batch(raw_speech)]
@@ -180,4 +196,4 @@ def _as_batch(raw_speech) -> list:
 # with trust_remote_code where this package is not installed.
 AudioMAEFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
 
-__all__ = ["AudioMAEFeatureExtractor", "as_float_waveform", "check_sampling_rate", "num_fbank_frames"]
+__all__ = ["AudioMAEFeatureExtractor", "as_float_waveform", "check_fbank_rate", "check_sampling_rate", "num_fbank_frames"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .errors import one_line
+from .feature_extraction_audiomae import check_fbank_rate
 
 
 logger = logging.getLogger(__name__)
@@ -184,6 +185,8 @@ def load_pruned_model(model_name_or_path):
             f"no feature extractor in {model_name_or_path!r}: save the one the model was trained with next to it, e.g. "
             "ASTFeatureExtractor(num_mel_bins=..., max_length=..., mean=..., std=...).save_pretrained(folder)."
         ) from error
+    if hasattr(feature_extractor, "num_mel_bins"):  # a Kaldi fbank extractor (AST's or AudioMAE's)
+        check_fbank_rate(feature_extractor)
     return model.eval(), feature_extractor
 
 

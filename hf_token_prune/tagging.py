@@ -141,7 +141,7 @@ def stream_audio(path, sampling_rate: int, chunk_samples: int):
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such audio file.")
     command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path), "-vn", "-sn", "-dn",
-               "-ac", "1", "-ar", str(sampling_rate), "-f", "f32le", "pipe:1"]  # fmt: skip
+               *_downmix(path), "-ar", str(sampling_rate), "-f", "f32le", "pipe:1"]  # fmt: skip
     # FFmpeg's messages go to a file: a pipe left unread while the samples stream could fill up and stall it
     with tempfile.TemporaryFile() as messages:
         try:
@@ -162,6 +162,25 @@ def stream_audio(path, sampling_rate: int, chunk_samples: int):
             ffmpeg.kill()
             ffmpeg.stdout.close()
             ffmpeg.wait()
+
+
+def _downmix(path) -> list[str]:
+    """FFmpeg's flags that make `path` mono. Mono and stereo take `-ac 1`, as transformers' `ffmpeg_read`, torchcodec
+    and so `datasets` decode them (the training data went through it). For more channels `-ac 1` adds them with
+    surround gains (8 equal channels come out 4.4 times louder), so they are averaged instead. The channel count is
+    that of the audio stream FFmpeg picks by default, the one with the most channels."""
+    try:
+        probe = subprocess.run(
+            ["ffprobe", "-v", "error", "-select_streams", "a", "-show_entries", "stream=channels", "-of", "csv=p=0",
+             str(path)], capture_output=True, text=True,
+        )  # fmt: skip
+    except FileNotFoundError:
+        raise ValueError(f"{path}: reading audio files needs ffmpeg's ffprobe: install ffmpeg (apt-get install ffmpeg).")
+    channels = max((int(line) for line in probe.stdout.split() if line.isdigit()), default=1)
+    if channels <= 2:
+        return ["-ac", "1"]
+    # "<" renormalises the gains to sum to 1: the mean of the channels
+    return ["-af", "pan=mono|c0<" + "+".join(f"c{channel}" for channel in range(channels))]
 
 
 def load_recording(audio, sampling_rate: int | None, target_rate: int) -> np.ndarray:

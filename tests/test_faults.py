@@ -555,3 +555,41 @@ def test_the_loader_refuses_random_weights_and_config_fields_with_a_value_error(
     edit_config(**{field: value})(folder)
     with pytest.raises(ValueError):
         load_pruned_model(folder)
+
+
+# -- audio the decoder or the extractor could get silently wrong ----------------------------------------------------
+
+
+def test_more_than_two_channels_are_averaged_and_stereo_decodes_as_datasets_does(tmp_path, caplog):
+    from torchcodec.decoders import AudioDecoder
+
+    from hf_token_prune.classify import read_audio
+
+    mono = read_audio(CLIP, 16000)
+    for channels in (2, 6, 8):
+        path = tmp_path / f"{channels}.wav"
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-i", CLIP, "-filter_complex",
+                        f"pan={channels}c|" + "|".join(f"c{i}=c0" for i in range(channels)), "-c:a", "pcm_f32le",
+                        str(path)], check=True)  # fmt: skip
+        wave = read_audio(path, 16000)
+        if channels == 2:  # -ac 1, the down-mix training data went through: torchcodec's (and so datasets') samples
+            expected = AudioDecoder(path, sample_rate=16000, num_channels=1).get_all_samples().data[0].numpy()
+            assert abs(wave - expected).max() < 1e-6 and abs(wave).max() > 1.4 * abs(mono).max()
+        else:  # identical channels average to the clip itself (`-ac 1` gave 3.4x / 4.4x its amplitude)
+            assert abs(wave - mono).max() < 1e-6, (channels, abs(wave).max() / abs(mono).max())
+
+
+def test_an_extractor_set_to_another_rate_than_16k_is_refused_in_one_line(model_dir, tmp_path):
+    import shutil
+
+    from hf_token_prune import AudioMAEFeatureExtractor
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    edit = json.loads((folder / "preprocessor_config.json").read_text())
+    (folder / "preprocessor_config.json").write_text(json.dumps({**edit, "sampling_rate": 44100}))
+    # at 44.1 kHz transformers' fbank frames 9 ms: this 0.42 s clip made 112 frames and was "cut" to the model's 64
+    message = one_line_exit(classify_command.main, [CLIP, "--model", str(folder)])
+    assert message.startswith("classify: ") and "sampling_rate=44100" in message and '"sampling_rate": 16000' in message
+    with pytest.raises(ValueError, match="sampling_rate=44100"):
+        AudioMAEFeatureExtractor(sampling_rate=44100)(torch.zeros(44100).numpy(), sampling_rate=44100)
