@@ -459,7 +459,7 @@ def export_pretrained(
 
 
 def _keep_rate(text: str) -> float:
-    from .pruning import parse_keep_rates
+    from .checks import parse_keep_rates
 
     try:
         (rate,) = parse_keep_rates(text)

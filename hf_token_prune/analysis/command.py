@@ -50,8 +50,9 @@ from hf_token_prune.analysis.report import write_index
 from hf_token_prune.checks import check_audio_folder, check_model
 from hf_token_prune.data import DATASETS
 from hf_token_prune.errors import command
-from hf_token_prune.pruning import TOKEN_SCORES, parse_keep_rates
-from hf_token_prune.reduction import TOKEN_REDUCTIONS
+from hf_token_prune.checks import parse_keep_rates
+from hf_token_prune.scores import TOKEN_SCORES
+from hf_token_prune.token_reductions import token_reduction_names
 
 
 def _analyses(text):
@@ -75,9 +76,9 @@ def _keep_rates(text):
 
 def _token_reductions(text):
     methods = text.split(",")
-    unknown = [method for method in methods if method not in TOKEN_REDUCTIONS]
+    unknown = [method for method in methods if method not in token_reduction_names()]
     if unknown:
-        raise argparse.ArgumentTypeError(f"{text!r}: unknown {unknown}; choose from {','.join(TOKEN_REDUCTIONS)}")
+        raise argparse.ArgumentTypeError(f"{text!r}: unknown {unknown}; choose from {','.join(token_reduction_names())}")
     return methods
 
 
@@ -116,8 +117,8 @@ def parse_args(argv=None):
                         help="sweep keep rates (default: 1.0,0.9,...,0.4)")
     parser.add_argument("--token_scores", type=_numbers(str), default=list(TOKEN_SCORES),
                         help=f"sweep token scores (default: {','.join(TOKEN_SCORES)})")
-    parser.add_argument("--token_reductions", type=_token_reductions, default=list(TOKEN_REDUCTIONS),
-                        help=f"sweep methods, any of {','.join(TOKEN_REDUCTIONS)}; fuse and merge rank by attention "
+    parser.add_argument("--token_reductions", type=_token_reductions, default=list(token_reduction_names()),
+                        help=f"sweep methods, any of {','.join(token_reduction_names())}; fuse and merge rank by attention "
                         "(default: all)")
     parser.add_argument("--sweep_models", nargs="*", default=[],
                         help="fine-tuned model folders added to the sweep table, each at its own keep rate / score")

@@ -28,24 +28,18 @@ DEFAULT_ANALYSIS_KEEP_RATE = 0.5
 def model_settings(model, keep_rate=None, token_score=None, attn_implementation=None):
     """Run the model in inference mode with temporary pruning settings; restore them afterwards."""
     check_pruned_model(model)
-    config = model.config
-    saved = (config.keep_rate, config.token_score, config._attn_implementation, model.training)
+    settings = {name: value for name, value in (("keep_rate", keep_rate), ("token_score", token_score)) if value is not None}
+    saved_implementation, training = model.config._attn_implementation, model.training
     model.eval()
     try:
-        if keep_rate is not None:
-            model.set_keep_rate(keep_rate)
-        if token_score is not None:
-            config.token_score = token_score
-        if attn_implementation is not None and attn_implementation != saved[2]:
+        if attn_implementation is not None and attn_implementation != saved_implementation:
             model.set_attn_implementation(attn_implementation)
-        with torch.inference_mode():
+        with model.reduction_settings(**settings), torch.inference_mode():
             yield model
     finally:
-        model.set_keep_rate(saved[0])
-        config.token_score = saved[1]
-        if config._attn_implementation != saved[2]:
-            model.set_attn_implementation(saved[2])
-        model.train(saved[3])
+        if model.config._attn_implementation != saved_implementation:
+            model.set_attn_implementation(saved_implementation)
+        model.train(training)
 
 
 def analysis_keep_rate(model, keep_rate=None):
