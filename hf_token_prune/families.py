@@ -50,12 +50,12 @@ class ModelFamily:
         return self.config_class(**{k: v for k, v in config.to_dict().items() if k != "model_type"})
 
 
-_FAMILIES: dict[str, ModelFamily] = {}
+MODEL_FAMILIES: dict[str, ModelFamily] = {}
 
 
 def register_model_family(family: ModelFamily) -> ModelFamily:
     """Add ``family`` and register its classes with transformers' Auto classes, so that saved models load by type."""
-    _FAMILIES[family.name] = family
+    MODEL_FAMILIES[family.name] = family
     AutoConfig.register(family.config_class.model_type, family.config_class, exist_ok=True)
     AutoModel.register(family.config_class, family.base_model_class, exist_ok=True)
     AutoModelForAudioClassification.register(family.config_class, family.model_class, exist_ok=True)
@@ -65,16 +65,16 @@ def register_model_family(family: ModelFamily) -> ModelFamily:
 
 def model_families() -> dict[str, ModelFamily]:
     """Every registered family by name."""
-    return dict(_FAMILIES)
+    return dict(MODEL_FAMILIES)
 
 
 def model_family(config_or_model_type) -> ModelFamily:
     """The family of a config (or of a ``model_type`` string); ``ValueError`` naming the supported types otherwise."""
     model_type = getattr(config_or_model_type, "model_type", config_or_model_type)
-    for family in _FAMILIES.values():
+    for family in MODEL_FAMILIES.values():
         if model_type in family.model_types:
             return family
-    supported = ", ".join(t for family in _FAMILIES.values() for t in family.model_types)
+    supported = ", ".join(t for family in MODEL_FAMILIES.values() for t in family.model_types)
     raise ValueError(
         f"model_type={model_type!r} is not a model family of hf_token_prune: supported are {supported} (an AST "
         "checkpoint, stock or pruned, or a model saved from hf_token_prune)."

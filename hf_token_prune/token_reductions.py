@@ -12,34 +12,34 @@ from .reduction import TokenReduction
 
 
 _BUILT_IN = (PRUNE, FUSE, MERGE)
-_REGISTRY: dict[str, TokenReduction] = {method.name: method for method in _BUILT_IN}
+TOKEN_REDUCTIONS: dict[str, TokenReduction] = {method.name: method for method in _BUILT_IN}
 
 
 def register_token_reduction(method: TokenReduction) -> TokenReduction:
     """Make ``method`` a valid ``token_reduction`` under ``method.name`` (replacing a method of that name)."""
     if not isinstance(method, TokenReduction) or not isinstance(getattr(method, "name", None), str):
         raise TypeError(f"{method!r} is not a TokenReduction instance with a name: subclass reduction.TokenReduction.")
-    _REGISTRY[method.name] = method
+    TOKEN_REDUCTIONS[method.name] = method
     return method
 
 
 def token_reduction_names() -> tuple[str, ...]:
     """The registered method names, built-ins first (the valid choices of every command)."""
-    return tuple(_REGISTRY)
+    return tuple(TOKEN_REDUCTIONS)
 
 
 def padding_token_reductions() -> tuple[str, ...]:
     """The methods that carry a padding mask (the only ones ``drop_padding`` and a masked batch can use)."""
-    return tuple(name for name, method in _REGISTRY.items() if method.supports_padding)
+    return tuple(name for name, method in TOKEN_REDUCTIONS.items() if method.supports_padding)
 
 
 def get_token_reduction(name) -> TokenReduction:
     """The method registered as ``name``; ``ValueError`` naming the choices otherwise."""
-    method = _REGISTRY.get(name) if isinstance(name, str) else None
+    method = TOKEN_REDUCTIONS.get(name) if isinstance(name, str) else None
     if method is None:
-        choices = "; ".join(method.summary for method in _REGISTRY.values())
+        choices = "; ".join(method.summary for method in TOKEN_REDUCTIONS.values())
         raise ValueError(
-            f"token_reduction={name!r} is invalid: choose one of {', '.join(_REGISTRY)} ({choices})."
+            f"token_reduction={name!r} is invalid: choose one of {', '.join(TOKEN_REDUCTIONS)} ({choices})."
         )
     return method
 
