@@ -121,6 +121,22 @@ def parse_keep_rates(text: str) -> list[float]:
     return rates
 
 
+def keep_rates_argument(text):
+    """argparse type: a comma-separated list of keep rates (:func:`parse_keep_rates`)."""
+    try:
+        return parse_keep_rates(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def keep_rate_argument(text):
+    """argparse type: one keep rate in (0, 1]."""
+    rates = keep_rates_argument(text)
+    if len(rates) != 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give one keep rate in (0, 1], e.g. 0.7")
+    return rates[0]
+
+
 def positive_int(text):
     """argparse type: a whole number >= 1 (counts of threads, classes, windows per batch)."""
     try:
@@ -157,6 +173,6 @@ def unknown_arguments_error(parser, unknown):
 
 
 __all__ = [
-    "check_audio_folder", "check_model", "one_line", "parse_keep_rates", "positive_int", "positive_seconds",
-    "unknown_arguments_error",
+    "check_audio_folder", "check_model", "keep_rate_argument", "keep_rates_argument", "one_line", "parse_keep_rates",
+    "positive_int", "positive_seconds", "unknown_arguments_error",
 ]

@@ -50,7 +50,7 @@ from hf_token_prune.analysis.report import write_index
 from hf_token_prune.checks import check_audio_folder, check_model
 from hf_token_prune.data import DATASETS
 from hf_token_prune.errors import command
-from hf_token_prune.checks import parse_keep_rates
+from hf_token_prune.checks import keep_rate_argument, keep_rates_argument
 from hf_token_prune.scores import TOKEN_SCORES
 from hf_token_prune.token_reductions import token_reduction_names
 
@@ -58,18 +58,6 @@ from hf_token_prune.token_reductions import token_reduction_names
 def _analyses(text):
     try:
         return parse_analyses(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error))
-
-
-def _keep_rate(text):
-    (keep_rate,) = _keep_rates(text)
-    return keep_rate
-
-
-def _keep_rates(text):
-    try:
-        return parse_keep_rates(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error))
 
@@ -111,9 +99,9 @@ def parse_args(argv=None):
                         help=f"comma-separated subset of {','.join(ANALYSES)} (default: all)")
     parser.add_argument("--output_dir", type=Path,
                         help="where the figures, tables and index.md go (default: <model folder>/analysis)")
-    parser.add_argument("--keep_rate", type=_keep_rate,
+    parser.add_argument("--keep_rate", type=keep_rate_argument,
                         help="keep rate for patterns, kendall and histograms (default: the model's own, else 0.5)")
-    parser.add_argument("--keep_rates", type=_keep_rates, default=list(DEFAULT_KEEP_RATES),
+    parser.add_argument("--keep_rates", type=keep_rates_argument, default=list(DEFAULT_KEEP_RATES),
                         help="sweep keep rates (default: 1.0,0.9,...,0.4)")
     parser.add_argument("--token_scores", type=_numbers(str), default=list(TOKEN_SCORES),
                         help=f"sweep token scores (default: {','.join(TOKEN_SCORES)})")
