@@ -36,7 +36,7 @@ import torch
 from hf_token_prune import PrunedASTForAudioClassification, PrunedAudioMAEForAudioClassification
 from hf_token_prune.feature_extraction_audiomae import num_fbank_frames
 from hf_token_prune.macs import count_macs, preset_config
-from hf_token_prune.pruning import parse_keep_rates
+from hf_token_prune.checks import parse_keep_rates
 
 
 REPO = Path(__file__).resolve().parent.parent

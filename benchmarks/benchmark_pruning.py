@@ -55,7 +55,7 @@ from torch.utils import benchmark
 from tqdm.auto import tqdm
 from transformers import ASTConfig, ASTForAudioClassification
 
-from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification, pruning
+from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification, method_prune, tracker
 from hf_token_prune.macs import count_macs
 
 
@@ -219,8 +219,8 @@ def run_scenario(scenario, variants, repeats, progress):
 
 # -- pruning overhead ---------------------------------------------------------------------------------------------
 
-# Scoring functions of both families (AudioMAE ranks by received attention) and the selection; the model modules
-# import them by name, so they are wrapped where the modules look them up.
+# Scoring functions of both families (AudioMAE ranks by received attention) and the selection; the modules that call
+# them import them by name, so they are wrapped where those modules look them up.
 PRUNING_FUNCTIONS = {
     "cls_attention_score": "scoring",
     "received_attention_score": "scoring",
@@ -238,7 +238,7 @@ def instrumented_pruning(modules, calls=None):
         def wrapper(*args, **kwargs):
             if calls is not None:
                 # A tracker mutates itself: replays get a copy of its state before this call.
-                saved = [copy.copy(a) if isinstance(a, pruning.PatchTracker) else a for a in args]
+                saved = [copy.copy(a) if isinstance(a, tracker.PatchTracker) else a for a in args]
                 calls.append((part, function, saved, kwargs))
             with record_function(part):
                 return function(*args, **kwargs)
@@ -250,8 +250,8 @@ def instrumented_pruning(modules, calls=None):
             for name, part in PRUNING_FUNCTIONS.items():
                 if hasattr(module, name):
                     stack.enter_context(mock.patch.object(module, name, instrument(part, getattr(module, name))))
-        update = instrument("bookkeeping", pruning.PatchTracker.update)
-        stack.enter_context(mock.patch.object(pruning.PatchTracker, "update", update))
+        update = instrument("bookkeeping", tracker.PatchTracker.update)
+        stack.enter_context(mock.patch.object(tracker.PatchTracker, "update", update))
         yield
 
 
@@ -259,7 +259,7 @@ def replay_seconds(function, args, kwargs):
     """Median time of one pruning call replayed alone (torch.utils.benchmark), on a fresh tracker copy if any."""
     timer = benchmark.Timer(
         "function(*[copy.copy(a) if isinstance(a, Tracker) else a for a in args], **kwargs)",
-        globals=dict(function=function, args=args, kwargs=kwargs, copy=copy, Tracker=pruning.PatchTracker),
+        globals=dict(function=function, args=args, kwargs=kwargs, copy=copy, Tracker=tracker.PatchTracker),
     )
     return timer.blocked_autorange(min_run_time=0.1).median
 
@@ -621,7 +621,8 @@ def main(argv=None):
             run_scenario(scenario, variants, args.repeats, progress)
             results.append(dict(scenario=scenario.__dict__, title=scenario.title, rows=summarise(scenario, variants)))
             if scenario.mode == "inference" and scenario.batch_size == 1:
-                modules = [sys.modules[type(v.model).__module__] for v in variants if v.pruned]
+                # Scores are computed in the model modules, the selection in the prune method's.
+                modules = [sys.modules[type(v.model).__module__] for v in variants if v.pruned] + [method_prune]
                 inputs = torch.randn(scenario.batch_size, scenario.max_length, 128)
                 for family in dict.fromkeys(v.family for v in variants if v.pruned):
                     for rate in PROFILED_KEEP_RATES[args.quick]:

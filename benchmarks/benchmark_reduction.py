@@ -31,7 +31,7 @@ from benchmark_pruning import markdown_table, quiet_profile  # noqa: E402
 
 from hf_token_prune import PrunedASTForAudioClassification  # noqa: E402
 from hf_token_prune.macs import count_macs, preset_config  # noqa: E402
-from hf_token_prune.reduction import TOKEN_REDUCTIONS  # noqa: E402
+from hf_token_prune.token_reductions import token_reduction_names  # noqa: E402
 
 
 TARGETS = {"prune": 0.95, "fuse": 0.95, "merge": 0.9}
@@ -45,12 +45,11 @@ def build_models(config, keep_rates):
     """
     base = PrunedASTForAudioClassification(copy.deepcopy(config)).eval()
     models = {("none", 1.0): base}
-    for method in TOKEN_REDUCTIONS:
+    for method in token_reduction_names():
         for keep_rate in keep_rates:
             model = PrunedASTForAudioClassification(copy.deepcopy(config)).eval()
             model.load_state_dict(base.state_dict())
-            model.config.token_reduction = method
-            model.set_keep_rate(keep_rate)
+            model.config.update_reduction(token_reduction=method, keep_rate=keep_rate)
             models[(method, keep_rate)] = model
     return models
 

@@ -2,17 +2,10 @@
 
 import warnings
 
-from transformers import (
-    ASTFeatureExtractor,
-    AutoConfig,
-    AutoFeatureExtractor,
-    AutoModel,
-    AutoModelForAudioClassification,
-)
-
 from .apply import apply_token_reduction, remove_token_reduction
 from .configuration_pruned_ast import PrunedASTConfig
 from .configuration_pruned_audiomae import PrunedAudioMAEConfig
+from .families import ModelFamily, model_families, model_family, register_model_family
 from .feature_extraction_audiomae import AudioMAEFeatureExtractor
 from .modeling_pruned_ast import PrunedASTForAudioClassification, PrunedASTModel, PrunedASTPreTrainedModel
 from .modeling_pruned_audiomae import (
@@ -20,8 +13,10 @@ from .modeling_pruned_audiomae import (
     PrunedAudioMAEModel,
     PrunedAudioMAEPreTrainedModel,
 )
-from .pruning import kept_token_counts, num_kept_tokens
+from .reduction import TokenReduction
+from .selection import kept_token_counts, num_kept_tokens
 from .tagging import RecordingTags, tag_recording
+from .token_reductions import get_token_reduction, register_token_reduction, token_reduction_names
 
 
 __version__ = "0.1.0"
@@ -30,18 +25,12 @@ __version__ = "0.1.0"
 # warns about that on every feature extractor it builds.
 warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
 
-# Installed users load saved pruned models through the Auto classes without trust_remote_code.
-AutoConfig.register(PrunedASTConfig.model_type, PrunedASTConfig)
-AutoModel.register(PrunedASTConfig, PrunedASTModel)
-AutoModelForAudioClassification.register(PrunedASTConfig, PrunedASTForAudioClassification)
-AutoFeatureExtractor.register(PrunedASTConfig, ASTFeatureExtractor)
-AutoConfig.register(PrunedAudioMAEConfig.model_type, PrunedAudioMAEConfig)
-AutoModel.register(PrunedAudioMAEConfig, PrunedAudioMAEModel)
-AutoModelForAudioClassification.register(PrunedAudioMAEConfig, PrunedAudioMAEForAudioClassification)
-AutoFeatureExtractor.register(PrunedAudioMAEConfig, AudioMAEFeatureExtractor)
+# Installed users load saved pruned models through the Auto classes without trust_remote_code: every family is
+# registered with them when families.py is imported, above.
 
 __all__ = [
     "AudioMAEFeatureExtractor",
+    "ModelFamily",
     "PrunedASTConfig",
     "PrunedASTForAudioClassification",
     "PrunedASTModel",
@@ -51,9 +40,16 @@ __all__ = [
     "PrunedAudioMAEModel",
     "PrunedAudioMAEPreTrainedModel",
     "RecordingTags",
+    "TokenReduction",
     "apply_token_reduction",
+    "get_token_reduction",
     "kept_token_counts",
+    "model_families",
+    "model_family",
     "num_kept_tokens",
+    "register_model_family",
+    "register_token_reduction",
     "remove_token_reduction",
     "tag_recording",
+    "token_reduction_names",
 ]

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from .errors import one_line
+from .pruning_config import is_keep_rate
 
 
 # What a model folder holds, as `save_pretrained` writes it: role -> (accepted files, the name given in errors).
@@ -108,6 +109,34 @@ def check_audio_folder(data_dir, flag="--data_dir"):
     )
 
 
+def parse_keep_rates(text: str) -> list[float]:
+    """Keep rates from a command-line list such as ``"1.0,0.7,0.5"``; ``ValueError`` names what is wrong."""
+    try:
+        rates = [float(value) for value in str(text).split(",")]
+    except ValueError:
+        raise ValueError(f"{text!r}: give comma-separated keep rates in (0, 1], e.g. 1.0,0.7,0.5") from None
+    bad = [rate for rate in rates if not is_keep_rate(rate)]
+    if bad:
+        raise ValueError(f"{text!r} contains {bad}: every keep rate must lie in (0, 1].")
+    return rates
+
+
+def keep_rates_argument(text):
+    """argparse type: a comma-separated list of keep rates (:func:`parse_keep_rates`)."""
+    try:
+        return parse_keep_rates(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def keep_rate_argument(text):
+    """argparse type: one keep rate in (0, 1]."""
+    rates = keep_rates_argument(text)
+    if len(rates) != 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give one keep rate in (0, 1], e.g. 0.7")
+    return rates[0]
+
+
 def positive_int(text):
     """argparse type: a whole number >= 1 (counts of threads, classes, windows per batch)."""
     try:
@@ -144,5 +173,6 @@ def unknown_arguments_error(parser, unknown):
 
 
 __all__ = [
-    "check_audio_folder", "check_model", "one_line", "positive_int", "positive_seconds", "unknown_arguments_error"
+    "check_audio_folder", "check_model", "keep_rate_argument", "keep_rates_argument", "one_line", "parse_keep_rates",
+    "positive_int", "positive_seconds", "unknown_arguments_error",
 ]

@@ -2,7 +2,8 @@
 
 from transformers import ASTConfig
 
-from .pruning import PruningConfigMixin
+from .patch_layout import PatchLayout
+from .pruning_config import PruningConfigMixin
 
 
 class PrunedASTConfig(PruningConfigMixin, ASTConfig):
@@ -48,12 +49,27 @@ class PrunedASTConfig(PruningConfigMixin, ASTConfig):
     ```"""
 
     model_type = "pruned-audio-spectrogram-transformer"
+    num_extra_tokens = 2  # CLS and distillation token, never pruned
 
     keep_rate: float | int = 1.0
     pruning_layers: list[int] | None = None
     token_score: str = "attention"
     token_reduction: str = "prune"
     drop_padding: bool = False
+
+    def patch_layout(self, max_length: int | None = None) -> PatchLayout:
+        """How patch tokens map onto the input (frequency-major, overlapping strides allowed; `ASTEmbeddings.get_shape`'s
+        arithmetic), for `max_length` frames (default: the config's). Reads only AST fields, so a stock `ASTConfig`
+        can be passed as `self`."""
+        max_length = self.max_length if max_length is None else max_length
+        return PatchLayout(
+            patch_size=self.patch_size,
+            frequency_stride=self.frequency_stride,
+            time_stride=self.time_stride,
+            num_frequency_patches=(self.num_mel_bins - self.patch_size) // self.frequency_stride + 1,
+            num_time_patches=(max_length - self.patch_size) // self.time_stride + 1,
+            time_major=False,
+        )
 
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):

@@ -2,7 +2,8 @@
 
 from transformers import PreTrainedConfig
 
-from .pruning import PruningConfigMixin
+from .patch_layout import PatchLayout
+from .pruning_config import PruningConfigMixin
 
 
 class PrunedAudioMAEConfig(PruningConfigMixin, PreTrainedConfig):
@@ -62,6 +63,7 @@ class PrunedAudioMAEConfig(PruningConfigMixin, PreTrainedConfig):
     """
 
     model_type = "pruned-audiomae"
+    num_extra_tokens = 1  # the CLS token, never pruned (and not pooled)
 
     hidden_size: int = 768
     num_hidden_layers: int = 12
@@ -82,8 +84,22 @@ class PrunedAudioMAEConfig(PruningConfigMixin, PreTrainedConfig):
     token_reduction: str = "prune"
     drop_padding: bool = False
 
-    def _validate_pruning(self):
-        super()._validate_pruning()
+    def patch_layout(self, max_length: int | None = None) -> PatchLayout:
+        """How patch tokens map onto the input (time-major, non-overlapping square patches), for `max_length` frames
+        (default: the config's)."""
+        max_length = self.max_length if max_length is None else max_length
+        size = self.patch_size
+        return PatchLayout(
+            patch_size=size,
+            frequency_stride=size,
+            time_stride=size,
+            num_frequency_patches=self.num_mel_bins // size,
+            num_time_patches=max_length // size,
+            time_major=True,
+        )
+
+    def _validate_pruning(self, **changes):
+        super()._validate_pruning(**changes)
         if self.hidden_size % self.num_attention_heads or self.hidden_size % 4:
             raise ValueError(
                 f"hidden_size={self.hidden_size} must be divisible by num_attention_heads={self.num_attention_heads} "

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checks import positive_int
+from .checks import keep_rate_argument, positive_int
 from .errors import command, one_line
 from .feature_extraction_audiomae import check_sampling_rate
 from .files import OVERWRITE_HELP, check_output_dir, same_or_nested, written_whole
@@ -458,16 +458,6 @@ def export_pretrained(
     return check
 
 
-def _keep_rate(text: str) -> float:
-    from .pruning import parse_keep_rates
-
-    try:
-        (rate,) = parse_keep_rates(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return rate
-
-
 @command("export")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
@@ -483,7 +473,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output_dir", required=True, help="where model.onnx, config.json and the extractor go")
     parser.add_argument(
         "--keep_rate",
-        type=_keep_rate,
+        type=keep_rate_argument,
         default=None,
         help="keep rate to bake into the graph, in (0, 1] (default: the saved config's)",
     )

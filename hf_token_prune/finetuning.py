@@ -35,7 +35,6 @@ from pathlib import Path
 import torch
 import transformers
 from transformers import (
-    ASTFeatureExtractor,
     AutoFeatureExtractor,
     AutoModelForAudioClassification,
     HfArgumentParser,
@@ -45,12 +44,10 @@ from transformers import (
 )
 
 from . import metrics as metric_modules
-from .checks import check_audio_folder, check_model, one_line, unknown_arguments_error
+from .checks import check_audio_folder, check_model, one_line, parse_keep_rates, unknown_arguments_error
 from .errors import command
 from .files import OVERWRITE_HELP, check_output_dir, commit
 from .loading import from_pretrained_strict
-from .configuration_pruned_ast import PrunedASTConfig
-from .configuration_pruned_audiomae import PrunedAudioMAEConfig
 from .data import (
     DATASETS,
     AudioFeatureTransform,
@@ -66,10 +63,12 @@ from .data import (
     load_audio_classification,
     normalised_zero,
 )
+from .families import model_families, model_family
 from .feature_extraction_audiomae import AudioMAEFeatureExtractor
 from .model_card import METRIC_NAMES, build_model_card, plot_training
-from .pruning import TOKEN_SCORES, parse_keep_rates, validate_drop_padding
-from .reduction import TOKEN_REDUCTIONS, validate_token_reduction
+from .pruning_config import validate_drop_padding
+from .scores import TOKEN_SCORES
+from .token_reductions import padding_token_reductions, token_reduction_names, validate_token_reduction
 from .training import (
     KeepRateScheduleCallback,
     PrunedModelTrainer,
@@ -85,17 +84,6 @@ CARD_TEMPLATE = Path(__file__).resolve().parent / "templates" / "pruned_audio_mo
 REPO = Path(__file__).resolve().parent.parent
 logger = logging.getLogger("finetune")
 
-# --model_type of a model built from scratch: its config and feature extractor.
-MODEL_TYPES = {
-    "pruned-ast": (PrunedASTConfig, ASTFeatureExtractor),
-    "pruned-audiomae": (PrunedAudioMAEConfig, AudioMAEFeatureExtractor),
-}
-# What a checkpoint's model_type loads as: a stock AST is a pruned AST with pruning off.
-CHECKPOINT_CONFIGS = {
-    "audio-spectrogram-transformer": PrunedASTConfig,
-    PrunedASTConfig.model_type: PrunedASTConfig,
-    PrunedAudioMAEConfig.model_type: PrunedAudioMAEConfig,
-}
 
 
 def available_recipes():
@@ -141,7 +129,7 @@ class ModelArguments:
     )
     model_type: str = field(
         default="pruned-ast",
-        metadata={"help": "Model built from scratch.", "choices": list(MODEL_TYPES)},
+        metadata={"help": "Model built from scratch.", "choices": list(model_families())},
     )
     config_overrides: str | None = field(
         default=None,
@@ -335,7 +323,7 @@ class PruningArguments:
             "help": "What the pruning layers do with the tokens they do not keep, during training and in the saved "
             "model: prune drops them (the paper), fuse adds EViT's fused token, merge is ToMe's merging (both with "
             "--token_score attention).",
-            "choices": list(TOKEN_REDUCTIONS),
+            "choices": list(token_reduction_names()),
         },
     )
     drop_padding: bool = field(
@@ -407,13 +395,15 @@ class PruningArguments:
         self.keep_rates = sorted(set(evaluated) | {self.keep_rate, 1.0}, reverse=True)
         validate_token_reduction(self.token_reduction, self.token_score)
         methods = [method.strip() for method in self.eval_token_reductions.split(",")] + [self.token_reduction]
-        unknown = [method for method in methods if method not in TOKEN_REDUCTIONS]
+        registered = token_reduction_names()
+        unknown = [method for method in methods if method not in registered]
         if unknown:
-            raise ValueError(f"--eval_token_reductions: unknown {unknown}; choose from {', '.join(TOKEN_REDUCTIONS)}.")
-        self.token_reductions = [method for method in TOKEN_REDUCTIONS if method in methods]
+            raise ValueError(f"--eval_token_reductions: unknown {unknown}; choose from {', '.join(registered)}.")
+        self.token_reductions = [method for method in registered if method in methods]
         if self.drop_padding:
             validate_drop_padding(True, self.token_reduction)
-            self.token_reductions = ["prune"]  # fuse and merge cannot carry a mixed batch's padding
+            # only methods that carry a padding mask can run a mixed batch's padding
+            self.token_reductions = list(padding_token_reductions())
         if self.shrink_start_epoch < 0 or self.shrink_epochs < 0:
             raise ValueError("--shrink_start_epoch and --shrink_epochs must be >= 0.")
         try:
@@ -608,14 +598,16 @@ def build_config(model_args, data_args, pruning_args):
         name = model_args.model_name_or_path
         check_model(name, cache_dir=model_args.cache_dir)
         model_type = PretrainedConfig.get_config_dict(name, cache_dir=model_args.cache_dir)[0].get("model_type")
-        if model_type not in CHECKPOINT_CONFIGS:
+        try:
+            config_class = model_family(model_type).config_class
+        except ValueError:
             raise ValueError(
                 f"{name} holds a {model_type!r} model: fine-tuning starts from an AST (stock or pruned) or a pruned "
                 "AudioMAE checkpoint."
-            )
-        config = CHECKPOINT_CONFIGS[model_type].from_pretrained(name, cache_dir=model_args.cache_dir, **settings)
+            ) from None
+        config = config_class.from_pretrained(name, cache_dir=model_args.cache_dir, **settings)
     else:
-        config_class = MODEL_TYPES[model_args.model_type][0]
+        config_class = model_families()[model_args.model_type].config_class
         config = config_class(num_mel_bins=data_args.num_mel_bins, **settings)
         if model_args.config_overrides:
             config.update_from_string(model_args.config_overrides)
@@ -650,7 +642,7 @@ def build_model(config, model_args, data_args, label_names):
         extractor.max_length = config.max_length
     else:
         model = AutoModelForAudioClassification.from_config(config)
-        extractor = MODEL_TYPES[model_args.model_type][1](
+        extractor = model_families()[model_args.model_type].feature_extractor_class(
             num_mel_bins=config.num_mel_bins, max_length=config.max_length, sampling_rate=data_args.sampling_rate
         )
     extractor = with_fbank_padding(extractor, data_args.fbank_padding)

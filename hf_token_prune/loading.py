@@ -11,7 +11,6 @@ import contextlib
 import logging
 from pathlib import Path
 
-import torch
 
 from .errors import one_line
 from .feature_extraction_audiomae import check_fbank_rate
@@ -20,7 +19,9 @@ from .feature_extraction_audiomae import check_fbank_rate
 logger = logging.getLogger(__name__)
 
 # The interface both pruned models share and every analysis relies on (see PrunedASTPreTrainedModel).
-PRUNED_MODEL_INTERFACE = ("set_keep_rate", "patch_layout", "num_extra_tokens", "attention_token_scores")
+PRUNED_MODEL_INTERFACE = (
+    "set_keep_rate", "reduction_settings", "patch_layout", "num_extra_tokens", "attention_token_scores"
+)
 _FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
 _SHOWN = 4  # names listed per kind of misfit before "and N more"
 
@@ -162,21 +163,24 @@ def load_pruned_model(model_name_or_path):
     A stock AST checkpoint loads as ``PrunedASTForAudioClassification`` with pruning off (the library's own
     conversion); any other model type is refused with the reason.
     """
-    from transformers import ASTConfig, AutoFeatureExtractor, AutoModelForAudioClassification
+    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
-    from .modeling_pruned_ast import PrunedASTForAudioClassification
+    from .families import model_family
 
     config = load_config(model_name_or_path)
-    if config.model_type == ASTConfig.model_type:
-        logger.info("%s is a stock AST checkpoint: loading it as PrunedAST with pruning off.", model_name_or_path)
-        model = from_pretrained_strict(PrunedASTForAudioClassification, model_name_or_path)
-    elif hasattr(config, "keep_rate") and hasattr(config, "token_score"):
-        model = from_pretrained_strict(AutoModelForAudioClassification, model_name_or_path)
-    else:
+    try:
+        family = model_family(config)
+    except ValueError:
         raise ValueError(
             f"{model_name_or_path!r} holds a {config.model_type!r} model, not a pruned audio transformer: give a "
             "folder saved from hf_token_prune (PrunedAST / PrunedAudioMAE) or a stock AST checkpoint."
-        )
+        ) from None
+    if config.model_type in family.stock_model_types:
+        logger.info("%s is a stock checkpoint: loading it as %s with pruning off.", model_name_or_path,
+                    family.model_class.__name__)
+        model = from_pretrained_strict(family.model_class, model_name_or_path)
+    else:
+        model = from_pretrained_strict(AutoModelForAudioClassification, model_name_or_path)
     check_pruned_model(model)
     try:
         feature_extractor = AutoFeatureExtractor.from_pretrained(model_name_or_path)

@@ -17,7 +17,7 @@ Counting convention (the one under which the paper's Table II is reproduced to 0
   ``+ 2 * Na**2 * D`` (``QK^T`` and attention x ``V``) ``+ 2 * Nm * D * intermediate`` (the MLP;
   ``8 * Nm * D**2`` for ViT-B). Token counts include the extra tokens (AST: CLS and distillation, AudioMAE: CLS),
   which are never pruned; patch tokens left after each pruning layer follow the models' own ceil rule
-  (:func:`hf_token_prune.pruning.kept_token_counts`).
+  (:func:`hf_token_prune.selection.kept_token_counts`).
 * Token scoring: with eager attention the score is read from the attention weights (no MACs). With a fused
   attention (SDPA, the default) the weights never exist: an AST pruning layer recomputes the CLS row of ``QK^T``
   (``Na * D``, counted separately); an AudioMAE pruning layer computes its attention itself, chunked, and reads the
@@ -48,12 +48,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from .errors import command
-from .pruning import default_pruning_layers, kept_token_counts, num_kept_tokens, parse_keep_rates, validate_drop_padding
-from .reduction import TOKEN_REDUCTIONS, merge_rounds
-
-
-AST_MODEL_TYPES = ("audio-spectrogram-transformer", "pruned-audio-spectrogram-transformer")
-AUDIOMAE_MODEL_TYPE = "pruned-audiomae"
+from .patch_layout import PatchLayout
+from .checks import parse_keep_rates
+from .families import model_family
+from .pruning_config import check_keep_rate, default_pruning_layers, validate_drop_padding
+from .selection import kept_token_counts, num_kept_tokens
+from .token_reductions import get_token_reduction, token_reduction_names
 
 # Paper Table II: GMACs of ViT-B at 64 / 256 / 512 patches (Speech Commands, ESC-50, AudioSet/VoxCeleb clip lengths).
 TABLE_II_KEEP_RATES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
@@ -69,30 +69,21 @@ TABLE_II_TOLERANCE = 0.1  # GMACs; the paper prints one decimal
 class ModelShape:
     """The numbers a MAC count needs from a config, whichever model family it describes."""
 
-    family: str  # "ast" or "audiomae"
+    layout: PatchLayout  # the family's patch geometry at the counted input length
     hidden_size: int
     num_attention_heads: int
     intermediate_size: int
     num_hidden_layers: int
-    patch_size: int
-    num_patches: int
     num_extra_tokens: int
     num_labels: int
     pruning_layers: tuple[int, ...]
     token_score: str
     token_reduction: str
-    time_stride: int
-    num_time_patches: int
-
-    def real_patches(self, real_frames: int) -> int:
-        """Patch tokens of a clip of ``real_frames`` frames once its padding is dropped."""
-        time_patches = min(self.num_time_patches, -(-real_frames // self.time_stride))
-        return time_patches * (self.num_patches // self.num_time_patches)
+    scoring_costs_macs: bool  # the family computes its attention score beside a fused kernel (see families.py)
 
     @property
-    def scoring_costs_macs(self) -> bool:
-        """AST recomputes its CLS row beside SDPA; AudioMAE's pruning layers get the score with their attention."""
-        return self.family == "ast"
+    def num_patches(self) -> int:
+        return self.layout.num_patches
 
 
 @dataclass(frozen=True)
@@ -124,47 +115,31 @@ class MacCount:
 
 
 def _shape_of(config, max_length=None) -> ModelShape:
-    model_type = getattr(config, "model_type", None)
-    max_length = config.max_length if max_length is None else max_length
-    if model_type in AST_MODEL_TYPES:
-        # Same arithmetic as ASTEmbeddings.get_shape (a strided convolution, overlapping strides allowed).
-        frequency_patches = (config.num_mel_bins - config.patch_size) // config.frequency_stride + 1
-        time_patches = (max_length - config.patch_size) // config.time_stride + 1
-        family, num_patches, num_extra_tokens = "ast", frequency_patches * time_patches, 2
-        time_stride = config.time_stride
-    elif model_type == AUDIOMAE_MODEL_TYPE:
-        time_patches, frequency_patches = max_length // config.patch_size, config.num_mel_bins // config.patch_size
-        family, num_patches, num_extra_tokens = "audiomae", time_patches * frequency_patches, 1
-        time_stride = config.patch_size
-    else:
+    family = model_family(config)
+    # The family's pruned config states the geometry; a stock config has the same fields.
+    layout = family.config_class.patch_layout(config, max_length)
+    if layout.num_time_patches < 1 or layout.num_frequency_patches < 1:
         raise ValueError(
-            f"Cannot count MACs of model_type={model_type!r}: supported are {', '.join(AST_MODEL_TYPES)} and "
-            f"{AUDIOMAE_MODEL_TYPE} (pass an AST / PrunedAST / PrunedAudioMAE config or a preset name)."
-        )
-    if time_patches < 1 or frequency_patches < 1:
-        raise ValueError(
-            f"max_length={max_length} frames x num_mel_bins={config.num_mel_bins} is smaller than one "
-            f"{config.patch_size}x{config.patch_size} patch: use at least {config.patch_size} frames."
+            f"max_length={config.max_length if max_length is None else max_length} frames x num_mel_bins="
+            f"{config.num_mel_bins} is smaller than one {config.patch_size}x{config.patch_size} patch: use at least "
+            f"{config.patch_size} frames."
         )
     # A stock AST config has no pruning fields: count it as PrunedAST would run it.
     pruning_layers = getattr(config, "pruning_layers", None)
     if pruning_layers is None:
         pruning_layers = default_pruning_layers(config.num_hidden_layers)
     return ModelShape(
-        family=family,
+        layout=layout,
         hidden_size=config.hidden_size,
         num_attention_heads=config.num_attention_heads,
         intermediate_size=config.intermediate_size,
         num_hidden_layers=config.num_hidden_layers,
-        patch_size=config.patch_size,
-        num_patches=num_patches,
-        num_extra_tokens=num_extra_tokens,
+        num_extra_tokens=family.config_class.num_extra_tokens,
         num_labels=getattr(config, "num_labels", 0),
         pruning_layers=tuple(pruning_layers),
         token_score=getattr(config, "token_score", "attention"),
         token_reduction=getattr(config, "token_reduction", "prune"),
-        time_stride=time_stride,
-        num_time_patches=time_patches,
+        scoring_costs_macs=family.scoring_costs_macs,
     )
 
 
@@ -204,21 +179,18 @@ def count_macs(
         shape = replace(shape, num_extra_tokens=num_extra_tokens)
     if token_reduction is not None:
         shape = replace(shape, token_reduction=token_reduction)
-    if shape.token_reduction not in TOKEN_REDUCTIONS:
-        raise ValueError(f"token_reduction={shape.token_reduction!r} is invalid: choose one of {', '.join(TOKEN_REDUCTIONS)}.")
-    keep_rate = getattr(config, "keep_rate", 1.0) if keep_rate is None else keep_rate
-    if not 0.0 < keep_rate <= 1.0:
-        raise ValueError(f"keep_rate={keep_rate!r} is invalid: it must lie in (0, 1].")
+    method = get_token_reduction(shape.token_reduction)
+    keep_rate = check_keep_rate(getattr(config, "keep_rate", 1.0) if keep_rate is None else keep_rate)
     attn_implementation = attn_implementation or getattr(config, "_attn_implementation", None) or "sdpa"
-    method = shape.token_reduction
-    validate_drop_padding(drop_padding, method)
-    scores_cost_macs = attn_implementation != "eager" and shape.token_score == "attention" and method != "merge"
+    validate_drop_padding(drop_padding, method.name)
+    scores_cost_macs = (attn_implementation != "eager" and shape.token_score == "attention"
+                        and method.signal == "score" and shape.scoring_costs_macs)
 
     hidden, extra = shape.hidden_size, shape.num_extra_tokens
     head_dim = hidden // shape.num_attention_heads
     patches = shape.num_patches
     if drop_padding and real_frames is not None:
-        patches = shape.real_patches(real_frames)
+        patches = shape.layout.num_real_patches(real_frames)
     kept = kept_token_counts(patches, keep_rate, len(shape.pruning_layers))
     next_pruning = 0
     projections = matmuls = mlp = scoring = reduction = 0
@@ -227,13 +199,10 @@ def count_macs(
         attention_tokens = patches + extra
         if index in shape.pruning_layers:
             if num_kept_tokens(patches, keep_rate) < patches:
-                if scores_cost_macs and shape.scoring_costs_macs:
+                if scores_cost_macs:
                     scoring += attention_tokens * hidden
-                if method == "fuse":
-                    reduction += patches * hidden
-                    extra = shape.num_extra_tokens + 1  # the fused token, from this MLP on
-                if method == "merge":
-                    reduction += _matching_macs(patches, kept[next_pruning], head_dim)
+                reduction += method.macs(patches, kept[next_pruning], hidden, head_dim)
+                extra = shape.num_extra_tokens + method.added_tokens  # e.g. EViT's fused token, from this MLP on
             patches = kept[next_pruning]
             next_pruning += 1
         mlp_tokens = patches + extra
@@ -243,7 +212,7 @@ def count_macs(
         tokens_per_layer.append((attention_tokens, mlp_tokens))
 
     return MacCount(
-        patch_embedding=batch_size * shape.num_patches * shape.patch_size**2 * hidden,
+        patch_embedding=batch_size * shape.num_patches * shape.layout.patch_size**2 * hidden,
         attention_projections=batch_size * projections,
         attention_matmuls=batch_size * matmuls,
         mlp=batch_size * mlp,
@@ -253,11 +222,6 @@ def count_macs(
         tokens_per_layer=tuple(tokens_per_layer),
         kept_patches=tuple(kept),
     )
-
-
-def _matching_macs(patches: int, kept: int, head_dim: int) -> int:
-    """Similarity products of ToMe's matching: ``|A| x |B|`` cosine similarities of ``head_dim`` keys per round."""
-    return sum((tokens + 1) // 2 * (tokens // 2) * head_dim for tokens, _ in merge_rounds(patches, patches - kept))
 
 
 # -- presets ------------------------------------------------------------------------------------------------------
@@ -328,17 +292,9 @@ def count_forward_macs(model, input_values, **forward_kwargs) -> int:
 
 
 def build_model(config):
-    """A random-weight model for ``config`` (only shapes matter for counting)."""
-    if getattr(config, "model_type", None) == AUDIOMAE_MODEL_TYPE:
-        from .modeling_pruned_audiomae import PrunedAudioMAEForAudioClassification
-
-        return PrunedAudioMAEForAudioClassification(config).eval()
-    from .configuration_pruned_ast import PrunedASTConfig
-    from .modeling_pruned_ast import PrunedASTForAudioClassification
-
-    if not isinstance(config, PrunedASTConfig):
-        config = PrunedASTConfig(**config.to_dict())
-    return PrunedASTForAudioClassification(config).eval()
+    """A random-weight model of ``config``'s family (only shapes matter for counting)."""
+    family = model_family(config)
+    return family.model_class(family.pruned_config(config)).eval()
 
 
 # -- command line ---------------------------------------------------------------------------------------------------
@@ -422,7 +378,7 @@ def main(argv=None):
     parser.add_argument(
         "--token_reductions",
         default=None,
-        help=f"comma-separated methods, any of {', '.join(TOKEN_REDUCTIONS)}: a row per method and keep rate "
+        help=f"comma-separated methods, any of {', '.join(token_reduction_names())}: a row per method and keep rate "
         "(default: the config's)",
     )
     parser.add_argument(
@@ -455,9 +411,9 @@ def main(argv=None):
     methods = _parse_list(args.token_reductions, str, "token_reductions") if args.token_reductions else [
         getattr(config, "token_reduction", "prune")
     ]
-    unknown = [method for method in methods if method not in TOKEN_REDUCTIONS]
+    unknown = [method for method in methods if method not in token_reduction_names()]
     if unknown:
-        raise SystemExit(f"--token_reductions: unknown {unknown}; choose from {', '.join(TOKEN_REDUCTIONS)}.")
+        raise SystemExit(f"--token_reductions: unknown {unknown}; choose from {', '.join(token_reduction_names())}.")
     if args.methods:
         _print_methods(config, args.model, keep_rates, args.attn_implementation)
         return 0
@@ -518,10 +474,11 @@ def _print_methods(config, name, keep_rates, attn_implementation):
     print("-" * len(header))
     for max_length in (128, 512, 1024):
         patches = _shape_of(config, max_length).num_patches
-        for method in TOKEN_REDUCTIONS:
+        methods = token_reduction_names()
+        for method in methods:
             values = [count_macs(config, rate, max_length, attn_implementation=attn_implementation,
                                  token_reduction=method).total / 1e9 for rate in keep_rates]
-            print(f"{patches if method == TOKEN_REDUCTIONS[0] else '':>7} | {method:<6} | "
+            print(f"{patches if method == methods[0] else '':>7} | {method:<6} | "
                   + " | ".join(f"{value:6.2f}" for value in values))
 
 

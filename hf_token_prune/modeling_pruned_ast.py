@@ -28,17 +28,15 @@ from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_pruned_ast import PrunedASTConfig
 from .pruning import (
-    PatchLayout,
     PrunedAudioClassificationMixin,
     PrunedBlockMixin,
     PrunedModelMixin,
     PrunedModelOutput,
-    cls_attention_score,
-    cls_attention_score_from_weights,
 )
+from .scores import cls_attention_score, cls_attention_score_from_weights
 
 
-NUM_EXTRA_TOKENS = 2  # CLS and distillation token, never pruned
+NUM_EXTRA_TOKENS = PrunedASTConfig.num_extra_tokens
 
 
 class CropTimePositionEmbeddings(ConversionOps):
@@ -156,26 +154,12 @@ class PrunedASTPreTrainedModel(PrunedModelMixin, ASTPreTrainedModel):
         "AutoModel": "modeling_pruned_ast.PrunedASTModel",
         "AutoModelForAudioClassification": "modeling_pruned_ast.PrunedASTForAudioClassification",
     }
-    num_extra_tokens = NUM_EXTRA_TOKENS
 
     @staticmethod
     def attention_token_scores(attention_weights: torch.Tensor) -> torch.Tensor:
         """The `"attention"` score of every patch token from a layer's `(batch, heads, seq, seq)` attention weights,
         e.g. from `output_attentions=True` under eager attention; for analysing layers that do not prune."""
         return cls_attention_score_from_weights(attention_weights, NUM_EXTRA_TOKENS)
-
-    @property
-    def patch_layout(self) -> PatchLayout:
-        """How patch tokens map onto the input spectrogram (frequency-major for AST)."""
-        frequency_patches, time_patches = ASTEmbeddings.get_shape(None, self.config)
-        return PatchLayout(
-            patch_size=self.config.patch_size,
-            frequency_stride=self.config.frequency_stride,
-            time_stride=self.config.time_stride,
-            num_frequency_patches=frequency_patches,
-            num_time_patches=time_patches,
-            time_major=False,
-        )
 
 
 class PrunedASTModel(PrunedASTPreTrainedModel, ASTModel):

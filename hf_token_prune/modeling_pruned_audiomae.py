@@ -24,17 +24,15 @@ from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_pruned_audiomae import PrunedAudioMAEConfig
 from .pruning import (
-    PatchLayout,
     PrunedAudioClassificationMixin,
     PrunedBlockMixin,
     PrunedModelMixin,
     PrunedModelOutput,
-    attention_with_received_score,
-    received_attention_score_from_weights,
 )
+from .scores import attention_with_received_score, received_attention_score_from_weights
 
 
-NUM_EXTRA_TOKENS = 1  # the CLS token, never pruned (and not pooled)
+NUM_EXTRA_TOKENS = PrunedAudioMAEConfig.num_extra_tokens
 RECEIVED_ATTENTION_CHUNK = 128  # queries per chunk when scoring without eager weights: O(n * 128) memory per head
 
 
@@ -199,7 +197,6 @@ class PrunedAudioMAEPreTrainedModel(PrunedModelMixin, PreTrainedModel):
         "AutoModel": "modeling_pruned_audiomae.PrunedAudioMAEModel",
         "AutoModelForAudioClassification": "modeling_pruned_audiomae.PrunedAudioMAEForAudioClassification",
     }
-    num_extra_tokens = NUM_EXTRA_TOKENS
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -222,19 +219,6 @@ class PrunedAudioMAEPreTrainedModel(PrunedModelMixin, PreTrainedModel):
         """The `"attention"` score of every patch token from a layer's `(batch, heads, seq, seq)` attention weights,
         e.g. from `output_attentions=True` under eager attention; for analysing layers that do not prune."""
         return received_attention_score_from_weights(attention_weights, NUM_EXTRA_TOKENS)
-
-    @property
-    def patch_layout(self) -> PatchLayout:
-        """How patch tokens map onto the input spectrogram (time-major for AudioMAE)."""
-        size = self.config.patch_size
-        return PatchLayout(
-            patch_size=size,
-            frequency_stride=size,
-            time_stride=size,
-            num_frequency_patches=self.config.num_mel_bins // size,
-            num_time_patches=self.config.max_length // size,
-            time_major=True,
-        )
 
 
 class PrunedAudioMAEModel(PrunedAudioMAEPreTrainedModel):

@@ -1,466 +1,31 @@
-"""TopK token pruning: the one novel piece that both pruned models call.
+"""What the pruned models of every family share: their outputs, the block body, the reducing loop, the classifier.
 
-A pruning layer scores the patch tokens, keeps the ``ceil(n * keep_rate)`` best ones and drops the rest before its
-MLP; with ``token_reduction`` "fuse" or "merge" it keeps the dropped tokens' content instead (EViT's fused token,
-ToMe's merging: the tensor functions are in ``reduction.py``, the layer plumbing here). Extra tokens (CLS,
-distillation) sit at the front of the sequence and are never pruned. This file is copied next
-to every saved model as remote code, so it imports nothing but ``torch`` and ``transformers``; the tensor functions come
-first, then what the pruned configs, blocks and models of both families share.
+A reducing layer runs its attention, then the configured token reduction method (``token_reductions.py``) between
+attention and MLP; extra tokens (CLS, distillation) sit at the front of the sequence and are never reduced. The pieces
+live in small sibling modules: token scores (``scores.py``), kept counts and top-k selection (``selection.py``), the
+methods (``reduction.py`` and ``method_*.py``), per-forward bookkeeping (``tracker.py``), config validation
+(``pruning_config.py``), patch geometry (``patch_layout.py``). This file and those are copied next to every saved
+model as remote code, so they import nothing but ``torch`` and ``transformers``.
 """
 
-import math
+import contextlib
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, logging
 from transformers.utils.generic import can_return_tuple
 
-from .reduction import (
-    fused_token,
-    merge_plan,
-    merge_weighted,
-    proportional_attention_bias,
-    validate_token_reduction,
-)
+from .patch_layout import PatchLayout
+from .pruning_config import validate_pruning_config
+from .selection import drop_padding_tokens
+from .token_reductions import get_token_reduction, padding_token_reductions
+from .tracker import LayerReduction, PatchTracker
 
 
 logger = logging.get_logger(__name__)
-
-TOKEN_SCORES = ("attention", "intensity", "variation", "random")
-
-# Absorbs float error in n * keep_rate (100 * 0.7 == 70.00000000000001) so the ceil rule gives the exact answer.
-_CEIL_TOLERANCE = 1e-6
-
-
-def default_pruning_layers(num_hidden_layers: int) -> list[int]:
-    """The paper's pruning positions at any depth: 0-based layers ``floor(k * num_hidden_layers / 4)`` for k = 1, 2, 3.
-
-    That is the paper's 3, 6, 9 of 12 layers, 1, 3, 4 of 6, 6, 12, 18 of 24; repeats collapse (0, 1 of 2 layers).
-    """
-    return sorted({k * num_hidden_layers // 4 for k in (1, 2, 3)})
-
-
-def validate_pruning_config(keep_rate, pruning_layers, token_score, num_hidden_layers):
-    """Raise ``ValueError`` naming the bad value and the allowed range; shared by every pruned config."""
-    if isinstance(keep_rate, bool) or not isinstance(keep_rate, (int, float)) or not 0.0 < keep_rate <= 1.0:
-        raise ValueError(
-            f"keep_rate={keep_rate!r} is invalid: it must be a number in (0, 1], the fraction of patch tokens each "
-            "pruning layer keeps (1.0 disables pruning)."
-        )
-    if not isinstance(pruning_layers, (list, tuple)) or not all(
-        isinstance(i, int) and not isinstance(i, bool) for i in pruning_layers
-    ):
-        raise ValueError(
-            f"pruning_layers={pruning_layers!r} is invalid: it must be a list of 0-based layer indices, e.g. [3, 6, 9]."
-        )
-    out_of_range = [i for i in pruning_layers if not 0 <= i < num_hidden_layers]
-    if out_of_range:
-        raise ValueError(
-            f"pruning_layers={list(pruning_layers)!r} contains {out_of_range}, outside the model's layers: indices "
-            f"must lie in [0, {num_hidden_layers - 1}] (num_hidden_layers={num_hidden_layers})."
-        )
-    if list(pruning_layers) != sorted(set(pruning_layers)):
-        raise ValueError(
-            f"pruning_layers={list(pruning_layers)!r} is invalid: indices must be sorted and unique, e.g. "
-            f"{sorted(set(pruning_layers))}."
-        )
-    if token_score not in TOKEN_SCORES:
-        raise ValueError(f"token_score={token_score!r} is invalid: choose one of {', '.join(TOKEN_SCORES)}.")
-    if keep_rate < 1.0 and not pruning_layers:
-        raise ValueError(
-            f"keep_rate={keep_rate!r} prunes nothing: pruning_layers is empty. Give 0-based layers to prune in, e.g. "
-            f"{default_pruning_layers(num_hidden_layers)} (the default for num_hidden_layers={num_hidden_layers}), "
-            "or keep_rate=1.0."
-        )
-
-
-def validate_drop_padding(drop_padding, token_reduction):
-    """``drop_padding`` is a bool, and only pruning can carry the per-sample padding it leaves in a mixed batch."""
-    if not isinstance(drop_padding, bool):
-        raise ValueError(f"drop_padding={drop_padding!r} is invalid: it must be True or False.")
-    if drop_padding and token_reduction != "prune":
-        raise ValueError(
-            f"drop_padding=True is not supported with token_reduction={token_reduction!r}: in a batch of mixed lengths "
-            "a padded slot must never be fused or merged into a real token, and only pruning carries the padding "
-            "mask. Use token_reduction='prune', or drop_padding=False."
-        )
-
-
-def parse_keep_rates(text: str) -> list[float]:
-    """Keep rates from a command-line list such as ``"1.0,0.7,0.5"``; ``ValueError`` names what is wrong."""
-    try:
-        rates = [float(value) for value in str(text).split(",")]
-    except ValueError:
-        raise ValueError(f"{text!r}: give comma-separated keep rates in (0, 1], e.g. 1.0,0.7,0.5") from None
-    bad = [rate for rate in rates if not 0.0 < rate <= 1.0]
-    if bad:
-        raise ValueError(f"{text!r} contains {bad}: every keep rate must lie in (0, 1].")
-    return rates
-
-
-def num_kept_tokens(num_tokens: int, keep_rate: float) -> int:
-    """``ceil(num_tokens * keep_rate)``, at least one token."""
-    return max(1, math.ceil(num_tokens * keep_rate - _CEIL_TOLERANCE))
-
-
-def kept_token_counts(num_patches: int, keep_rate: float, num_pruning_layers: int) -> list[int]:
-    """Patch tokens left after each pruning layer; the same keep rate compounds (512 at 0.7 -> 359, 252, 177)."""
-    counts = []
-    for _ in range(num_pruning_layers):
-        num_patches = num_kept_tokens(num_patches, keep_rate)
-        counts.append(num_patches)
-    return counts
-
-
-@dataclass(frozen=True)
-class PatchLayout:
-    """Where each patch token of a model comes from on the spectrogram.
-
-    Both models take ``input_values`` of shape ``(batch, frames, mel_bins)`` but patchify them in different
-    orientations: AST transposes to (frequency, time), so its tokens are frequency-major (``f * time_patches + t``);
-    AudioMAE keeps (time, frequency), so its tokens are time-major (``t * frequency_patches + f``).
-    """
-
-    patch_size: int
-    frequency_stride: int
-    time_stride: int
-    num_frequency_patches: int
-    num_time_patches: int
-    time_major: bool
-
-    @property
-    def num_patches(self) -> int:
-        return self.num_frequency_patches * self.num_time_patches
-
-    def patch_statistics(self, input_values: torch.Tensor):
-        """Mean ("intensity") and unbiased std ("variation") of every patch, in token order: ``(batch, patches)``.
-
-        ``unfold`` walks the windows in the row-major order of the patch embedding's flattened output, so statistic
-        ``i`` belongs to patch token ``i``, overlapping strides included.
-        """
-        image, stride = input_values.unsqueeze(1).float(), (self.time_stride, self.frequency_stride)
-        if not self.time_major:
-            image, stride = image.transpose(2, 3), stride[::-1]
-        patches = F.unfold(image, kernel_size=self.patch_size, stride=stride)
-        return patches.mean(dim=1), patches.std(dim=1)
-
-    def real_patches(self, frame_mask: torch.Tensor) -> torch.Tensor:
-        """``(batch, patches)`` bool in token order from a ``(batch, frames)`` frame mask (1 = real frame): a patch is
-        padding when all its frames are, so a patch straddling the clip's end stays real. Every frequency patch of a
-        time step shares its frames; AST's time windows overlap (stride 10 of 16 frames), AudioMAE's do not."""
-        real_time = frame_mask.bool().unfold(1, self.patch_size, self.time_stride).any(dim=-1)  # (batch, time patches)
-        batch_size, frequency_patches = real_time.shape[0], self.num_frequency_patches
-        if self.time_major:
-            return real_time[:, :, None].expand(-1, -1, frequency_patches).reshape(batch_size, -1)
-        return real_time[:, None, :].expand(-1, frequency_patches, -1).reshape(batch_size, -1)
-
-    def frequency_major_index(self, patch_indices: torch.Tensor) -> torch.Tensor:
-        """Token indices re-expressed on the (frequency, time) grid, the orientation spectrograms are drawn in."""
-        if not self.time_major:
-            return patch_indices
-        time, frequency = patch_indices // self.num_frequency_patches, patch_indices % self.num_frequency_patches
-        return frequency * self.num_time_patches + time
-
-
-def _mask_padded_keys(logits: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
-    """``logits`` ``(batch, heads, queries, keys)`` with padded keys (``token_mask`` False) at -inf."""
-    if token_mask is None:
-        return logits
-    return logits.masked_fill(~token_mask[:, None, None, :], float("-inf"))
-
-
-def cls_attention_score(
-    query: torch.Tensor, key: torch.Tensor, scaling: float, num_extra_tokens: int, token_mask: torch.Tensor | None = None
-):
-    """Head-mean attention of the CLS query over the patch keys (paper eq. 2b), from ``(batch, heads, seq, dim)``.
-
-    Only the CLS row of ``softmax(QK^T)`` is formed, so this costs O(n*d) and never needs the eager attention matrix.
-    ``token_mask`` ``(batch, seq)``, False for padding, masks the keys as the attention itself does.
-    """
-    cls_logits = _mask_padded_keys(torch.matmul(query[:, :, :1], key.transpose(-1, -2)).float() * scaling, token_mask)
-    cls_attention = cls_logits.softmax(dim=-1)[:, :, 0, num_extra_tokens:]
-    return cls_attention.mean(dim=1)
-
-
-def cls_attention_score_from_weights(attention_weights: torch.Tensor, num_extra_tokens: int):
-    """The same score read from a full ``(batch, heads, seq, seq)`` attention matrix (eager attention)."""
-    return attention_weights[:, :, 0, num_extra_tokens:].float().mean(dim=1)
-
-
-def attention_with_received_score(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float, num_extra_tokens: int,
-    chunk_size: int = 128, dropout: float = 0.0, token_mask: torch.Tensor | None = None,
-):
-    """Attention output ``(batch, seq, heads, dim)`` and the attention each patch receives (paper eq. 2a).
-
-    The score averages ``softmax(QK^T)`` over heads and patch queries, with the softmax over all keys. Fused SDPA never
-    returns those probabilities, and recomputing them costs as much again as the attention; so a pruning layer forms
-    them once, ``chunk_size`` queries at a time (O(n * chunk_size) memory per head, never the n x n matrix), and uses
-    them for both the output and the score. ``dropout`` (training only) applies to the output, not to the score.
-    ``token_mask`` ``(batch, seq)``, False for padding: padded keys get no attention, padded queries give none.
-    """
-    key_transposed = key.transpose(-1, -2)
-    query_weights = _patch_query_weights(query.shape[0], query.shape[2], num_extra_tokens, token_mask, query.device)
-    outputs = []
-    received = query.new_zeros(query.shape[0], query.shape[1], key.shape[2], dtype=torch.float32)
-    for start in range(0, query.shape[2], chunk_size):
-        logits = torch.matmul(query[:, :, start : start + chunk_size], key_transposed).float() * scaling
-        probabilities = _mask_padded_keys(logits, token_mask).softmax(dim=-1)
-        dropped = F.dropout(probabilities, p=dropout) if dropout > 0.0 else probabilities
-        outputs.append(torch.matmul(dropped.to(value.dtype), value))
-        received += (probabilities * query_weights[:, None, start : start + chunk_size, None]).sum(dim=2)
-    score = received[:, :, num_extra_tokens:].mean(dim=1) / query_weights.sum(dim=1, keepdim=True)
-    return torch.cat(outputs, dim=2).transpose(1, 2), score
-
-
-def _patch_query_weights(batch_size, num_tokens, num_extra_tokens, token_mask, device):
-    """``(batch, seq)`` float: 1 for the real patch queries whose attention a received score averages, else 0."""
-    weights = torch.ones(batch_size, num_tokens, device=device)
-    weights[:, :num_extra_tokens] = 0.0
-    return weights if token_mask is None else weights * token_mask
-
-
-def received_attention_score_from_weights(
-    attention_weights: torch.Tensor, num_extra_tokens: int, token_mask: torch.Tensor | None = None
-):
-    """The same score read from a full ``(batch, heads, seq, seq)`` attention matrix (eager attention)."""
-    batch_size, _, num_tokens, _ = attention_weights.shape
-    query_weights = _patch_query_weights(batch_size, num_tokens, num_extra_tokens, token_mask, attention_weights.device)
-    received = (attention_weights.float() * query_weights[:, None, :, None]).sum(dim=2).mean(dim=1)
-    return received[:, num_extra_tokens:] / query_weights.sum(dim=1, keepdim=True)
-
-
-def drop_padding_tokens(hidden_states: torch.Tensor, real_patches: torch.Tensor, num_extra_tokens: int):
-    """Gather out the padding patch tokens before the first layer: ``(hidden_states, patch_indices, token_mask)``.
-
-    Each sample's real patch tokens (``real_patches`` ``(batch, patches)``, token order) move to the front in input
-    order, and the sequence is cut to the longest sample's count; a shorter sample's remaining slots are padding, with
-    ``patch_indices`` (the input patch in each slot) -1 and ``token_mask`` ``(batch, extra + slots)`` False there.
-    ``token_mask`` is ``None`` when no slot is padding (one clip, or clips of one length), so the forward is then
-    exactly that of the real tokens alone. A traced graph (torch.compile, torch.export) has static shapes: there every
-    slot stays and the padding is only masked.
-    """
-    num_real = real_patches.sum(dim=1)
-    order = torch.argsort((~real_patches).to(torch.int8), dim=1, stable=True)
-    tracing = torch.compiler.is_compiling()
-    if not tracing:
-        order = order[:, : int(num_real.max())]
-    slot_is_real = torch.arange(order.shape[1], device=order.device) < num_real[:, None]
-    gather_index = (order + num_extra_tokens).unsqueeze(-1).expand(-1, -1, hidden_states.shape[-1])
-    hidden_states = torch.cat([hidden_states[:, :num_extra_tokens], hidden_states.gather(1, gather_index)], dim=1)
-    token_mask = None
-    if tracing or not bool(slot_is_real.all()):
-        token_mask = torch.cat([slot_is_real.new_ones(slot_is_real.shape[0], num_extra_tokens), slot_is_real], dim=1)
-    return hidden_states, order.masked_fill(~slot_is_real, -1), token_mask
-
-
-def select_tokens(
-    hidden_states: torch.Tensor, scores: torch.Tensor, keep_rate: float, num_extra_tokens: int,
-    token_mask: torch.Tensor | None = None, count_real_tokens: bool = False,
-):
-    """Keep the extra tokens and the top ``ceil(n * keep_rate)`` patch tokens of each sample.
-
-    Returns the pruned ``hidden_states`` and ``kept_token_indices`` ``(batch, k)``: positions among the current
-    patch tokens, in descending score order, which the caller composes to map survivors back to input patches.
-    With a ``token_mask`` ``(batch, seq)`` padded patches rank last, so one is kept only when no real one is left.
-    With ``count_real_tokens`` (``drop_padding``) each sample keeps ``ceil(n_real * keep_rate)`` of its own real
-    tokens instead: ``k`` is the batch's largest count and a sample's slots beyond its own count are empty (index -1).
-    """
-    if token_mask is not None:
-        scores = scores.float().masked_fill(~token_mask[:, num_extra_tokens:], float("-inf"))
-    num_kept = num_kept_tokens(scores.shape[1], keep_rate)
-    kept_token_indices = scores.topk(num_kept, dim=1).indices
-    gather_index = (kept_token_indices + num_extra_tokens).unsqueeze(-1).expand(-1, -1, hidden_states.shape[-1])
-    kept_patch_tokens = hidden_states.gather(1, gather_index)
-    if count_real_tokens and token_mask is not None:
-        # float64: n * keep_rate in float32 can overshoot an integer by more than the tolerance (1000 * 0.3)
-        num_real = token_mask[:, num_extra_tokens:].sum(dim=1, keepdim=True).double()
-        sample_kept = torch.ceil(num_real * keep_rate - _CEIL_TOLERANCE).clamp(min=1)
-        slots = torch.arange(num_kept, device=kept_token_indices.device)
-        kept_token_indices = kept_token_indices.masked_fill(slots >= sample_kept, -1)
-    return torch.cat([hidden_states[:, :num_extra_tokens], kept_patch_tokens], dim=1), kept_token_indices
-
-
-@dataclass(frozen=True)
-class LayerReduction:
-    """How one reducing layer prunes, fuses or merges its patch tokens between attention and MLP.
-
-    Built for each layer by :class:`PatchTracker`. Calling it is pure: it returns the reduced hidden states and a plan
-    for the tracker instead of updating anything, since gradient checkpointing runs a layer twice.
-    """
-
-    method: str  # "prune", "fuse" or "merge"
-    keep_rate: float
-    num_extra_tokens: int  # front tokens never reduced: CLS, distillation and, once made, the fused token
-    has_fused_token: bool  # the last front token is the fused token (fuse, after its first fusing layer)
-    token_scores: torch.Tensor | None = None  # static ``(batch, patches)`` scores; None: rank by the attention
-    sizes: torch.Tensor | None = None  # ``(batch, patches)`` input patches each token holds (merge; None: all 1)
-    token_mask: torch.Tensor | None = None  # ``(batch, seq)`` False = padding (prune only); None: every token real
-    count_real_tokens: bool = False  # drop_padding: each sample's kept count comes from its own real tokens
-
-    def reduces(self, hidden_states: torch.Tensor) -> bool:
-        num_patches = hidden_states.shape[1] - self.num_extra_tokens
-        return num_kept_tokens(num_patches, self.keep_rate) < num_patches
-
-    @property
-    def token_signal(self) -> str | None:
-        """What the layer's attention must return for it: the patch ``"score"``, the head-mean ``"keys"``, or nothing."""
-        if self.method == "merge":
-            return "keys"
-        return "score" if self.token_scores is None else None
-
-    def __call__(self, hidden_states: torch.Tensor, token_signal: torch.Tensor | None):
-        """``(hidden_states, plan)``: ``kept_token_indices`` for prune / fuse, ``(destination, sizes)`` for merge."""
-        extra = self.num_extra_tokens
-        patches = hidden_states[:, extra:]
-        num_kept = num_kept_tokens(patches.shape[1], self.keep_rate)
-        if self.method == "merge":
-            sizes = patches.new_ones(patches.shape[:2]) if self.sizes is None else self.sizes
-            destination = merge_plan(token_signal[:, extra:], sizes, patches.shape[1] - num_kept)
-            merged, merged_sizes = merge_weighted(patches, sizes, destination, num_kept)
-            return torch.cat([hidden_states[:, :extra], merged], dim=1), (destination, merged_sizes)
-        scores = token_signal if self.token_scores is None else self.token_scores
-        reduced, kept_token_indices = select_tokens(
-            hidden_states, scores, self.keep_rate, extra, self.token_mask, self.count_real_tokens
-        )
-        if self.method == "fuse":
-            fused = fused_token(patches, scores, kept_token_indices)
-            if self.has_fused_token:  # it absorbs this layer's dropped tokens too, and is itself never dropped
-                fused = fused + reduced[:, extra - 1 : extra]
-                extra -= 1
-            reduced = torch.cat([reduced[:, :extra], fused, reduced[:, self.num_extra_tokens :]], dim=1)
-        return reduced, kept_token_indices
-
-
-class PatchTracker:
-    """Per-forward bookkeeping: which input patches each patch token stands for, its static score, its size, and
-    whether it is real or padding.
-
-    Intensity and variation are computed once from the model input; after every pruning layer they must be gathered
-    with the same indices as the hidden states, or later layers would rank tokens by another patch's statistic. So
-    must ``token_mask`` ``(batch, extra + patches)`` (True = real token, the 2-D padding mask of the current
-    sequence, ``None`` when every token is real), from which each later layer's attention mask is built.
-    Prune and fuse record ``kept_patches`` (the input patch of each survivor, -1 in an empty slot); merge records
-    ``source_maps`` (for each input patch, the token now carrying it) and the tokens' sizes for proportional attention
-    and pooling. ``patch_indices`` gives the input patch of each starting slot when padding was dropped
-    (:func:`drop_padding_tokens`); ``count_real_tokens`` then makes each sample's kept counts its own.
-    """
-
-    def __init__(
-        self, batch_size: int, num_patches: int, device, static_scores: torch.Tensor | None = None,
-        token_mask: torch.Tensor | None = None, num_extra_tokens: int = 0, method: str = "prune",
-        patch_indices: torch.Tensor | None = None, count_real_tokens: bool = False,
-    ):
-        if patch_indices is None:
-            patch_indices = torch.arange(num_patches, device=device).expand(batch_size, -1)
-        self.patch_indices = patch_indices
-        self.count_real_tokens = count_real_tokens
-        self.static_scores = static_scores
-        self.token_mask = token_mask
-        self.num_extra_tokens = num_extra_tokens
-        self.method = method
-        self.has_fused_token = False
-        self.sizes = None
-        self.kept_patches = ()
-        self.source_maps = ()
-
-    def scores_for_next_layer(self, token_score: str) -> torch.Tensor | None:
-        """Scores of the current patch tokens, or ``None`` when the layer must score them by its own attention."""
-        if token_score == "attention":
-            return None
-        if token_score == "random":
-            return torch.rand(self.patch_indices.shape, device=self.patch_indices.device)
-        return self.static_scores
-
-    def layer_reduction(self, keep_rate: float, token_score: str) -> LayerReduction:
-        return LayerReduction(
-            self.method, keep_rate, self.num_extra_tokens, self.has_fused_token,
-            self.scores_for_next_layer(token_score), self.sizes, self.token_mask, self.count_real_tokens,
-        )
-
-    def attention_mask(self, attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-        """The mask for the next layer: once tokens are merged, plus ToMe's proportional attention, log(size)."""
-        if self.sizes is None:
-            return attention_mask
-        bias = proportional_attention_bias(self.sizes, self.num_extra_tokens, dtype)
-        return bias if attention_mask is None else attention_mask + bias
-
-    def mean_patch_token(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """Mean over the real input patches: a merged token counts as many times as it holds patches, padding not."""
-        patches = hidden_states[:, self.num_extra_tokens :]
-        if self.sizes is not None:
-            weights = self.sizes
-        elif self.token_mask is not None:
-            weights = self.token_mask[:, self.num_extra_tokens :]
-        else:
-            return patches.mean(dim=1)
-        weights = weights.to(patches.dtype).unsqueeze(-1)
-        return (patches * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-
-    def update(self, plan):
-        """Record one reducing layer's plan; ``None`` means it kept every token (keep rate too high to drop one)."""
-        if self.method == "merge":
-            source = self.source_maps[-1] if self.source_maps else self.patch_indices
-            if plan is not None:
-                destination, self.sizes = plan
-                source = destination.gather(1, source)
-            self.source_maps += (source,)
-            return
-        if plan is not None:
-            index = plan.clamp(min=0) if self.count_real_tokens else plan  # -1: a slot count_real_tokens emptied
-            self.patch_indices = self.patch_indices.gather(1, index)
-            if self.static_scores is not None:
-                self.static_scores = self.static_scores.gather(1, index)
-            if self.token_mask is not None:
-                extra, patches = self.token_mask[:, : self.num_extra_tokens], self.token_mask[:, self.num_extra_tokens :]
-                patches = patches.gather(1, index)
-                if self.count_real_tokens:
-                    patches = patches & (plan >= 0)
-                    self.patch_indices = self.patch_indices.masked_fill(~patches, -1)
-                self.token_mask = torch.cat([extra, patches], dim=1)
-            if self.method == "fuse" and not self.has_fused_token:
-                self.has_fused_token, self.num_extra_tokens = True, self.num_extra_tokens + 1
-        self.kept_patches += (self.patch_indices,)
-
-
-_PRUNING_FIELDS = ("keep_rate", "pruning_layers", "token_score", "token_reduction", "num_hidden_layers", "drop_padding")
-
-
-class PruningConfigMixin:
-    """Validation of ``keep_rate``, ``pruning_layers`` and ``token_score`` for a transformers config class.
-
-    Fields are validated at construction and on every later assignment (``from_pretrained(..., keep_rate=x)`` and
-    ``set_keep_rate`` assign after ``__init__``); a refused value leaves the config unchanged. ``pruning_layers=None``
-    (the default, and what a stock checkpoint's config gives) becomes ``default_pruning_layers(num_hidden_layers)``.
-    """
-
-    def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)
-        if self.pruning_layers is None:
-            self.pruning_layers = default_pruning_layers(self.num_hidden_layers)
-        elif isinstance(self.pruning_layers, tuple):
-            self.pruning_layers = list(self.pruning_layers)
-        self._validate_pruning()
-
-    def __setattr__(self, name, value):
-        if name not in _PRUNING_FIELDS or not getattr(self, "_post_init_done", False):
-            return super().__setattr__(name, value)
-        previous = getattr(self, name)
-        super().__setattr__(name, value)
-        try:
-            self._validate_pruning()
-        except ValueError:
-            super().__setattr__(name, previous)
-            raise
-
-    def _validate_pruning(self):
-        validate_pruning_config(self.keep_rate, self.pruning_layers, self.token_score, self.num_hidden_layers)
-        validate_token_reduction(self.token_reduction, self.token_score)
-        validate_drop_padding(self.drop_padding, self.token_reduction)
 
 
 @dataclass
@@ -527,18 +92,44 @@ class PrunedBlockMixin:
 
 
 class PrunedModelMixin:
-    """What both pruned model families share: run-time keep rate, input checks, the pruning loop, saving.
+    """What every pruned model family shares: run-time reduction settings, input checks, the reducing loop, saving.
 
-    A model using it defines ``num_extra_tokens``, ``patch_layout``, ``layers`` (on the base model) and
-    ``remote_code_auto_map``.
+    A model using it has ``layers`` (on the base model), ``remote_code_auto_map`` and a config stating the family's
+    geometry (``num_extra_tokens``, ``patch_layout()``, see :class:`pruning_config.PruningConfigMixin`).
     """
 
     remote_code_auto_map: dict
 
+    @property
+    def num_extra_tokens(self) -> int:
+        """Front tokens (CLS, distillation) that are never reduced, as the family's config states them."""
+        return self.config.num_extra_tokens
+
+    @property
+    def patch_layout(self) -> PatchLayout:
+        """How patch tokens map onto the input spectrogram, as the family's config states it."""
+        return self.config.patch_layout()
+
     def set_keep_rate(self, keep_rate: float):
         """Change the keep rate of every pruning layer in place (validated); used by the keep-rate schedule. For one
         call only, pass ``keep_rate`` to the forward instead."""
-        self.config.keep_rate = keep_rate
+        self.config.update_reduction(keep_rate=keep_rate)
+
+    @contextlib.contextmanager
+    def reduction_settings(self, **settings):
+        """Run with ``settings`` (any of ``keep_rate``, ``token_reduction``, ``token_score``, ``pruning_layers``,
+        ``drop_padding``) changed together and validated together, restoring the previous ones on exit::
+
+            with model.reduction_settings(keep_rate=0.5, token_reduction="merge", token_score="attention"):
+                logits = model(**inputs).logits
+        """
+        config = self.config
+        saved = {name: getattr(config, name) for name in settings}
+        config.update_reduction(**settings)
+        try:
+            yield self
+        finally:
+            config.update_reduction(**saved)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # transformers writes only the saved class's own Auto entry; name them all so that AutoConfig, AutoModel and
@@ -649,11 +240,13 @@ class PrunedModelMixin:
                     "with return_attention_mask=True for pipeline())."
                 )
             attention_mask = self.check_attention_mask(attention_mask, hidden_states, keep_rate)
-        if pruning and attention_mask is not None and config.token_reduction != "prune":
+        method = get_token_reduction(config.token_reduction)
+        if pruning and attention_mask is not None and not method.supports_padding:
             raise ValueError(
                 f"attention_mask is not supported with token_reduction={config.token_reduction!r} while reducing "
-                "(keep_rate < 1): a padded token must never be fused or merged into a real one, and only pruning "
-                "carries the mask. Use token_reduction='prune', keep_rate=1.0, or call the model without a mask."
+                "(keep_rate < 1): a padded token must never be fused or merged into a real one, and only "
+                f"{', '.join(padding_token_reductions())} carries the mask. Use token_reduction='prune', keep_rate=1.0, "
+                "or call the model without a mask."
             )
         token_mask = attention_mask.bool() if attention_mask is not None and attention_mask.dim() == 2 else None
         static_scores = None
@@ -665,7 +258,7 @@ class PrunedModelMixin:
         num_patches = hidden_states.shape[1] - self.num_extra_tokens
         tracker = PatchTracker(
             hidden_states.shape[0], num_patches, hidden_states.device, static_scores, token_mask, self.num_extra_tokens,
-            config.token_reduction, patch_indices, config.drop_padding,
+            method, patch_indices, config.drop_padding,
         )
         # Without a padding mask there is nothing to build; under torch.export the helper would materialise a full-size
         # mask that no longer fits once a layer has reduced the tokens.

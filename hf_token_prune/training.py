@@ -21,6 +21,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from .data import StreamingTrainingData
 from .macs import count_macs
+from .pruning_config import check_keep_rate
+from .token_reductions import get_token_reduction
 
 
 logger = logging.getLogger(__name__)
@@ -83,8 +85,7 @@ class KeepRateScheduleCallback(TrainerCallback):
         augmentations: Iterable = (),
         steps_per_epoch: int | None = None,
     ):
-        if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0.0 < target <= 1.0:
-            raise ValueError(f"target keep rate {target!r} is invalid: it must be a number in (0, 1].")
+        check_keep_rate(target, "target keep rate")
         if start_epoch < 0 or num_epochs < 0:
             raise ValueError(
                 f"start_epoch={start_epoch} and num_epochs={num_epochs} must be >= 0: the schedule shrinks the keep "
@@ -404,15 +405,6 @@ class PrunedModelTrainer(Trainer):
             self.model_card.save(os.path.join(self.args.output_dir, "README.md"))
 
 
-def set_token_reduction(model, keep_rate: float, token_reduction: str, token_score: str):
-    """Switch a pruned model's keep rate, method and score, in an order its config's validation accepts (fuse and
-    merge refuse any score but attention)."""
-    model.config.token_reduction = "prune"
-    model.config.token_score = token_score
-    model.config.token_reduction = token_reduction
-    model.set_keep_rate(keep_rate)
-
-
 def keep_rate_sweep(
     model, evaluate, keep_rates, token_reductions=("prune",), token_scores=("attention",), seed: int = 0
 ) -> list[dict]:
@@ -424,31 +416,22 @@ def keep_rate_sweep(
     rate 1.0 nothing is reduced, so one evaluation stands for every method and score. Returns rows of
     `{"token_reduction", "token_score", "keep_rate", "metric", "gmacs"}`; the model's settings are restored afterwards.
     """
-    config = model.config
-    saved = (config.keep_rate, config.token_reduction, config.token_score)
     rows, unreduced = [], None
-    try:
-        for keep_rate in keep_rates:
-            for token_reduction in token_reductions:
-                for token_score in token_scores:
-                    if token_reduction != "prune" and token_score != "attention":
-                        continue
-                    set_token_reduction(model, keep_rate, token_reduction, token_score)
+    for keep_rate in keep_rates:
+        for token_reduction in token_reductions:
+            attention_only = get_token_reduction(token_reduction).attention_only is not None
+            for token_score in token_scores:
+                if attention_only and token_score != "attention":
+                    continue
+                settings = dict(token_reduction=token_reduction, token_score=token_score, keep_rate=keep_rate)
+                with model.reduction_settings(**settings):
                     if keep_rate < 1.0 or unreduced is None:
                         torch.manual_seed(seed)
                         value = evaluate()
                         unreduced = value if keep_rate >= 1.0 else unreduced
                     else:
                         value = unreduced
-                    rows.append({
-                        "token_reduction": token_reduction,
-                        "token_score": token_score,
-                        "keep_rate": keep_rate,
-                        "metric": value,
-                        "gmacs": count_macs(config, keep_rate).total / 1e9,
-                    })
-    finally:
-        set_token_reduction(model, *saved)
+                    rows.append({**settings, "metric": value, "gmacs": count_macs(model.config, keep_rate).total / 1e9})
     return rows
 
 
@@ -466,7 +449,6 @@ __all__ = [
     "keep_rate_sweep",
     "layer_decay_parameter_groups",
     "num_update_steps_per_epoch",
-    "set_token_reduction",
     "step_decay_lambda",
     "streaming_steps_per_epoch",
     "trainer_evaluator",

@@ -4,7 +4,7 @@ groups ToMe's merging formed."""
 import torch
 import torch.nn.functional as F
 
-from .pruning import PatchLayout
+from .patch_layout import PatchLayout
 
 
 def kept_patch_mask(kept_patches: torch.Tensor, layout: PatchLayout) -> torch.Tensor:

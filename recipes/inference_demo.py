@@ -22,7 +22,7 @@ from hf_token_prune.errors import command
 from hf_token_prune.loading import load_pruned_model
 from hf_token_prune.classify import read_audio
 from hf_token_prune.data import DATASETS
-from hf_token_prune.pruning import parse_keep_rates
+from hf_token_prune.checks import parse_keep_rates
 from hf_token_prune.visualization import kept_patch_mask, plot_pruning_stages
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import tiny_pruned_classifier
-from hf_token_prune.pruning import TOKEN_SCORES
+from hf_token_prune.scores import TOKEN_SCORES
 
 
 FAMILIES = ("ast", "audiomae")

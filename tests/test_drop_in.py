@@ -11,7 +11,8 @@ from hf_token_prune import (
     PrunedAudioMAEConfig,
     PrunedAudioMAEForAudioClassification,
 )
-from hf_token_prune.pruning import default_pruning_layers, num_kept_tokens
+from hf_token_prune.pruning_config import default_pruning_layers
+from hf_token_prune.selection import num_kept_tokens
 from test_pruned_ast import stock_and_pruned
 
 

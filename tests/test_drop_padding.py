@@ -17,7 +17,8 @@ from transformers import pipeline
 from conftest import REPO, tiny_pruned_classifier
 from hf_token_prune import AudioMAEFeatureExtractor
 from hf_token_prune.macs import count_forward_macs, count_macs, main
-from hf_token_prune.pruning import TOKEN_SCORES, kept_token_counts
+from hf_token_prune.scores import TOKEN_SCORES
+from hf_token_prune.selection import kept_token_counts
 from hf_token_prune.visualization import kept_patch_mask
 
 

@@ -16,7 +16,9 @@ from transformers.utils import logging
 from conftest import run_with_package_blocked, tiny_ast_kwargs
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification, PrunedASTModel, kept_token_counts
 from hf_token_prune.modeling_pruned_ast import PrunedASTAttention
-from hf_token_prune.pruning import PatchLayout, num_kept_tokens, parse_keep_rates
+from hf_token_prune.checks import parse_keep_rates
+from hf_token_prune.patch_layout import PatchLayout
+from hf_token_prune.selection import num_kept_tokens
 from hf_token_prune.visualization import kept_patch_mask
 
 

@@ -21,7 +21,7 @@ from hf_token_prune import (
 )
 from hf_token_prune.convert_audiomae import CheckpointMismatchError, convert
 from hf_token_prune.modeling_pruned_audiomae import AudioMAEAttention, sincos_position_embeddings
-from hf_token_prune.pruning import attention_with_received_score
+from hf_token_prune.scores import attention_with_received_score
 
 
 TINY = dict(hidden_size=64, depth=12, heads=4, mlp=128, frames=128, mel=64, labels=5)

@@ -12,7 +12,8 @@ from transformers import ASTConfig, ASTForAudioClassification
 
 from conftest import REPO, run_with_package_blocked, tiny_ast_kwargs, tiny_pruned_classifier
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
-from hf_token_prune.reduction import fused_token, merge_plan, merge_weighted, proportional_attention_bias
+from hf_token_prune.method_fuse import fused_token
+from hf_token_prune.method_merge import merge_plan, merge_weighted, proportional_attention_bias
 from test_pruned_audiomae import converted, spectrogram
 
 

@@ -50,8 +50,9 @@ from hf_token_prune.analysis.report import write_index
 from hf_token_prune.checks import check_audio_folder, check_model
 from hf_token_prune.data import DATASETS
 from hf_token_prune.errors import command
-from hf_token_prune.pruning import TOKEN_SCORES, parse_keep_rates
-from hf_token_prune.reduction import TOKEN_REDUCTIONS
+from hf_token_prune.checks import keep_rate_argument, keep_rates_argument
+from hf_token_prune.scores import TOKEN_SCORES
+from hf_token_prune.token_reductions import token_reduction_names
 
 
 def _analyses(text):
@@ -61,23 +62,11 @@ def _analyses(text):
         raise argparse.ArgumentTypeError(str(error))
 
 
-def _keep_rate(text):
-    (keep_rate,) = _keep_rates(text)
-    return keep_rate
-
-
-def _keep_rates(text):
-    try:
-        return parse_keep_rates(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error))
-
-
 def _token_reductions(text):
     methods = text.split(",")
-    unknown = [method for method in methods if method not in TOKEN_REDUCTIONS]
+    unknown = [method for method in methods if method not in token_reduction_names()]
     if unknown:
-        raise argparse.ArgumentTypeError(f"{text!r}: unknown {unknown}; choose from {','.join(TOKEN_REDUCTIONS)}")
+        raise argparse.ArgumentTypeError(f"{text!r}: unknown {unknown}; choose from {','.join(token_reduction_names())}")
     return methods
 
 
@@ -110,14 +99,14 @@ def parse_args(argv=None):
                         help=f"comma-separated subset of {','.join(ANALYSES)} (default: all)")
     parser.add_argument("--output_dir", type=Path,
                         help="where the figures, tables and index.md go (default: <model folder>/analysis)")
-    parser.add_argument("--keep_rate", type=_keep_rate,
+    parser.add_argument("--keep_rate", type=keep_rate_argument,
                         help="keep rate for patterns, kendall and histograms (default: the model's own, else 0.5)")
-    parser.add_argument("--keep_rates", type=_keep_rates, default=list(DEFAULT_KEEP_RATES),
+    parser.add_argument("--keep_rates", type=keep_rates_argument, default=list(DEFAULT_KEEP_RATES),
                         help="sweep keep rates (default: 1.0,0.9,...,0.4)")
     parser.add_argument("--token_scores", type=_numbers(str), default=list(TOKEN_SCORES),
                         help=f"sweep token scores (default: {','.join(TOKEN_SCORES)})")
-    parser.add_argument("--token_reductions", type=_token_reductions, default=list(TOKEN_REDUCTIONS),
-                        help=f"sweep methods, any of {','.join(TOKEN_REDUCTIONS)}; fuse and merge rank by attention "
+    parser.add_argument("--token_reductions", type=_token_reductions, default=list(token_reduction_names()),
+                        help=f"sweep methods, any of {','.join(token_reduction_names())}; fuse and merge rank by attention "
                         "(default: all)")
     parser.add_argument("--sweep_models", nargs="*", default=[],
                         help="fine-tuned model folders added to the sweep table, each at its own keep rate / score")

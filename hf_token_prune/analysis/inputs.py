@@ -24,19 +24,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_ANALYSIS_KEEP_RATE = 0.5
 
 
-# Pruning settings valid with any token score and pruning layers: settings pass through them, since the config
-# validates every assignment against the fields already set (merge + intensity is refused even on the way to prune).
-_NEUTRAL_SETTINGS = {"keep_rate": 1.0, "token_reduction": "prune", "drop_padding": False}
-_SETTINGS_ORDER = ("token_score", "pruning_layers", "token_reduction", "drop_padding", "keep_rate")
-
-
-def _apply_settings(config, settings):
-    for name, value in _NEUTRAL_SETTINGS.items():
-        setattr(config, name, value)
-    for name in _SETTINGS_ORDER:
-        setattr(config, name, settings[name])
-
-
 @contextmanager
 def model_settings(model, keep_rate=None, token_score=None, attn_implementation=None, **pruning):
     """Run the model in inference mode with temporary pruning settings; restore them afterwards.
@@ -45,26 +32,23 @@ def model_settings(model, keep_rate=None, token_score=None, attn_implementation=
     ``drop_padding``); a combination the config refuses is its ``ValueError``, with the model left as it was.
     """
     check_pruned_model(model)
-    config = model.config
-    unknown = set(pruning) - set(_SETTINGS_ORDER)
+    unknown = set(pruning) - {"token_reduction", "pruning_layers", "drop_padding"}
     if unknown:
-        raise TypeError(f"model_settings() got unknown settings {sorted(unknown)}: give {', '.join(_SETTINGS_ORDER)}.")
-    saved_settings = {name: getattr(config, name) for name in _SETTINGS_ORDER}
-    saved = (config._attn_implementation, model.training)
+        raise TypeError(f"model_settings() got unknown settings {sorted(unknown)}: give token_reduction, "
+                        "pruning_layers or drop_padding.")
     requested = {**pruning, "keep_rate": keep_rate, "token_score": token_score}
+    settings = {name: value for name, value in requested.items() if value is not None}
+    saved_implementation, training = model.config._attn_implementation, model.training
     model.eval()
     try:
-        _apply_settings(config, {name: saved_settings[name] if requested.get(name) is None else requested[name]
-                                 for name in _SETTINGS_ORDER})
-        if attn_implementation is not None and attn_implementation != saved[0]:
+        if attn_implementation is not None and attn_implementation != saved_implementation:
             model.set_attn_implementation(attn_implementation)
-        with torch.inference_mode():
+        with model.reduction_settings(**settings), torch.inference_mode():
             yield model
     finally:
-        _apply_settings(config, saved_settings)
-        if config._attn_implementation != saved[0]:
-            model.set_attn_implementation(saved[0])
-        model.train(saved[1])
+        if model.config._attn_implementation != saved_implementation:
+            model.set_attn_implementation(saved_implementation)
+        model.train(training)
 
 
 def analysis_keep_rate(model, keep_rate=None):

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..token_reductions import get_token_reduction
 from ..visualization import kept_patch_mask, merged_groups, patch_label_image, plot_pruning_stages
 from .inputs import analysis_keep_rate, model_settings
 from .report import section
@@ -33,13 +34,15 @@ class PatternsResult:
             plot_pruning_stages(example.spectrogram, example.masks, example.titles, f"{output_dir}/{figure}",
                                 suptitle=example.suptitle, overlays=example.overlays)
             figures.append(figure)
-        shown = {
-            "prune": "the patches pruned by each pruning layer blanked",
-            "fuse": "the patches the fused token has absorbed after each fusing layer coloured (one colour; the rest "
-            "are the kept patch tokens)",
-            "merge": "every group of patches merged into one token after each merging layer in a colour of its own "
-            "(grey: patches still a token of their own)",
-        }[self.token_reduction]
+        method = get_token_reduction(self.token_reduction)
+        if method.records_source_maps:
+            shown = ("every group of patches merged into one token after each merging layer in a colour of its own "
+                     "(grey: patches still a token of their own)")
+        elif method.added_tokens:
+            shown = ("the patches the fused token has absorbed after each fusing layer coloured (one colour; the rest "
+                     "are the kept patch tokens)")
+        else:
+            shown = "the patches pruned by each pruning layer blanked"
         text = (
             f"Normalised input spectrograms (frequency up) with {shown}, keep rate {self.keep_rate:g}, token score "
             f"`{self.token_score}`, token reduction `{self.token_reduction}`; one example per class first."
@@ -69,7 +72,6 @@ def _label_text(names, label):
 def pruning_patterns(model, data, num_examples=4, keep_rate=None):
     """Fig. 3 for ``num_examples`` rows of ``data`` at ``keep_rate`` (default: the model's own, else 0.5)."""
     keep_rate = analysis_keep_rate(model, keep_rate)
-    layout = model.patch_layout
     examples = []
     with model_settings(model, keep_rate=keep_rate):
         for batch in data.select(_examples_per_class(data, num_examples)).batches(desc="patterns"):
@@ -87,10 +89,11 @@ def pruning_patterns(model, data, num_examples=4, keep_rate=None):
 
 def _stages(model, outputs, row, spectrogram):
     """Masks, overlays and titles of one example's panels: the input, then one per reducing layer."""
-    layout, layers, method = model.patch_layout, model.config.pruning_layers, model.config.token_reduction
+    layout, layers = model.patch_layout, model.config.pruning_layers
+    method = get_token_reduction(model.config.token_reduction)
     everything = torch.ones_like(spectrogram, dtype=torch.bool)
     masks, overlays, titles = [everything], [None], [f"input ({layout.num_patches} patches)"]
-    if method == "merge":
+    if method.records_source_maps:
         for layer, source in zip(layers, outputs.source_maps):
             groups = merged_groups(source[row])
             sizes = torch.bincount(source[row])
@@ -100,7 +103,7 @@ def _stages(model, outputs, row, spectrogram):
                           f"{int((sizes > 1).sum())} merged groups (largest {int(sizes.max())} patches)")
         return masks, overlays, titles
     for layer, kept in zip(layers, outputs.kept_patches):
-        if method == "fuse":
+        if method.added_tokens:
             absorbed = torch.zeros(layout.num_patches, dtype=torch.long).index_fill(0, kept[row].cpu(), -1)
             masks.append(everything)
             overlays.append(patch_label_image(absorbed, layout))

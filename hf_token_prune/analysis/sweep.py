@@ -11,8 +11,9 @@ import pandas as pd
 
 from .. import training
 from ..macs import count_macs
-from ..pruning import TOKEN_SCORES, kept_token_counts
-from ..reduction import TOKEN_REDUCTIONS
+from ..scores import TOKEN_SCORES
+from ..selection import kept_token_counts
+from ..token_reductions import get_token_reduction, token_reduction_names
 from .evaluation import classification_metric, evaluate_model, predict
 from .inputs import check_pruned_model, load_pruned_model, model_settings
 from .report import pyplot, save_figure, section, write_table
@@ -36,8 +37,9 @@ def _row(model, source, token_reduction, token_score, keep_rate, metric_name, va
 
 
 def _label(source, token_reduction, token_score):
-    """Column of a row: the score for pruning, the method for fuse / merge (always ranked by attention)."""
-    name = token_score if token_reduction == "prune" else token_reduction
+    """Column of a row: the score for a method ranking by any score (prune), else the method (fuse / merge rank by
+    attention only)."""
+    name = token_score if get_token_reduction(token_reduction).attention_only is None else token_reduction
     return name if source == TRAINING_FREE else f"{name} ({source})"
 
 
@@ -97,11 +99,11 @@ def keep_rate_sweep(model, data, keep_rates=DEFAULT_KEEP_RATES, token_scores=TOK
     reduction method (fuse and merge with the attention score), through :func:`hf_token_prune.training.keep_rate_sweep`,
     the evaluation the fine-tuning recipe reports too."""
     unknown = [score for score in token_scores if score not in TOKEN_SCORES]
-    unknown += [method for method in token_reductions if method not in TOKEN_REDUCTIONS]
+    unknown += [method for method in token_reductions if method not in token_reduction_names()]
     if unknown:
         raise ValueError(
             f"unknown token scores / reductions {unknown}: choose from {', '.join(TOKEN_SCORES)} and "
-            f"{', '.join(TOKEN_REDUCTIONS)}."
+            f"{', '.join(token_reduction_names())}."
         )
     check_pruned_model(model)
 

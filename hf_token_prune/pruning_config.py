@@ -1,0 +1,121 @@
+"""Validation of the pruning fields every pruned config carries, and the config mixin that applies it.
+
+Each check raises one ``ValueError`` naming the bad value and the fix. Remote code: nothing but torch and
+transformers (and no command line).
+"""
+
+from .scores import TOKEN_SCORES
+from .token_reductions import get_token_reduction, padding_token_reductions, validate_token_reduction
+
+
+# The fields that decide how a model reduces tokens; changed together through ``update_reduction``.
+REDUCTION_SETTINGS = ("keep_rate", "pruning_layers", "token_score", "token_reduction", "drop_padding")
+
+
+def is_keep_rate(value) -> bool:
+    """The one definition of a valid keep rate in the package: a number in (0, 1]."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0.0 < value <= 1.0
+
+
+def check_keep_rate(keep_rate, name="keep_rate"):
+    """``keep_rate`` if :func:`is_keep_rate`, else a ``ValueError`` naming ``name`` and the range."""
+    if not is_keep_rate(keep_rate):
+        raise ValueError(
+            f"{name}={keep_rate!r} is invalid: it must be a number in (0, 1], the fraction of patch tokens each "
+            "pruning layer keeps (1.0 disables pruning)."
+        )
+    return keep_rate
+
+
+def default_pruning_layers(num_hidden_layers: int) -> list[int]:
+    """The paper's pruning positions at any depth: 0-based layers ``floor(k * num_hidden_layers / 4)`` for k = 1, 2, 3.
+
+    That is the paper's 3, 6, 9 of 12 layers, 1, 3, 4 of 6, 6, 12, 18 of 24; repeats collapse (0, 1 of 2 layers).
+    """
+    return sorted({k * num_hidden_layers // 4 for k in (1, 2, 3)})
+
+
+def validate_pruning_config(keep_rate, pruning_layers, token_score, num_hidden_layers):
+    """Raise ``ValueError`` naming the bad value and the allowed range; shared by every pruned config."""
+    check_keep_rate(keep_rate)
+    if not isinstance(pruning_layers, (list, tuple)) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in pruning_layers
+    ):
+        raise ValueError(
+            f"pruning_layers={pruning_layers!r} is invalid: it must be a list of 0-based layer indices, e.g. [3, 6, 9]."
+        )
+    out_of_range = [i for i in pruning_layers if not 0 <= i < num_hidden_layers]
+    if out_of_range:
+        raise ValueError(
+            f"pruning_layers={list(pruning_layers)!r} contains {out_of_range}, outside the model's layers: indices "
+            f"must lie in [0, {num_hidden_layers - 1}] (num_hidden_layers={num_hidden_layers})."
+        )
+    if list(pruning_layers) != sorted(set(pruning_layers)):
+        raise ValueError(
+            f"pruning_layers={list(pruning_layers)!r} is invalid: indices must be sorted and unique, e.g. "
+            f"{sorted(set(pruning_layers))}."
+        )
+    if token_score not in TOKEN_SCORES:
+        raise ValueError(f"token_score={token_score!r} is invalid: choose one of {', '.join(TOKEN_SCORES)}.")
+    if keep_rate < 1.0 and not pruning_layers:
+        raise ValueError(
+            f"keep_rate={keep_rate!r} prunes nothing: pruning_layers is empty. Give 0-based layers to prune in, e.g. "
+            f"{default_pruning_layers(num_hidden_layers)} (the default for num_hidden_layers={num_hidden_layers}), "
+            "or keep_rate=1.0."
+        )
+
+
+def validate_drop_padding(drop_padding, token_reduction):
+    """``drop_padding`` is a bool, and only a method that carries a padding mask can run it in a mixed batch."""
+    if not isinstance(drop_padding, bool):
+        raise ValueError(f"drop_padding={drop_padding!r} is invalid: it must be True or False.")
+    if drop_padding and not get_token_reduction(token_reduction).supports_padding:
+        raise ValueError(
+            f"drop_padding=True is not supported with token_reduction={token_reduction!r}: in a batch of mixed lengths "
+            f"a padded slot must never be fused or merged into a real token, and only "
+            f"{', '.join(padding_token_reductions())} carries the padding mask. Use token_reduction='prune', or "
+            "drop_padding=False."
+        )
+
+
+class PruningConfigMixin:
+    """Validation of the pruning fields (``REDUCTION_SETTINGS``) for a transformers config class.
+
+    Fields are validated at construction and before every later assignment (``from_pretrained(..., keep_rate=x)``
+    assigns after ``__init__``), so a refused value never lands. Fields that only make sense together (a method and
+    the score it needs) change at once through :meth:`update_reduction`. ``pruning_layers=None`` (the default, and
+    what a stock checkpoint's config gives) becomes ``default_pruning_layers(num_hidden_layers)``.
+
+    A family's config also states its geometry: ``num_extra_tokens`` (front tokens never reduced) and
+    ``patch_layout()``.
+    """
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.pruning_layers is None:
+            self.pruning_layers = default_pruning_layers(self.num_hidden_layers)
+        elif isinstance(self.pruning_layers, tuple):
+            self.pruning_layers = list(self.pruning_layers)
+        self._validate_pruning()
+
+    def __setattr__(self, name, value):
+        if (name in REDUCTION_SETTINGS or name == "num_hidden_layers") and getattr(self, "_post_init_done", False):
+            self._validate_pruning(**{name: value})
+        super().__setattr__(name, value)
+
+    def update_reduction(self, **settings):
+        """Set several of ``REDUCTION_SETTINGS`` at once, validated together: all land or none (``ValueError``)."""
+        unknown = sorted(set(settings) - set(REDUCTION_SETTINGS))
+        if unknown:
+            raise ValueError(f"unknown reduction settings {unknown}: choose from {', '.join(REDUCTION_SETTINGS)}.")
+        self._validate_pruning(**settings)
+        for name, value in settings.items():
+            super().__setattr__(name, value)
+
+    def _validate_pruning(self, **changes):
+        """Validate the pruning fields with ``changes`` applied, without applying them."""
+        value = {name: changes.get(name, getattr(self, name)) for name in (*REDUCTION_SETTINGS, "num_hidden_layers")}
+        validate_pruning_config(value["keep_rate"], value["pruning_layers"], value["token_score"],
+                                value["num_hidden_layers"])
+        validate_token_reduction(value["token_reduction"], value["token_score"])
+        validate_drop_padding(value["drop_padding"], value["token_reduction"])
