@@ -11,7 +11,6 @@ import contextlib
 import logging
 from pathlib import Path
 
-
 from .errors import one_line
 from .feature_extraction_audiomae import check_fbank_rate
 
