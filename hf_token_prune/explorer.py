@@ -432,8 +432,8 @@ def build_app(model, feature_extractor, examples=None, title=None):
 
     from .classify import read_audio
     from .loading import check_pruned_model
-    from .pruning import TOKEN_SCORES
-    from .reduction import TOKEN_REDUCTIONS
+    from .scores import TOKEN_SCORES
+    from .token_reductions import token_reduction_names
 
     check_pruned_model(model)
     model.eval()
@@ -482,7 +482,7 @@ def build_app(model, feature_extractor, examples=None, title=None):
                     gr.Examples([[path] for path in examples], inputs=[audio], examples_per_page=10, label="Examples")
                 keep_rate = gr.Slider(0.05, 1.0, value=config.keep_rate if config.keep_rate < 1.0 else 0.5, step=0.05,
                                       label="Keep rate", elem_id="keep_rate")
-                method = gr.Radio(list(TOKEN_REDUCTIONS), value=config.token_reduction, label="Method")
+                method = gr.Radio(list(token_reduction_names()), value=config.token_reduction, label="Method")
                 score = gr.Dropdown(list(TOKEN_SCORES), value=config.token_score, label="Token score")
                 layers = gr.Textbox(", ".join(map(str, config.pruning_layers)), label="Pruning layers (0-based)")
                 drop_padding = gr.Checkbox(value=config.drop_padding, label="Drop padding (prune only)")

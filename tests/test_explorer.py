@@ -23,7 +23,7 @@ from hf_token_prune.analysis.inputs import model_settings
 from hf_token_prune.classify import read_audio
 from hf_token_prune.loading import load_pruned_model
 from hf_token_prune.macs import count_macs
-from hf_token_prune.pruning import PatchLayout
+from hf_token_prune.patch_layout import PatchLayout
 from hf_token_prune.visualization import patch_label_image
 
 
