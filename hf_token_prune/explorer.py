@@ -48,6 +48,9 @@ def _gradio():
         import gradio as gr
     except ImportError:
         raise ImportError(f"the explorer needs gradio: {EXTRA}") from None
+    # gradio's request queue still uses pandas options that pandas 3 deprecates: its warnings, not the user's concern
+    warnings.filterwarnings("ignore", message="'future.no_silent_downcasting' is deprecated", module="gradio")
+    warnings.filterwarnings("ignore", message="The copy keyword is deprecated", module="gradio")
     return gr
 
 
