@@ -73,6 +73,15 @@ def _fresh_dynamo():
 
 
 @pytest.fixture
+def one_torch_thread():
+    # Tiny models are dominated by thread synchronisation; on a loaded 2-core machine two threads are much slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def keyword_clip():
     return sorted((KEYWORDS / "test" / "yes").glob("*.flac"))[0]
 

@@ -18,13 +18,7 @@ onnxruntime = pytest.importorskip("onnxruntime", reason='the [export] extra: pip
 WORDS = sorted(path.name for path in (KEYWORDS / "test").iterdir())
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models are dominated by thread synchronisation; on a loaded 2-core machine two threads are much slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize(
