@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 from transformers import AudioClassificationPipeline, pipeline
 
-from .checks import check_model, positive_int
+from .checks import check_model, parse_keep_rates, positive_int
 from .errors import command
 from .feature_extraction_audiomae import check_sampling_rate
-from .checks import parse_keep_rates
 
 
 def read_audio(path, sampling_rate: int, max_samples: int | None = None) -> np.ndarray:
