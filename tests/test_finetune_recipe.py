@@ -229,7 +229,7 @@ def test_demo_recipe_streams_the_shipped_audio_folder(tmp_path, caplog):
     the epoch's steps, and the recipe's data-loader worker yields to the stream's main-process reading."""
     output = tmp_path / "streamed"
     argv = ["--recipe", "demo", "--streaming", "--max_steps", "3", "--output_dir", str(output), "--max_eval_samples",
-            "16", "--eval_keep_rates", "0.7", "--eval_token_reductions", "prune"]  # fmt: skip
+            "16", "--eval_keep_rates", "0.7", "--eval_token_reductions", "prune", *AT_TARGET]  # fmt: skip
     with caplog.at_level("INFO"):
         trainer = load_recipe("finetune").main(argv)
     assert trainer.state.global_step == 3 and trainer.args.dataloader_num_workers == 0
