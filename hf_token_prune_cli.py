@@ -117,7 +117,11 @@ def main(argv=None):
         print(f"{USAGE}\nhf-token-prune: error: {problem}{hint}: choose from {', '.join(COMMANDS)}.", file=sys.stderr)
         return 2
     sys.argv[0] = f"hf-token-prune {argv[0]}"  # argparse names the command in its usage and errors
-    result = run(argv[0], argv[1:])
+    try:
+        result = run(argv[0], argv[1:])
+    except KeyboardInterrupt:  # before the command's own error boundary is in place: while its modules import
+        print(f"hf-token-prune {argv[0]}: interrupted (Ctrl-C).", file=sys.stderr)
+        return 130  # hf_token_prune.errors.EXIT_INTERRUPTED, not imported here: it would load torch
     return result if isinstance(result, int) else 0  # finetune returns its Trainer
 
 

@@ -131,11 +131,14 @@ class OnnxCheck:
 def _quiet_exporter():
     # The exporter logs a warning per torchvision op it cannot register (torchvision is not a dependency here), its
     # graph optimiser one per constant output it leaves alone (kept_patches at keep rate 1.0), and torch.export trips
-    # a pytree deprecation warning inside torch itself: noise on the happy path.
-    loggers = [logging.getLogger(name) for name in ("torch.onnx._internal.exporter._registration", "onnx_ir")]
+    # a pytree deprecation warning inside torch itself: noise on the happy path. An --opset it cannot convert to is
+    # logged with a traceback by the version converter; export_onnx reports it in one line instead.
+    quiet = {"torch.onnx._internal.exporter._registration": logging.ERROR, "onnx_ir": logging.ERROR,
+             "torch.onnx._internal.exporter._compat": logging.ERROR, "onnxscript.version_converter": logging.CRITICAL}
+    loggers = [logging.getLogger(name) for name in quiet]
     levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
+    for logger, level in zip(loggers, quiet.values()):
+        logger.setLevel(level)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from safetensors import SafetensorError
 from transformers import (
     AutoFeatureExtractor,
     AutoModelForAudioClassification,
@@ -967,10 +968,13 @@ def save_final_model(trainer, target, write_outputs):
         if trainer.is_world_process_zero():
             write_outputs()
             commit(trainer.args.output_dir, target)
-    except OSError as error:
+    except (OSError, SafetensorError) as error:  # safetensors reports a full disk as its own error
         if not trainer.is_world_process_zero():
             raise
-        raise OSError(f"could not write the trained model to {target} ({one_line(error)}); {rescue(trainer)}") from None
+        kept = rescue(trainer)
+        if kept.startswith("the trained model is saved in"):  # safe elsewhere: free the disk of the unfinished folder
+            shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
+        raise OSError(f"could not write the trained model to {target} ({one_line(error)}); {kept}") from None
     trainer.args.output_dir = str(target)
 
 
@@ -981,7 +985,7 @@ def rescue(trainer) -> str:
         folder = tempfile.mkdtemp(prefix="hf-token-prune-rescued-")
         trainer.model.save_pretrained(folder)
         trainer.processing_class.save_pretrained(folder)
-    except OSError:
+    except (OSError, SafetensorError):
         last = trainer.state.best_model_checkpoint or (trainer.state.global_step and trainer.args.output_dir)
         return (f"saving a copy in {folder or 'the temp folder'} failed too: the last checkpoint is in {last}"
                 if last else "saving a copy in the temp folder failed too: nothing could be kept")

@@ -458,6 +458,7 @@ def test_finetune_on_a_full_disk_keeps_the_trained_weights_and_says_where(tiny_a
     try:
         model, _ = load_pruned_model(rescued)  # complete and strict-loadable
         assert not (tmp_path / "run").exists()
+        assert not (tmp_path / "run.partial").exists()  # the weights are safe elsewhere: the full disk is freed
     finally:
         import shutil
 
