@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from transformers import AudioClassificationPipeline, pipeline
 
-from .checks import check_model, parse_keep_rates, positive_int
+from .checks import check_model, keep_rate_argument, positive_int
 from .errors import command
 from .feature_extraction_audiomae import check_sampling_rate
 
@@ -63,19 +63,11 @@ def classify(model, feature_extractor, waves, keep_rate=None, top_k=5, sampling_
     return [classifier({"raw": wave, "sampling_rate": rate}, top_k=top_k, keep_rate=keep_rate) for wave in waves]
 
 
-def _keep_rate(text):
-    try:
-        (rate,) = parse_keep_rates(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error))
-    return rate
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+", type=Path, help="audio files (any format and rate ffmpeg reads)")
     parser.add_argument("--model", required=True, help="model folder (saved by this package, or a stock AST)")
-    parser.add_argument("--keep_rate", type=_keep_rate, help="keep rate in (0, 1] (default: the model's own)")
+    parser.add_argument("--keep_rate", type=keep_rate_argument, help="keep rate in (0, 1] (default: the model's own)")
     parser.add_argument("--top_k", type=positive_int, default=5, help="classes shown per file (default: %(default)s)")
     parser.add_argument("--num_threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     return parser.parse_args(argv)
