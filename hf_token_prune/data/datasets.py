@@ -153,16 +153,8 @@ def load_audio_classification(
         )
     dataset = _finish(dataset, audio_column_name, sampling_rate)
     num_rows = {}
-    if streaming and isinstance(dataset, DatasetDict):  # built from a file list: its size is known
-        num_rows = {name: len(split) for name, split in dataset.items()}
-        # shards let split_dataset_by_node give each process its own files rather than every n-th row
-        dataset = IterableDatasetDict(
-            {name: split.to_iterable_dataset(num_shards=min(64, len(split))) for name, split in dataset.items()}
-        )
-    elif streaming and spec.loader is _load_audiofolder:
-        num_rows = _streamed_num_rows("audiofolder", None, data_dir or source, None, cache_dir)
-    elif streaming:
-        num_rows = _streamed_num_rows(source, config_name, data_dir, revision, cache_dir)
+    if streaming:
+        dataset, num_rows = _as_stream(dataset, spec, source, config_name, data_dir, revision, cache_dir)
     if spec.num_classes is not None and len(label_names) != spec.num_classes:
         logger.warning(
             "%s has %d classes here, the benchmark has %d: a partial copy of the dataset?",
@@ -170,15 +162,6 @@ def load_audio_classification(
             len(label_names),
             spec.num_classes,
         )
-    test_set = f"the {roles['test']!r} split of {source or data_dir}"
-    if dataset_name == "speech_commands":
-        test_set = (
-            "testing_list.txt of the official speech_commands_v0.02 archive (the paper's and AST's test set)"
-            if _speech_commands_archive(source)
-            else "the Hub copy's test split: TensorFlow's 12-class test set, NOT the paper's testing_list.txt"
-        )
-    elif dataset_name == "voxceleb1" and os.path.isfile(os.path.join(source or "", "iden_split.txt")):
-        test_set = "the clips marked 3 in iden_split.txt (the official identification test set)"
     return AudioClassificationData(
         train=dataset[roles["train"]],
         eval=dataset[roles["eval"]],
@@ -189,9 +172,37 @@ def load_audio_classification(
         source=source or data_dir,
         config_name=config_name,
         splits=roles,
-        test_set=test_set,
+        test_set=_test_set(dataset_name, roles, source, data_dir),
         num_rows={role: num_rows[split] for role, split in roles.items() if split in num_rows},
     )
+
+
+def _as_stream(dataset, spec, source, config_name, data_dir, revision, cache_dir):
+    """The splits as `IterableDataset`s, and the rows per split known without reading the data."""
+    if isinstance(dataset, DatasetDict):  # built from a file list: its size is known
+        num_rows = {name: len(split) for name, split in dataset.items()}
+        # shards let split_dataset_by_node give each process its own files rather than every n-th row
+        dataset = IterableDatasetDict(
+            {name: split.to_iterable_dataset(num_shards=min(64, len(split))) for name, split in dataset.items()}
+        )
+        return dataset, num_rows
+    if spec.loader is _load_audiofolder:
+        return dataset, _streamed_num_rows("audiofolder", None, data_dir or source, None, cache_dir)
+    return dataset, _streamed_num_rows(source, config_name, data_dir, revision, cache_dir)
+
+
+def _test_set(dataset_name, roles, source, data_dir) -> str:
+    """What the test split is, in words, for the model card."""
+    if dataset_name == "speech_commands":
+        return (
+            "testing_list.txt of the official speech_commands_v0.02 archive (the paper's and AST's test set)"
+            if _speech_commands_archive(source)
+            else "the Hub copy's test split: TensorFlow's 12-class test set, NOT the paper's testing_list.txt"
+        )
+    if dataset_name == "voxceleb1" and os.path.isfile(os.path.join(source or "", "iden_split.txt")):
+        return "the clips marked 3 in iden_split.txt (the official identification test set)"
+    return f"the {roles['test']!r} split of {source or data_dir}"
+
 
 def find_unusable_audio(split: Dataset, sampling_rate: int, description: str = "checking audio") -> list[tuple]:
     """`(id, reason)` for every row whose audio does not decode, is empty, shorter than one 25 ms fbank window or

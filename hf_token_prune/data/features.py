@@ -156,7 +156,7 @@ class AudioFeatureTransform:
     Random draws come from a numpy generator seeded by `seed`, `epoch` and the ids of the batch's clips, not from
     torch's global generator: a run resumed from a checkpoint then augments every batch exactly as the uninterrupted
     run did (`Trainer` restores the global generator only after fetching the first batch), and data-loader workers
-    need no seeding. `AugmentationEpochCallback` keeps `epoch` current.
+    need no seeding. `training.AugmentationEpochCallback` keeps `epoch` current.
     """
 
     def __init__(

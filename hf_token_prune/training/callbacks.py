@@ -23,7 +23,7 @@ class KeepRateScheduleCallback(TrainerCallback):
             at epoch boundaries, before the epoch's data loader is created, so data-loader workers see the change
             (a streamed training split calls `augment_epoch` as each of its epochs starts).
         steps_per_epoch (`int`, *optional*): optimizer steps per epoch; by default counted from the training data
-            loader when training begins (`PrunedModelTrainer` sets it for a streamed training split).
+            loader when training begins (`StreamingTrainer` sets it for a streamed training split).
 
     The model must have `set_keep_rate` (every pruned model of this package). The keep rate used for the last training
     step is logged as `keep_rate` next to the loss. A run that ends (`max_steps`, or its epochs) before the schedule

@@ -64,7 +64,7 @@ def configure_streaming(args, stream: StreamingTrainingData) -> int:
 class StreamPositionCallback(TrainerCallback):
     """Save the position of a streamed training split (`data.StreamingTrainingData`) in every checkpoint, one file per
     process (`stream_position_rank<r>.json`: epoch, rows read in it, and `IterableDataset.state_dict()` without a
-    shuffle buffer), and keep `state.epoch` in epochs of the data. `PrunedModelTrainer` adds it for a stream and calls
+    shuffle buffer), and keep `state.epoch` in epochs of the data. `StreamingTrainer` adds it and calls
     `resume` when a run resumes from a checkpoint."""
 
     def __init__(self, stream: StreamingTrainingData, steps_per_epoch: int):
