@@ -106,7 +106,10 @@ class StreamingTrainer(PrunedModelTrainer):
     own `steps_per_epoch` counting the stream's epochs."""
 
     def __init__(self, *args, **kwargs):
-        given = inspect.signature(Trainer.__init__).bind_partial(self, *args, **kwargs).arguments
+        signature = inspect.signature(Trainer.__init__)
+        # `PrunedModelTrainer`'s own keywords are not `Trainer`'s
+        trainer_kwargs = {name: value for name, value in kwargs.items() if name in signature.parameters}
+        given = signature.bind_partial(self, *args, **trainer_kwargs).arguments
         stream = given.get("train_dataset")
         if not isinstance(stream, StreamingTrainingData):
             raise TypeError(f"StreamingTrainer trains on a StreamingTrainingData, not {type(stream).__name__}.")
