@@ -22,7 +22,9 @@ from pathlib import Path
 # command -> (module whose main(argv) runs it, summary)
 COMMANDS = {
     "classify": ("hf_token_prune.classify", "classify audio files at a chosen keep rate"),
-    "finetune": ("hf_token_prune.finetuning", "fine-tune with a shrinking keep rate (--recipe demo, ast-esc50, ...)"),
+    "finetune": (
+        "hf_token_prune.commands.finetune", "fine-tune with a shrinking keep rate (--recipe demo, ast-esc50, ...)"
+    ),
     "tag": ("hf_token_prune.tag_command", "label a long recording over time, in overlapping windows"),
     "analyze": ("hf_token_prune.analysis.command", "the paper's analyses: which patches a model keeps, and why"),
     "macs": ("hf_token_prune.macs", "multiply-accumulates per keep rate, the paper's Table II"),

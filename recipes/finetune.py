@@ -5,8 +5,9 @@
         --model_name_or_path MIT/ast-finetuned-audioset-16-16-0.442 --fold 1 --keep_rate 0.7 \\
         --output_dir ast-esc50-kr0.7 [--push_to_hub]
 
-The recipe is `hf_token_prune.finetuning.main`: argument dataclasses, recipes, model, Trainer and model card are
-library calls there (also run by `hf-token-prune finetune`). `--help` lists the main flags, `--help_all` all.
+The command is `hf_token_prune.commands.finetune.main` (also run by `hf-token-prune finetune`): argument dataclasses,
+recipes, model, Trainer and model card are library calls in `hf_token_prune.finetuning`. `--help` lists the main
+flags, `--help_all` all.
 """
 
 import sys

@@ -19,7 +19,7 @@ from hf_token_prune.data import (
     StreamingTrainingData,
     load_audio_classification,
 )
-from hf_token_prune.training import KeepRateScheduleCallback, PrunedModelTrainer
+from hf_token_prune.training import KeepRateScheduleCallback, StreamingTrainer
 
 
 class StopAt(TrainerCallback):
@@ -89,7 +89,7 @@ def main():
     )
     plain = AudioFeatureTransform(extractor, len(data.label_names), True, True)
     callbacks = [schedule] + ([StopAt(options.stop_at)] if options.stop_at else [])
-    trainer = PrunedModelTrainer(
+    trainer = StreamingTrainer(
         model=model,
         args=args,
         train_dataset=train,

@@ -19,7 +19,8 @@ from transformers import ASTFeatureExtractor
 from conftest import KEYWORDS, REPO, load_recipe, tiny_ast_kwargs
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification, tag_recording
 from hf_token_prune.analysis import command as analyze
-from hf_token_prune import classify as classify_command, convert_audiomae, finetuning
+from hf_token_prune import classify as classify_command, convert_audiomae
+from hf_token_prune.commands import finetune as finetuning
 import hf_token_prune_cli
 
 

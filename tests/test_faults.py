@@ -21,7 +21,9 @@ from transformers import ASTFeatureExtractor
 
 from conftest import KEYWORDS, REPO, tiny_ast_kwargs
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
-from hf_token_prune import classify as classify_command, convert_audiomae, errors, export, finetuning, macs
+from hf_token_prune import classify as classify_command, convert_audiomae, errors, export, macs
+from hf_token_prune.commands import finetune as finetuning
+from hf_token_prune.finetuning import output as finetuning_output, run as finetuning_run
 from hf_token_prune.loading import load_pruned_model
 from hf_token_prune.tag_command import main as tag_main
 from test_pruned_audiomae import official_checkpoint
@@ -403,7 +405,7 @@ def tiny_argv():
 
 
 def test_finetune_refuses_a_model_folder_before_training(model_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(finetuning, "load_data", lambda *a, **k: pytest.fail("read data before refusing"))
+    monkeypatch.setattr(finetuning_run, "load_data", lambda *a, **k: pytest.fail("read data before refusing"))
     before = snapshot(model_dir)
     message = one_line_exit(finetuning.main, ["--recipe", "demo", "--output_dir", str(model_dir)])
     assert "is not empty" in message and "--overwrite_output_dir" in message
@@ -439,19 +441,19 @@ def resume_cases(tmp_path, model_dir):
 )
 def test_finetune_refuses_a_checkpoint_it_cannot_resume(case, tiny_argv, model_dir, tmp_path, monkeypatch):
     value, expected = resume_cases(tmp_path, model_dir)[case]
-    monkeypatch.setattr(finetuning.PrunedModelTrainer, "train", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(finetuning_run.PrunedModelTrainer, "train", lambda *a, **k: pytest.fail("trained"))
     message = one_line_exit(finetuning.main, [*tiny_argv, "--output_dir", str(tmp_path / "run"),
                                               "--resume_from_checkpoint", value])  # fmt: skip
     assert message.startswith("finetune: --resume_from_checkpoint") and expected in message
 
 
 def test_finetune_on_a_full_disk_keeps_the_trained_weights_and_says_where(tiny_argv, tmp_path, monkeypatch):
-    real_commit = finetuning.commit
+    real_commit = finetuning_output.commit
 
     def full(staging, target):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
 
-    monkeypatch.setattr(finetuning, "commit", full)
+    monkeypatch.setattr(finetuning_output, "commit", full)
     message = one_line_exit(finetuning.main, [*tiny_argv, "--output_dir", str(tmp_path / "run")])
     assert "No space left on device" in message and "the trained model is saved in" in message
     rescued = Path(message.split("the trained model is saved in ")[1].split(":")[0])
@@ -463,7 +465,7 @@ def test_finetune_on_a_full_disk_keeps_the_trained_weights_and_says_where(tiny_a
         import shutil
 
         shutil.rmtree(rescued, ignore_errors=True)
-    monkeypatch.setattr(finetuning, "commit", real_commit)
+    monkeypatch.setattr(finetuning_output, "commit", real_commit)
 
 
 # -- the boundary ---------------------------------------------------------------------------------------------------

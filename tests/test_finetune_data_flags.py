@@ -23,7 +23,7 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def finetune():
-    from hf_token_prune import finetuning
+    from hf_token_prune.commands import finetune as finetuning
 
     return finetuning
 

@@ -31,7 +31,7 @@ AT_TARGET = ["--shrink_start_epoch", "0", "--shrink_epochs", "0"]
 
 @pytest.fixture(scope="module")
 def finetune():
-    from hf_token_prune import finetuning  # what recipes/finetune.py runs
+    from hf_token_prune.commands import finetune as finetuning  # what recipes/finetune.py runs
 
     return finetuning
 
@@ -533,11 +533,13 @@ def test_pretrained_head_is_kept_for_its_classes_and_replaced_for_others(
     assert f"fine-tuned from `{tmp_path / 'checkpoint'}`" in card.text
 
 
-def test_fbank_padding_minimum_turns_a_checkpoints_ast_extractor_into_one_that_pads_with_the_minimum(finetune):
+def test_fbank_padding_minimum_turns_a_checkpoints_ast_extractor_into_one_that_pads_with_the_minimum():
     from transformers import ASTFeatureExtractor
 
+    from hf_token_prune.finetuning import with_fbank_padding
+
     stock = ASTFeatureExtractor(num_mel_bins=32, max_length=100, mean=-3.0, std=2.5)
-    minimum = finetune.with_fbank_padding(stock, "minimum")
+    minimum = with_fbank_padding(stock, "minimum")
     assert (minimum.num_mel_bins, minimum.max_length, minimum.mean, minimum.std) == (32, 100, -3.0, 2.5)
     wave = np.random.default_rng(0).normal(0, 0.1, 4800).astype(np.float32)  # 28 frames of 100
     ours = minimum(wave, sampling_rate=16000, return_tensors="pt")["input_values"][0]

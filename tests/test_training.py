@@ -11,12 +11,12 @@ from conftest import KEYWORDS, tiny_ast_kwargs
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
 from hf_token_prune.data import (
     AudioFeatureTransform,
-    AugmentationEpochCallback,
     Mixup,
     SpecAugment,
     load_audio_classification,
 )
 from hf_token_prune.training import (
+    AugmentationEpochCallback,
     KeepRateScheduleCallback,
     PrunedModelTrainer,
     keep_rate_at,

@@ -175,7 +175,7 @@ def transformers_js():
 def trained_zero_padding(tmp_path_factory):
     """The demo recipe, tiny, on every training clip for two epochs with zero padding: about 50 s, and top-1 labels
     that vary across the test clips."""
-    from hf_token_prune import finetuning
+    from hf_token_prune.commands import finetune as finetuning
 
     output = tmp_path_factory.mktemp("web") / "zero"
     finetuning.main([
