@@ -121,6 +121,8 @@ class PrunedASTAttention(ASTAttention):
         )
         attn_output = self.o_proj(attn_output.reshape(*hidden_states.shape[:-1], -1).contiguous())
 
+        if token_signal is None:
+            return attn_output, attn_weights, None
         signal = None
         with profile_region(TOKEN_SCORING):
             if token_signal == "keys":

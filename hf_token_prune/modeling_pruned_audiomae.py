@@ -131,6 +131,8 @@ class AudioMAEAttention(nn.Module):
             self, query_states, key_states, value_states, attention_mask, dropout=dropout, scaling=self.scaling, **kwargs
         )
         attn_output = self.proj(attn_output.reshape(batch_size, sequence_length, -1))
+        if token_signal is None:
+            return attn_output, attn_weights, None
         with profile_region(TOKEN_SCORING):
             signal = key_states.mean(dim=1) if token_signal == "keys" else None
             if score_tokens:

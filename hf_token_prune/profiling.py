@@ -19,6 +19,8 @@ BOOKKEEPING = "hf_token_prune::bookkeeping"
 MLP = "hf_token_prune::mlp"
 REGIONS = (ATTENTION, TOKEN_SCORING, REDUCTION, BOOKKEEPING, MLP)
 
+_NO_REGION = contextlib.nullcontext()  # stateless, so one instance serves every region, nested ones too
+
 
 def profile_region(name: str):
     """``torch.profiler.record_function(name)`` while a profiler records on this thread, else a null context.
@@ -27,5 +29,5 @@ def profile_region(name: str):
     tenth of that. A traced graph never enters the region: dynamo folds ``is_compiling()`` to True.
     """
     if torch.compiler.is_compiling() or not torch.autograd._profiler_enabled():
-        return contextlib.nullcontext()
+        return _NO_REGION
     return torch.profiler.record_function(name)
