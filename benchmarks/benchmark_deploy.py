@@ -23,9 +23,9 @@ Method:
   backend at keep rate 1.0 / the variant; kr 1.0 / stock = PrunedAST at 1.0 / stock AST in the same backend.
   MAC ratio: ``hf_token_prune.macs.count_macs`` at 1.0 / at the keep rate (the ideal speedup).
 * torch and ONNX Runtime run with ``--torch_threads`` intra-op threads. The load average is printed before and after.
-* Accuracy (with ``--model_name_or_path``, default ``outputs/demo`` when ``make demo`` has written it): every test clip of
-  ``data/keywords``, top-1, for the demo model unpruned as stock AST (eager and ONNX Runtime fp32, int8), and at
-  keep rate 0.7 through ``pipeline("audio-classification")`` in PyTorch and through ONNX Runtime fp32 and int8
+* Accuracy (with ``--model_name_or_path``, default ``outputs/demo`` when ``make demo`` has written it): every test
+  clip of ``data/keywords``, top-1, for the demo model unpruned as stock AST (eager and ONNX Runtime fp32, int8), and
+  at keep rate 0.7 through ``pipeline("audio-classification")`` in PyTorch and through ONNX Runtime fp32 and int8
   (``OnnxAudioClassifier``), with the number of clips whose top-1 differs from stock fp32's and, for ONNX Runtime at
   0.7, from ``pipeline()``'s.
 """

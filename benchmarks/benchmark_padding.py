@@ -16,7 +16,8 @@ median over rounds of (kept / dropped in that round), with its interquartile ran
 ratio from ``hf_token_prune.macs.count_macs`` (equal to FlopCounterMode, tested). Targets: MACs >= 4x, latency >=
 3.5x at keep rate 1.0. The load average (``os.getloadavg``) is printed before and after.
 
-Accuracy (``--model_name_or_path DIR``, a ``make demo`` folder; training-free): top-1 on the test clips of ``data/keywords``
+Accuracy (``--model_name_or_path DIR``, a ``make demo`` folder; training-free): top-1 on the test clips of
+``data/keywords``
 with the model as saved (padding kept) and with ``drop_padding=True`` (the extractor's frame mask), at keep rate 1.0
 and the model's own, all clips in one mixed-length batch.
 """

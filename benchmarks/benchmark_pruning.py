@@ -262,16 +262,16 @@ def replay_pruning_calls(attention_calls, reduction_calls):
     for attention, args, kwargs in attention_calls:
         plain = {key: value for key, value in kwargs.items() if key != "token_signal"}
         statement = "attention(*args, **kwargs)"
-        replayed["scoring"] += replay_seconds(statement, attention=attention, args=args, kwargs=kwargs) - replay_seconds(
-            statement, attention=attention, args=args, kwargs=plain
-        )
+        asked = replay_seconds(statement, attention=attention, args=args, kwargs=kwargs)
+        replayed["scoring"] += asked - replay_seconds(statement, attention=attention, args=args, kwargs=plain)
     for reduction, hidden_states, signal, plan in reduction_calls:
         replayed["reduction"] += replay_seconds(
             "reduction(hidden_states, signal)", reduction=reduction, hidden_states=hidden_states, signal=signal
         )
         # A tracker follows the tokens as it records, so each replay starts from a fresh one for this layer's tokens.
-        tracker = dict(batch_size=hidden_states.shape[0], num_patches=hidden_states.shape[1] - reduction.num_extra_tokens,
-                       device=hidden_states.device, num_extra_tokens=reduction.num_extra_tokens, method=reduction.method)
+        extra = reduction.num_extra_tokens
+        tracker = dict(batch_size=hidden_states.shape[0], num_patches=hidden_states.shape[1] - extra,
+                       device=hidden_states.device, num_extra_tokens=extra, method=reduction.method)
         replayed["bookkeeping"] += replay_seconds(
             "method.record(PatchTracker(**tracker), plan)", method=reduction.method, PatchTracker=PatchTracker,
             tracker=tracker, plan=plan,

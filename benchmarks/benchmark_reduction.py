@@ -71,7 +71,8 @@ def operator_profile(model, inputs, top=8):
     events = [event for event in profiler.key_averages() if event.key.startswith("aten::")]
     total = sum(event.self_cpu_time_total for event in events)
     events.sort(key=lambda event: -event.self_cpu_time_total)
-    operators = [(event.key, event.self_cpu_time_total / 1e3, event.self_cpu_time_total / total) for event in events[:top]]
+    operators = [(event.key, event.self_cpu_time_total / 1e3, event.self_cpu_time_total / total)
+                 for event in events[:top]]
     regions = {name: 1e3 * seconds for name, seconds in region_seconds(profiler).items()}
     return dict(operators=operators, regions_ms=regions)
 

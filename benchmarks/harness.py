@@ -221,7 +221,8 @@ def add_model_argument(parser, default, help_text: str):
     """``--model_name_or_path DIR``, and ``--demo_model``, its spelling until this release."""
     parser.add_argument("--model_name_or_path", type=Path, default=default, help=help_text)
     parser.add_argument("--demo_model", type=Path, dest="model_name_or_path", action=_DeprecatedAlias,
-                        replacement="--model_name_or_path", help="deprecated spelling of --model_name_or_path")  # fmt: skip
+                        replacement="--model_name_or_path",
+                        help="deprecated spelling of --model_name_or_path")  # fmt: skip
 
 
 # -- tables and files ------------------------------------------------------------------------------------------------
