@@ -2,7 +2,7 @@
 
     python benchmarks/benchmark_deploy.py                  # ViT-B, 512 patches, batch 1 and 8 (~40 min on 2 cores)
     python benchmarks/benchmark_deploy.py --quick          # tiny model, a smoke test of the whole pipeline
-    python benchmarks/benchmark_deploy.py --update_committed   # also write docs/reports/results/deploy.{md,json}
+    python benchmarks/benchmark_deploy.py --update_committed   # also write docs/reports/results/deploy.{md,json,csv}
 
 Results go to a fresh folder (``outputs/benchmark_deploy-<UTC time>`` unless ``--output_dir``); the committed ones
 in ``docs/reports/results/`` change only with ``--update_committed``, and name the command that made them.
@@ -16,23 +16,21 @@ Method:
   ``config.keep_rate``); ONNX Runtime (CPU) on a graph from ``hf_token_prune.export.export_onnx`` (one per model and
   keep rate, dynamic batch), plus its dynamic int8 quantisation (``hf_token_prune.export.quantize_int8``) for stock
   AST and PrunedAST at 0.7. Every backend's logits are compared with eager's on the warm-up call.
-* Timing: one untimed warm-up call per variant (compiles, builds sessions), then ``--repeats`` rounds in which every
-  variant runs once, in an order rotated by one per round, so machine noise hits all alike. Latency: median and
+* Timing: the shared harness (``harness.py``): one untimed warm-up call per variant (compiles, builds sessions), then
+  ``--repeats`` rounds in which every variant runs once, in an order rotated by one per round, so machine noise hits
+  all alike. Latency: median and
   interquartile range (IQR) over rounds. Ratios are medians over rounds of per-round ratios: speedup = same family and
   backend at keep rate 1.0 / the variant; kr 1.0 / stock = PrunedAST at 1.0 / stock AST in the same backend.
   MAC ratio: ``hf_token_prune.macs.count_macs`` at 1.0 / at the keep rate (the ideal speedup).
-* torch and ONNX Runtime run with ``--num_threads`` intra-op threads. The load average is printed before and after.
-* Accuracy (with ``--demo_model``, default ``outputs/demo`` when ``make demo`` has written it): every test clip of
-  ``data/keywords``, top-1, for the demo model unpruned as stock AST (eager and ONNX Runtime fp32, int8), and at
-  keep rate 0.7 through ``pipeline("audio-classification")`` in PyTorch and through ONNX Runtime fp32 and int8
+* torch and ONNX Runtime run with ``--torch_threads`` intra-op threads. The load average is printed before and after.
+* Accuracy (with ``--model_name_or_path``, default ``outputs/demo`` when ``make demo`` has written it): every test
+  clip of ``data/keywords``, top-1, for the demo model unpruned as stock AST (eager and ONNX Runtime fp32, int8), and
+  at keep rate 0.7 through ``pipeline("audio-classification")`` in PyTorch and through ONNX Runtime fp32 and int8
   (``OnnxAudioClassifier``), with the number of clips whose top-1 differs from stock fp32's and, for ONNX Runtime at
   0.7, from ``pipeline()``'s.
 """
 
 import argparse
-import json
-import os
-import statistics
 import sys
 import tempfile
 import time
@@ -46,14 +44,21 @@ from transformers import ASTConfig, ASTForAudioClassification
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_pruning import (  # noqa: E402
-    TINY,
-    VIT_B,
-    git_commit,
-    load_average,
-    machine_description,
+from benchmark_pruning import TINY, VIT_B  # noqa: E402
+from harness import (  # noqa: E402
+    COMMITTED_RESULTS,
+    REPO,
+    Run,
+    Spread,
+    add_model_argument,
+    add_torch_threads_argument,
+    header_lines,
     markdown_table,
+    paired_ratio,
+    target_records,
     targets_table,
+    time_interleaved,
+    write_outputs,
 )
 
 from hf_token_prune import (  # noqa: E402
@@ -62,11 +67,11 @@ from hf_token_prune import (  # noqa: E402
     PrunedAudioMAEConfig,
     PrunedAudioMAEForAudioClassification,
 )
+from hf_token_prune.errors import command  # noqa: E402
 from hf_token_prune.export import export_onnx, onnx_session, quantize_int8  # noqa: E402
 from hf_token_prune.macs import count_macs  # noqa: E402
 
 
-REPO = Path(__file__).resolve().parent.parent
 KEYWORDS = REPO / "data" / "keywords"
 KEEP_RATES = (1.0, 0.7, 0.5)
 BACKENDS = ("eager", "inductor", "onnxruntime")
@@ -167,27 +172,27 @@ def run_batch(variants, batch_size, max_length, repeats, progress):
     torch.manual_seed(0)
     inputs = torch.randn(batch_size, max_length, 128)
     reference = {}
-    for variant in variants:
+
+    def check_against_eager(index, run):
+        variant = variants[index]
         progress.set_postfix_str(f"batch {batch_size}: warm-up {variant.label}")
         started = time.perf_counter()
-        logits = as_numpy(variant.run(inputs))
+        logits = as_numpy(run())
         variant.setup_s += time.perf_counter() - started
         key = (variant.model, variant.keep_rate)
         if variant.backend == "eager":
             reference[key] = logits
         variant.max_abs_diff = float(abs(logits - reference[key]).max())
-        progress.update(1)
-    for round_index in range(repeats):
-        shift = round_index % len(variants)
-        for variant in variants[shift:] + variants[:shift]:
-            started = time.perf_counter()
-            variant.run(inputs)
-            variant.times.append(time.perf_counter() - started)
-            progress.update(1)
+
+    calls = {index: (lambda variant=variant: variant.run(inputs)) for index, variant in enumerate(variants)}
+    times = time_interleaved(calls, repeats, warm_up=check_against_eager, progress=progress)
+    for index, variant in enumerate(variants):
+        variant.times = times[index]
 
 
-def paired_ratio(numerator, denominator):
-    return statistics.median(n / d for n, d in zip(numerator.times, denominator.times))
+def variant_ratio(numerator, denominator):
+    """Median over rounds of the per-round latency ratio of two variants."""
+    return paired_ratio(numerator.times, denominator.times).median
 
 
 def summarise(variants, batch_size):
@@ -198,21 +203,21 @@ def summarise(variants, batch_size):
                                  variant.backend, "fp32")]
         macs = count_macs(variant.config, variant.keep_rate, batch_size=batch_size).total
         reference_macs = count_macs(family_reference.config, 1.0, batch_size=batch_size).total
-        quartiles = statistics.quantiles(variant.times, n=4) if len(variant.times) > 1 else variant.times * 3
+        latency = Spread.of(variant.times)
         row = dict(
             model=variant.model, keep_rate=variant.keep_rate, backend=variant.backend, precision=variant.precision,
-            gmacs=macs / 1e9, latency_ms=statistics.median(variant.times) * 1e3,
-            iqr_ms=(quartiles[2] - quartiles[0]) * 1e3, speedup=paired_ratio(family_reference, variant),
+            gmacs=macs / 1e9, latency_ms=latency.median * 1e3,
+            iqr_ms=latency.iqr * 1e3, speedup=variant_ratio(family_reference, variant),
             mac_ratio=reference_macs / macs, max_abs_diff_vs_eager=variant.max_abs_diff, setup_s=variant.setup_s,
             times_ms=[t * 1e3 for t in variant.times],
         )
         row["efficiency"] = row["speedup"] / row["mac_ratio"]
         if variant.model == "PrunedAST" and variant.keep_rate == 1.0 and variant.precision == "fp32":
-            row["vs_stock"] = paired_ratio(variant, find[("AST (transformers)", 1.0, variant.backend, "fp32")])
+            row["vs_stock"] = variant_ratio(variant, find[("AST (transformers)", 1.0, variant.backend, "fp32")])
         for backend in ("eager", "onnxruntime"):
             stock = find.get(("AST (transformers)", 1.0, backend, "fp32"))
             if stock is not None:
-                row[f"speedup_vs_stock_{backend}_fp32"] = paired_ratio(stock, variant)
+                row[f"speedup_vs_stock_{backend}_fp32"] = variant_ratio(stock, variant)
         rows.append(row)
     return rows
 
@@ -361,14 +366,12 @@ def target_checks(results, accuracy_rows):
     return checks
 
 
-def write_report(path, header, results, accuracy_rows, checks):
+def report(header, results, accuracy_rows, checks):
     lines = [
         "# Deployment benchmark: backends and int8",
         "",
-        f"Command: `{header['command']}`  ",
-        f"Machine: {header['machine']}; ONNX Runtime intra-op threads: {header['num_threads']}  ",
-        f"Commit: {header['commit']}; load average (1, 5, 15 min) before: {header['load_before']}, after: "
-        f"{header['load_after']}; wall time {header['wall_s']:.0f} s.",
+        *header_lines(header),
+        f"ONNX Runtime intra-op threads: {header['torch_threads']}, as torch's.",
         "",
     ]
     if results:
@@ -388,7 +391,7 @@ def write_report(path, header, results, accuracy_rows, checks):
         lines += ["", f"## Batch {entry['batch_size']}", "", latency_table(entry["rows"])]
     lines += ["", "## int8 stacked on pruning (ONNX Runtime dynamic quantisation)", "",
               quantisation_table(results, accuracy_rows), ""]
-    path.write_text("\n".join(lines))
+    return "\n".join(lines)
 
 
 def parse_args(argv=None):
@@ -396,20 +399,18 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: tiny model, 64 patches, batch 1 and 2, 2 rounds, no inductor")
     parser.add_argument("--output_dir", type=Path, default=None,
-                        help="where deploy.md and deploy.json go (default: a fresh outputs/benchmark_deploy-<time>)")
+                        help="where deploy.md, .json and .csv go (default: a fresh outputs/benchmark_deploy-<time>)")
     parser.add_argument("--update_committed", action="store_true",
-                        help="also write the committed results, docs/reports/results/deploy.{md,json}")
+                        help="also write the committed results, docs/reports/results/deploy.{md,json,csv}")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default: 5; 2 with --quick)")
     parser.add_argument("--batch_sizes", default=None, help="comma-separated (default: 1,8; 1,2 with --quick)")
-    parser.add_argument("--num_threads", type=int, default=2,
-                        help="intra-op threads of torch and ONNX Runtime (default: %(default)s)")
+    add_torch_threads_argument(parser, 2, "intra-op threads of torch and ONNX Runtime (default: %(default)s)")
     parser.add_argument("--backends", default=None,
                         help=f"comma-separated subset of {','.join(BACKENDS)} (default: all; no inductor with --quick)")
-    parser.add_argument("--demo_model", type=Path, default=REPO / "outputs" / "demo",
-                        help="the `make demo` folder whose test accuracy is measured per runtime (skipped if absent)")
+    add_model_argument(parser, REPO / "outputs" / "demo",
+                       "the `make demo` folder whose test accuracy is measured per runtime (skipped if absent)")
     parser.add_argument("--accuracy_only", action="store_true", help="only the demo accuracies, no timing")
     args = parser.parse_args(argv)
-    args.argv = sys.argv[1:] if argv is None else list(argv)  # the command the report names
     if args.repeats is None:
         args.repeats = 2 if args.quick else 5
     default_backends = "eager,onnxruntime" if args.quick else ",".join(BACKENDS)
@@ -421,67 +422,61 @@ def parse_args(argv=None):
         args.batch_sizes = [int(b) for b in (args.batch_sizes or ("1,2" if args.quick else "1,8")).split(",")]
     except ValueError:
         parser.error("--batch_sizes: comma-separated integers, e.g. 1,8")
-    if args.repeats < 1 or args.num_threads < 1 or min(args.batch_sizes) < 1:
-        parser.error("--repeats, --num_threads and every batch size must be at least 1")
-    if args.accuracy_only and not args.demo_model.is_dir():
-        parser.error(f"--accuracy_only: no such folder: {args.demo_model} (run `make demo` first)")
+    if args.repeats < 1 or args.torch_threads < 1 or min(args.batch_sizes) < 1:
+        parser.error("--repeats, --torch_threads and every batch size must be at least 1")
+    if args.accuracy_only and not args.model_name_or_path.is_dir():
+        parser.error(f"--accuracy_only: no such folder: {args.model_name_or_path} (run `make demo` first)")
     if args.output_dir is None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         args.output_dir = REPO / "outputs" / f"benchmark_deploy-{stamp}"
     return args
 
 
-def main(argv=None):
+@command("benchmark_deploy.py")
+def main(argv):
     args = parse_args(argv)
-    torch.set_num_threads(args.num_threads)
-    started, load_before = time.perf_counter(), load_average()
-    print(f"load average before: {load_before}", flush=True)
+    run = Run("benchmark_deploy.py", argv, args.torch_threads)
+    print(f"load average before: {run.load_before}", flush=True)
     sizes, max_length = (TINY, 128) if args.quick else (VIT_B, 1024)
     results, accuracy_rows = [], []
     with tempfile.TemporaryDirectory(prefix="benchmark_deploy_") as tmp:
         workdir = Path(tmp)
-        if args.demo_model.is_dir():
-            accuracy_rows = demo_accuracy(args.demo_model, workdir, args.num_threads)
+        if args.model_name_or_path.is_dir():
+            accuracy_rows = demo_accuracy(args.model_name_or_path, workdir, args.torch_threads)
         else:
-            print(f"no {args.demo_model}: demo accuracies skipped (run `make demo` first)")
+            print(f"no {args.model_name_or_path}: demo accuracies skipped (run `make demo` first)")
         if not args.accuracy_only:
             models = build_models(sizes, max_length)
             exports = sum(len(KEEP_RATES) if not name.startswith("AST") else 1 for name, _, _ in models)
             with tqdm(total=exports if "onnxruntime" in args.backends else 0, desc="ONNX exports") as progress:
-                variants = build_variants(models, args.backends, KEEP_RATES, args.num_threads, workdir, progress)
+                variants = build_variants(models, args.backends, KEEP_RATES, args.torch_threads, workdir, progress)
             for batch_size in args.batch_sizes:
                 for variant in variants:
                     variant.times = []
                 with tqdm(total=len(variants) * (args.repeats + 1), desc=f"batch {batch_size}", unit="call") as bar:
                     run_batch(variants, batch_size, max_length, args.repeats, bar)
                 results.append(dict(batch_size=batch_size, rows=summarise(variants, batch_size)))
-                write_results(args, started, load_before, results, accuracy_rows)  # partial results survive a cut
-    folders = write_results(args, started, load_before, results, accuracy_rows)
-    print((args.output_dir / "deploy.md").read_text())
-    print(f"load average after: {load_average()}")
-    print("wrote " + ", ".join(f"{folder}/deploy.md, deploy.json" for folder in folders))
+                write_results(args, run, results, accuracy_rows)  # partial results survive a cut
+    folders, text, header = write_results(args, run, results, accuracy_rows)
+    print(text)
+    print(f"load average after: {header['load_after']}")
+    print("wrote " + ", ".join(f"{folder}/deploy.md, deploy.json, deploy.csv" for folder in folders))
 
 
-def write_results(args, started, load_before, results, accuracy_rows):
+def write_results(args, run, results, accuracy_rows):
+    """The report as of now into every output folder: ``(folders, markdown, header)``."""
     checks = target_checks(results, accuracy_rows)
     header = dict(
-        command="python benchmarks/benchmark_deploy.py " + " ".join(args.argv),
-        machine=machine_description(args.num_threads), num_threads=args.num_threads, commit=git_commit(),
-        load_before=load_before, load_after=load_average(), wall_s=time.perf_counter() - started,
-        repeats=args.repeats,
+        run.header(), repeats=args.repeats,
         models=("tiny 12-layer models (hidden 64), 64 patches" if args.quick else
                 "ViT-B, 512 patches (1024 frames x 128 mel bins), random weights, 527 labels")
         + f"; backends {', '.join(args.backends)}",
-    )
-    report = dict(header=header, results=results, accuracy=accuracy_rows,
-                  targets=[dict(target=n, measured=v, goal=g, holds=ok) for n, v, g, ok in checks])
-    committed = REPO / "docs" / "reports" / "results"
-    folders = [args.output_dir] + ([committed] if args.update_committed else [])
-    for folder in folders:
-        folder.mkdir(parents=True, exist_ok=True)
-        write_report(folder / "deploy.md", header, results, accuracy_rows, checks)
-        (folder / "deploy.json").write_text(json.dumps(report, indent=1))
-    return folders
+    )  # fmt: skip
+    text = report(header, results, accuracy_rows, checks)
+    data = dict(header=header, results=results, accuracy=accuracy_rows, targets=target_records(checks))
+    rows = [dict(batch_size=entry["batch_size"], **row) for entry in results for row in entry["rows"]]
+    folders = [args.output_dir] + ([COMMITTED_RESULTS] if args.update_committed else [])
+    return write_outputs(folders, "deploy", text, data, rows), text, header
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ eager attention) and `PrunedASTForAudioClassification` (SDPA) at keep rates 1.0 
 `PrunedAudioMAEForAudioClassification` (SDPA) at keep rates 1.0, 0.7, 0.5 in the batch-1 inference scenarios when this
 installation has it -- all ViT-B with random weights (the same weights for every AST).
 
-On a machine shared with other CPU-heavy jobs use ``--num_threads 1``: with 2 threads on 2 busy cores every OpenMP
+On a machine shared with other CPU-heavy jobs use ``--torch_threads 1``: with 2 threads on 2 busy cores every OpenMP
 parallel region waits for whichever thread was descheduled (a 64-patch ViT-B forward took 1.7 s instead of 0.2 s).
 
 Method:
@@ -17,49 +17,65 @@ Method:
   forward takes ~0.2 / 0.6 / 1.4 s at 64 / 256 / 512 patches, batch 8 about 8x that, and a batch-4 training step
   ~1.9 s: batch 8 at 256 or 512 patches (5-11 s per forward) or in training, for >= 5 rounds of 9 models, does
   not fit the 10-minute budget.
-* In each scenario every model runs once untimed (warm-up, and the memory measurement below), then ``--repeats``
-  timed rounds; each round runs every model once, in an order rotated by one per round, so machine noise (other
-  jobs on a shared machine) hits every model alike. Latency: median and interquartile range over rounds.
-  Speedup of a model: the median over rounds of (PrunedAST at keep rate 1.0 in that round / the model in that round).
+* Timing: the shared harness (``harness.py``). In each scenario every model runs once untimed (warm-up, and the
+  memory measurement below), then ``--repeats`` timed rounds; each round runs every model once, in an order rotated
+  by one per round, so machine noise (other jobs on a shared machine) hits every model alike. Latency: median and
+  interquartile range over rounds. Speedup of a model: the median over rounds of (PrunedAST at keep rate 1.0 in that
+  round / the model in that round).
 * MAC reduction: analytic MACs at keep rate 1.0 / at the keep rate (`hf_token_prune.macs`, exact against
   FlopCounterMode); the ideal speedup. Efficiency = speedup / MAC reduction (1.0 = every MAC saved is time saved).
 * Peak memory: the profiler's allocator trace (`torch.profiler`, ``profile_memory=True``) records every CPU
   allocation and free made by torch during the call; the peak of the running total is the memory the call needs on
   top of what existed before (weights, and for training the already allocated gradient buffers). Process RSS would
   mix in the allocator's caching and other threads; ``tracemalloc`` does not see torch's allocations.
-* Pruning overhead: the pruned forward under `torch.profiler` with `record_function` ranges around the scoring
-  (``cls_attention_score`` / ``received_attention_score``), the selection (``select_tokens``: top-k, gather,
-  concatenation) and the patch bookkeeping (``PatchTracker.update``): their share of the forward's time. Ranges
-  around small operators are inflated whenever another process takes the core mid-operator, so each pruning call
-  of one forward is also replayed alone (``torch.utils.benchmark``) and the sum set against the forward's median
-  latency.
+* Pruning overhead: the pruned forward under `torch.profiler`, read back through the regions the library names
+  (``hf_token_prune.profiling``): token scoring (inside the attention), the reduction (top-k, gather, concatenation)
+  and the bookkeeping (``PatchTracker.update``), as shares of the forward's time. Ranges around small operators are
+  inflated whenever another process takes the core mid-operator, so each pruning call of one forward is also replayed
+  alone (``torch.utils.benchmark``) and the sum set against the forward's median latency. The calls are caught
+  through PyTorch's module hooks, not by replacing library functions: a forward pre-hook on each layer wraps the
+  ``reduction`` it is handed (replayed as is; its plan replayed into a fresh ``PatchTracker``), one on each attention
+  records its inputs. Scoring, replayed, is the attention asked for its token signal minus the same attention without
+  it: for AudioMAE that is the chunked attention that yields the received-attention score against fused SDPA.
 """
 
 import argparse
-import contextlib
-import copy
-import json
-import os
-import platform
-import statistics
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from unittest import mock
 
 import torch
-from torch.profiler import ProfilerActivity, profile, record_function
+from torch.profiler import ProfilerActivity, record_function
 from torch.utils import benchmark
 from tqdm.auto import tqdm
 from transformers import ASTConfig, ASTForAudioClassification
 
-from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification, method_prune, tracker
-from hf_token_prune.macs import count_macs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import (  # noqa: E402
+    COMMITTED_RESULTS,
+    REPO,
+    Run,
+    Spread,
+    add_torch_threads_argument,
+    header_lines,
+    markdown_table,
+    paired_ratio,
+    quiet_profile,
+    region_seconds,
+    target_records,
+    targets_table,
+    time_interleaved,
+    write_outputs,
+)
+
+from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification  # noqa: E402
+from hf_token_prune.errors import command  # noqa: E402
+from hf_token_prune.macs import count_macs  # noqa: E402
+from hf_token_prune.profiling import BOOKKEEPING, REDUCTION, REGIONS, TOKEN_SCORING  # noqa: E402
+from hf_token_prune.tracker import PatchTracker  # noqa: E402
 
 
-REPO = Path(__file__).resolve().parent.parent
 KEEP_RATES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
 VIT_B = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
 TINY = dict(hidden_size=64, num_hidden_layers=12, num_attention_heads=4, intermediate_size=128)
@@ -153,34 +169,6 @@ def make_step(scenario, variant, inputs, labels):
     return step
 
 
-@contextlib.contextmanager
-def _stderr_silenced():
-    """Point file descriptor 2 at /dev/null: the profiler's C++ side (kineto) writes a "USDT: profiler_start/stop"
-    line there on every start and stop, whatever its log level."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-@contextlib.contextmanager
-def quiet_profile(**kwargs):
-    """``torch.profiler.profile`` without kineto's start / stop lines; anything else the run prints still shows."""
-    prof = profile(**kwargs)
-    with _stderr_silenced():
-        prof.__enter__()
-    try:
-        yield prof
-    finally:
-        with _stderr_silenced():
-            prof.__exit__(None, None, None)
-
-
 def peak_allocated_bytes(step) -> int:
     """Peak of torch's running CPU allocation total during ``step()``, from the profiler's allocator trace."""
     with quiet_profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -200,68 +188,95 @@ def run_scenario(scenario, variants, repeats, progress):
     torch.manual_seed(0)
     inputs = torch.randn(scenario.batch_size, scenario.max_length, 128)
     labels = torch.randint(0, 527, (scenario.batch_size,))
-    steps = [make_step(scenario, variant, inputs, labels) for variant in variants]
-    for variant, step in zip(variants, steps):
-        variant.prepare()
+    steps = {index: make_step(scenario, variant, inputs, labels) for index, variant in enumerate(variants)}
+
+    def measure_memory(index, step):
+        variants[index].prepare()
         if scenario.mode == "training":
             step()  # allocates the gradient buffers before memory is measured
-        variant.peak_bytes = peak_allocated_bytes(step)  # also the warm-up
-        progress.update(1)
-    for round_index in range(repeats):
-        shift = round_index % len(variants)
-        for variant, step in list(zip(variants, steps))[shift:] + list(zip(variants, steps))[:shift]:
-            variant.prepare()
-            start = time.perf_counter()
-            step()
-            variant.times.append(time.perf_counter() - start)
-            progress.update(1)
+        variants[index].peak_bytes = peak_allocated_bytes(step)
+
+    times = time_interleaved(steps, repeats, warm_up=measure_memory, prepare=lambda index: variants[index].prepare(),
+                             progress=progress)  # fmt: skip
+    for index, variant in enumerate(variants):
+        variant.times = times[index]
 
 
 # -- pruning overhead ---------------------------------------------------------------------------------------------
 
-# Scoring functions of both families (AudioMAE ranks by received attention) and the selection; the modules that call
-# them import them by name, so they are wrapped where those modules look them up.
-PRUNING_FUNCTIONS = {
-    "cls_attention_score": "scoring",
-    "received_attention_score": "scoring",
-    "select_tokens": "selection",
-}
-OVERHEAD_PARTS = ("scoring", "selection", "bookkeeping")
+# The overhead parts of a reducing layer and the library's profiler region of each.
+OVERHEAD_PARTS = {"scoring": TOKEN_SCORING, "reduction": REDUCTION, "bookkeeping": BOOKKEEPING}
 PROFILED_KEEP_RATES = {False: (1.0, 0.7, 0.5), True: (1.0, 0.5)}  # by --quick
 
 
-@contextlib.contextmanager
-def instrumented_pruning(modules, calls=None):
-    """Run the pruning functions inside profiler ranges; with ``calls``, also record each call to replay it alone."""
+class _RecordedReduction:
+    """A layer's ``LayerReduction`` standing in for it (a forward pre-hook passes it to the layer): each call is made
+    as usual and its inputs and plan are kept for the replay."""
 
-    def instrument(part, function):
-        def wrapper(*args, **kwargs):
-            if calls is not None:
-                # A tracker mutates itself: replays get a copy of its state before this call.
-                saved = [copy.copy(a) if isinstance(a, tracker.PatchTracker) else a for a in args]
-                calls.append((part, function, saved, kwargs))
-            with record_function(part):
-                return function(*args, **kwargs)
+    def __init__(self, reduction, calls):
+        self._reduction = reduction
+        self._calls = calls
 
-        return wrapper
+    def __getattr__(self, name):
+        return getattr(self._reduction, name)
 
-    with contextlib.ExitStack() as stack:
-        for module in modules:
-            for name, part in PRUNING_FUNCTIONS.items():
-                if hasattr(module, name):
-                    stack.enter_context(mock.patch.object(module, name, instrument(part, getattr(module, name))))
-        update = instrument("bookkeeping", tracker.PatchTracker.update)
-        stack.enter_context(mock.patch.object(tracker.PatchTracker, "update", update))
-        yield
+    def __call__(self, hidden_states, signal):
+        reduced, plan = self._reduction(hidden_states, signal)
+        self._calls.append((self._reduction, hidden_states, signal, plan))
+        return reduced, plan
 
 
-def replay_seconds(function, args, kwargs):
-    """Median time of one pruning call replayed alone (torch.utils.benchmark), on a fresh tracker copy if any."""
-    timer = benchmark.Timer(
-        "function(*[copy.copy(a) if isinstance(a, Tracker) else a for a in args], **kwargs)",
-        globals=dict(function=function, args=args, kwargs=kwargs, copy=copy, Tracker=tracker.PatchTracker),
-    )
-    return timer.blocked_autorange(min_run_time=0.1).median
+def recorded_pruning_calls(model, inputs):
+    """One forward's reducing-layer calls, caught through module forward pre-hooks: ``(attention calls, reduction
+    calls)``, each attention call as ``(module, args, kwargs)`` with the token signal it was asked for."""
+    attention_calls, reduction_calls = [], []
+
+    def wrap_reduction(layer, args, kwargs):
+        if kwargs.get("reduction") is not None:
+            return args, dict(kwargs, reduction=_RecordedReduction(kwargs["reduction"], reduction_calls))
+        return None
+
+    def record_attention(attention, args, kwargs):
+        if kwargs.get("token_signal") is not None:
+            attention_calls.append((attention, args, kwargs))
+
+    layers = model.base_model.layers
+    handles = [layer.register_forward_pre_hook(wrap_reduction, with_kwargs=True) for layer in layers]
+    handles += [layer.attention.register_forward_pre_hook(record_attention, with_kwargs=True) for layer in layers]
+    try:
+        model(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return attention_calls, reduction_calls
+
+
+def replay_seconds(statement, **names):
+    """Median time of ``statement`` replayed alone (torch.utils.benchmark)."""
+    return benchmark.Timer(statement, globals=names).blocked_autorange(min_run_time=0.1).median
+
+
+def replay_pruning_calls(attention_calls, reduction_calls):
+    """Seconds per overhead part, summed over one forward's calls, each replayed alone."""
+    replayed = dict.fromkeys(OVERHEAD_PARTS, 0.0)
+    for attention, args, kwargs in attention_calls:
+        plain = {key: value for key, value in kwargs.items() if key != "token_signal"}
+        statement = "attention(*args, **kwargs)"
+        asked = replay_seconds(statement, attention=attention, args=args, kwargs=kwargs)
+        replayed["scoring"] += asked - replay_seconds(statement, attention=attention, args=args, kwargs=plain)
+    for reduction, hidden_states, signal, plan in reduction_calls:
+        replayed["reduction"] += replay_seconds(
+            "reduction(hidden_states, signal)", reduction=reduction, hidden_states=hidden_states, signal=signal
+        )
+        # A tracker follows the tokens as it records, so each replay starts from a fresh one for this layer's tokens.
+        extra = reduction.num_extra_tokens
+        tracker = dict(batch_size=hidden_states.shape[0], num_patches=hidden_states.shape[1] - extra,
+                       device=hidden_states.device, num_extra_tokens=extra, method=reduction.method)
+        replayed["bookkeeping"] += replay_seconds(
+            "method.record(PatchTracker(**tracker), plan)", method=reduction.method, PatchTracker=PatchTracker,
+            tracker=tracker, plan=plan,
+        )
+    return replayed
 
 
 def operator_group(key):
@@ -272,37 +287,34 @@ def operator_group(key):
     return "other"
 
 
-def profile_pruned_forward(model, modules, inputs, keep_rate, forward_seconds, repeats=3):
+def profile_pruned_forward(model, inputs, keep_rate, forward_seconds, repeats=3):
     """Profile ``repeats`` forwards at ``keep_rate``: self time per operator group, and the pruning overhead.
 
-    The overhead (scoring, selection = top-k + gather + cat, bookkeeping) is measured two ways: ``profile_*`` from
-    profiler ranges inside the forwards; ``replay_*`` from each pruning call of one forward replayed alone, summed,
-    over the forward's median latency ``forward_seconds`` from the timed rounds.
+    The overhead (scoring, reduction = top-k + gather + cat, bookkeeping) is measured two ways: ``profile_*`` from the
+    library's profiler regions inside the forwards; ``replay_*`` from each pruning call of one forward replayed alone,
+    summed, over the forward's median latency ``forward_seconds`` from the timed rounds.
     """
     model.eval()
     model.set_keep_rate(keep_rate)
-    calls = []
     with torch.inference_mode():
-        with instrumented_pruning(modules, calls):
-            model(inputs)
-        with instrumented_pruning(modules), quiet_profile(activities=[ProfilerActivity.CPU]) as prof:
+        calls = recorded_pruning_calls(model, inputs)
+        with quiet_profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(repeats):
                 with record_function("forward"):
                     model(inputs)
-        replayed = dict.fromkeys(OVERHEAD_PARTS, 0.0)
-        for part, function, args, kwargs in calls:
-            replayed[part] += replay_seconds(function, args, kwargs)
+        replayed = replay_pruning_calls(*calls)
     events = prof.key_averages()
-    totals = {event.key: event.cpu_time_total for event in events}
-    shares = {f"profile_{part}": totals.get(part, 0.0) / totals["forward"] for part in OVERHEAD_PARTS}
+    forward_total = next(event.cpu_time_total for event in events if event.key == "forward") / 1e6
+    regions = region_seconds(prof, required=keep_rate < 1.0)
+    shares = {f"profile_{part}": regions[region] / forward_total for part, region in OVERHEAD_PARTS.items()}
     shares["profile_total"] = sum(shares.values())
     shares.update({f"replay_{part}": replayed[part] / forward_seconds for part in OVERHEAD_PARTS})
     shares["replay_total"] = sum(replayed.values()) / forward_seconds
-    shares["profiled_forward_ms"] = totals["forward"] / repeats / 1e3
+    shares["profiled_forward_ms"] = forward_total / repeats * 1e3
     shares["forward_ms"] = forward_seconds * 1e3
     groups = dict.fromkeys(("linear", "attention", "other"), 0.0)
     for event in events:
-        if event.key not in ("forward", *OVERHEAD_PARTS):  # ranges, not operators: their time is in the operators
+        if event.key not in ("forward", *REGIONS):  # ranges, not operators: their time is in the operators
             groups[operator_group(event.key)] += event.self_cpu_time_total / repeats / 1e3
     shares["operator_ms"] = groups
     return shares
@@ -319,9 +331,9 @@ def summarise(scenario, variants):
         reference = references[variant.family]
         macs = count_macs(variant.config, variant.keep_rate, batch_size=scenario.batch_size)
         reference_macs = count_macs(reference.config, 1.0, batch_size=scenario.batch_size)
-        speedup = statistics.median(r / t for r, t in zip(reference.times, variant.times))
+        speedup = paired_ratio(reference.times, variant.times).median
         mac_reduction = reference_macs.total / macs.total
-        quartiles = statistics.quantiles(variant.times, n=4) if len(variant.times) > 1 else variant.times * 3
+        latency = Spread.of(variant.times)
         rows.append(
             dict(
                 model=variant.label,
@@ -329,8 +341,8 @@ def summarise(scenario, variants):
                 pruned=variant.pruned,
                 kept_patches=list(macs.kept_patches) if variant.pruned else None,
                 gmacs=macs.total / 1e9,
-                latency_ms=statistics.median(variant.times) * 1e3,
-                iqr_ms=(quartiles[2] - quartiles[0]) * 1e3,
+                latency_ms=latency.median * 1e3,
+                iqr_ms=latency.iqr * 1e3,
                 speedup=speedup,
                 mac_reduction=mac_reduction,
                 efficiency=speedup / mac_reduction,
@@ -339,17 +351,6 @@ def summarise(scenario, variants):
             )
         )
     return rows
-
-
-def markdown_table(header, rows) -> str:
-    """A markdown table: the `header` cells, then one line per row of cells."""
-    lines = [f"| {' | '.join(header)} |", "|" + "---|" * len(header)]
-    return "\n".join(lines + [f"| {' | '.join(map(str, row))} |" for row in rows])
-
-
-def targets_table(checks) -> str:
-    rows = ([name, f"{value:.3f}", goal, "yes" if ok else "**no**"] for name, value, goal, ok in checks)
-    return markdown_table(["target", "measured", "goal", "holds"], rows)
 
 
 LATENCY_COLUMNS = ("model", "keep rate", "kept patches", "GMACs", "latency ms (median)", "IQR ms", "speedup vs kr 1.0",
@@ -459,50 +460,11 @@ def plot(results, path):
     plt.close(figure)
 
 
-def machine_description(num_threads):
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    backend = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in torch.__config__.parallel_info().splitlines()
-            if line.startswith("ATen parallel backend")
-        ),
-        "unknown",
-    )
-    return (
-        f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} ({backend} parallel backend, "
-        f"BLAS: {'MKL' if torch.backends.mkl.is_available() else 'not MKL'}), "
-        f"torch.set_num_threads({num_threads}), Python {platform.python_version()}"
-    )
-
-
-def load_average():
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
-
-
-def git_commit():
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def write_report(path, args, results, profiles, checks, header):
+def report(args, results, profiles, checks, header):
     lines = [
         "# Token pruning benchmark",
         "",
-        f"Command: `{header['command']}`  ",
-        f"Machine: {header['machine']}  ",
-        f"Commit: {header['commit']}; load average (1, 5, 15 min) before: {header['load_before']}, "
-        f"after: {header['load_after']}; wall time {header['wall_s']:.0f} s.",
+        *header_lines(header),
         "",
         f"Models: {header['models']}. Random weights; {args.repeats} interleaved timed rounds after one warm-up. "
         "Speedup: median over rounds of the per-round ratio to the same family at keep rate 1.0. "
@@ -520,13 +482,15 @@ def write_report(path, args, results, profiles, checks, header):
         "",
         "## Pruning overhead",
         "",
-        "Share of the forward spent in scoring / selection (top-k, gather, cat) / bookkeeping. *Profile*: "
-        "`record_function` ranges inside 3 profiled forwards. *Replayed*: each pruning call of one forward timed "
-        "alone (`torch.utils.benchmark`, median), summed, over the median forward latency of the timed rounds.",
+        "Share of the forward spent in token scoring / reduction (top-k, gather, cat) / bookkeeping. *Profile*: the "
+        "library's named profiler regions (`hf_token_prune.profiling`) inside 3 profiled forwards. *Replayed*: each "
+        "pruning call of one forward, caught by module hooks, timed alone (`torch.utils.benchmark`, median), summed, "
+        "over the median forward latency of the timed rounds; scoring replayed = the attention asked for its token "
+        "signal minus the same attention without it.",
         "",
         markdown_table(
-            ["scenario", "keep rate", "forward ms", "profile: scoring", "selection", "bookkeeping", "**total**",
-             "replayed: scoring", "selection", "bookkeeping", "**total**"],
+            ["scenario", "keep rate", "forward ms", "profile: scoring", "reduction", "bookkeeping", "**total**",
+             "replayed: scoring", "reduction", "bookkeeping", "**total**"],
             ([entry["title"], entry["keep_rate"], f"{entry['forward_ms']:.1f}"]
              + [f"{entry[f'{way}_{part}']:.2%}" for way in ("profile", "replay") for part in (*OVERHEAD_PARTS, "total")]
              for entry in profiles if entry["keep_rate"] < 1.0),
@@ -542,7 +506,7 @@ def write_report(path, args, results, profiles, checks, header):
         operator_table(profiles),
     ]
     lines += ["", "![speedup vs MAC reduction](speedup_vs_macs.png)", ""]
-    path.write_text("\n".join(lines))
+    return "\n".join(lines)
 
 
 def parse_args(argv=None):
@@ -556,7 +520,7 @@ def parse_args(argv=None):
         "--output_dir",
         type=Path,
         default=None,
-        help="where benchmark.md, benchmark.json and speedup_vs_macs.png go (default: outputs/benchmark, or "
+        help="where benchmark.md, .json, .csv and speedup_vs_macs.png go (default: outputs/benchmark, or "
         "outputs/benchmark_quick with --quick); the committed results are only replaced with --update_results",
     )
     parser.add_argument(
@@ -568,33 +532,30 @@ def parse_args(argv=None):
     parser.add_argument(
         "--repeats", type=int, default=None, help="timed rounds per scenario (default: 7; 2 with --quick)"
     )
-    parser.add_argument(
-        "--num_threads",
-        type=int,
-        default=2,
-        help="torch.set_num_threads for the whole run (default: %(default)s, this machine's cores)",
+    add_torch_threads_argument(
+        parser, 2, "torch.set_num_threads for the whole run (default: %(default)s, this machine's cores)"
     )
     parser.add_argument("--no_audiomae", action="store_true", help="skip the PrunedAudioMAE rows (shorter run)")
     args = parser.parse_args(argv)
     if args.repeats is None:
         args.repeats = 2 if args.quick else 7
-    if args.repeats < 1 or args.num_threads < 1:
-        parser.error("--repeats and --num_threads must be at least 1")
+    if args.repeats < 1 or args.torch_threads < 1:
+        parser.error("--repeats and --torch_threads must be at least 1")
     if args.update_results:
         if args.quick or args.output_dir is not None:
             parser.error("--update_results writes the full run to docs/reports/results: drop --quick, --output_dir")
-        args.output_dir = REPO / "docs" / "reports" / "results"
+        args.output_dir = COMMITTED_RESULTS
     elif args.output_dir is None:
         args.output_dir = REPO / "outputs" / ("benchmark_quick" if args.quick else "benchmark")
-    elif args.output_dir.resolve() == (REPO / "docs" / "reports" / "results").resolve():
+    elif args.output_dir.resolve() == COMMITTED_RESULTS.resolve():
         parser.error("--output_dir docs/reports/results holds the committed results: add --update_results instead")
     return args
 
 
-def main(argv=None):
+@command("benchmark_pruning.py")
+def main(argv):
     args = parse_args(argv)
-    torch.set_num_threads(args.num_threads)
-    started, load_before = time.perf_counter(), load_average()
+    run = Run("benchmark_pruning.py", argv, args.torch_threads)
     scenarios = QUICK_SCENARIOS if args.quick else FULL_SCENARIOS
     sizes = TINY if args.quick else VIT_B
     keep_rates = (1.0, 0.5) if args.quick else KEEP_RATES
@@ -621,15 +582,11 @@ def main(argv=None):
             run_scenario(scenario, variants, args.repeats, progress)
             results.append(dict(scenario=scenario.__dict__, title=scenario.title, rows=summarise(scenario, variants)))
             if scenario.mode == "inference" and scenario.batch_size == 1:
-                # Scores are computed in the model modules, the selection in the prune method's.
-                modules = [sys.modules[type(v.model).__module__] for v in variants if v.pruned] + [method_prune]
                 inputs = torch.randn(scenario.batch_size, scenario.max_length, 128)
                 for family in dict.fromkeys(v.family for v in variants if v.pruned):
                     for rate in PROFILED_KEEP_RATES[args.quick]:
                         timed = next(v for v in variants if v.pruned and v.family == family and v.keep_rate == rate)
-                        shares = profile_pruned_forward(
-                            timed.model, set(modules), inputs, rate, statistics.median(timed.times)
-                        )
+                        shares = profile_pruned_forward(timed.model, inputs, rate, Spread.of(timed.times).median)
                         macs = count_macs(timed.config, rate)
                         shares.update(
                             linear_gmacs=(macs.attention_projections + macs.mlp + macs.classifier) / 1e9,
@@ -641,31 +598,14 @@ def main(argv=None):
             del variants
 
     checks = target_checks(results, profiles)
-    header = dict(
-        command="python benchmarks/benchmark_pruning.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        machine=machine_description(args.num_threads),
-        commit=git_commit(),
-        load_before=load_before,
-        load_after=load_average(),
-        wall_s=time.perf_counter() - started,
-        models=models,
-    )
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    write_report(args.output_dir / "benchmark.md", args, results, profiles, checks, header)
-    (args.output_dir / "benchmark.json").write_text(
-        json.dumps(
-            dict(
-                header=header,
-                results=results,
-                profiles=profiles,
-                targets=[dict(target=n, measured=v, goal=g, holds=ok) for n, v, g, ok in checks],
-            ),
-            indent=1,
-        )
-    )
+    header = dict(run.header(), models=models)
+    text = report(args, results, profiles, checks, header)
+    data = dict(header=header, results=results, profiles=profiles, targets=target_records(checks))
+    rows = [dict(scenario=entry["title"], **row) for entry in results for row in entry["rows"]]
+    write_outputs([args.output_dir], "benchmark", text, data, rows)
     plot(results, args.output_dir / "speedup_vs_macs.png")
-    print((args.output_dir / "benchmark.md").read_text())
-    print(f"wrote {args.output_dir}/benchmark.md, benchmark.json, speedup_vs_macs.png")
+    print(text)
+    print(f"wrote {args.output_dir}/benchmark.md, benchmark.json, benchmark.csv, speedup_vs_macs.png")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from .pruning import (
     PrunedModelMixin,
     PrunedModelOutput,
 )
+from .profiling import TOKEN_SCORING, profile_region
 from .scores import cls_attention_score, cls_attention_score_from_weights
 
 
@@ -120,14 +121,17 @@ class PrunedASTAttention(ASTAttention):
         )
         attn_output = self.o_proj(attn_output.reshape(*hidden_states.shape[:-1], -1).contiguous())
 
+        if token_signal is None:
+            return attn_output, attn_weights, None
         signal = None
-        if token_signal == "keys":
-            signal = key_states.mean(dim=1)
-        elif token_signal == "score" and attn_weights is None:
-            # Fused attention kernels never materialise the weights; the CLS row alone is cheap to recompute.
-            signal = cls_attention_score(query_states, key_states, self.scaling, num_extra_tokens, token_mask)
-        elif token_signal == "score":
-            signal = cls_attention_score_from_weights(attn_weights, num_extra_tokens)
+        with profile_region(TOKEN_SCORING):
+            if token_signal == "keys":
+                signal = key_states.mean(dim=1)
+            elif token_signal == "score" and attn_weights is None:
+                # Fused attention kernels never materialise the weights; the CLS row alone is cheap to recompute.
+                signal = cls_attention_score(query_states, key_states, self.scaling, num_extra_tokens, token_mask)
+            elif token_signal == "score":
+                signal = cls_attention_score_from_weights(attn_weights, num_extra_tokens)
         return attn_output, attn_weights, signal
 
 

@@ -29,6 +29,7 @@ from .pruning import (
     PrunedModelMixin,
     PrunedModelOutput,
 )
+from .profiling import TOKEN_SCORING, profile_region
 from .scores import attention_with_received_score, received_attention_score_from_weights
 
 
@@ -130,9 +131,12 @@ class AudioMAEAttention(nn.Module):
             self, query_states, key_states, value_states, attention_mask, dropout=dropout, scaling=self.scaling, **kwargs
         )
         attn_output = self.proj(attn_output.reshape(batch_size, sequence_length, -1))
-        signal = key_states.mean(dim=1) if token_signal == "keys" else None
-        if score_tokens:
-            signal = received_attention_score_from_weights(attn_weights, num_extra_tokens, token_mask)
+        if token_signal is None:
+            return attn_output, attn_weights, None
+        with profile_region(TOKEN_SCORING):
+            signal = key_states.mean(dim=1) if token_signal == "keys" else None
+            if score_tokens:
+                signal = received_attention_score_from_weights(attn_weights, num_extra_tokens, token_mask)
         return attn_output, attn_weights, signal
 
 

@@ -4,8 +4,8 @@ A reducing layer runs its attention, then the configured token reduction method 
 attention and MLP; extra tokens (CLS, distillation) sit at the front of the sequence and are never reduced. The pieces
 live in small sibling modules: token scores (``scores.py``), kept counts and top-k selection (``selection.py``), the
 methods (``reduction.py`` and ``method_*.py``), per-forward bookkeeping (``tracker.py``), config validation
-(``pruning_config.py``), patch geometry (``patch_layout.py``). This file and those are copied next to every saved
-model as remote code, so they import nothing but ``torch`` and ``transformers``.
+(``pruning_config.py``), patch geometry (``patch_layout.py``), named profiler regions (``profiling.py``). This file and
+those are copied next to every saved model as remote code, so they import nothing but ``torch`` and ``transformers``.
 """
 
 import contextlib
@@ -19,6 +19,7 @@ from transformers.utils import TransformersKwargs, logging
 from transformers.utils.generic import can_return_tuple
 
 from .patch_layout import PatchLayout
+from .profiling import ATTENTION, BOOKKEEPING, MLP, REDUCTION, profile_region
 from .pruning_config import validate_pruning_config
 from .selection import drop_padding_tokens
 from .token_reductions import get_token_reduction, padding_token_reductions
@@ -82,12 +83,16 @@ class PrunedBlockMixin:
         if reduces:
             kwargs = dict(kwargs, token_signal=reduction.token_signal, num_extra_tokens=reduction.num_extra_tokens,
                           token_mask=reduction.token_mask)
-        attn_output, _, token_signal = self.attention(self.layernorm_before(hidden_states), attention_mask, **kwargs)
-        hidden_states = hidden_states + self.residual_dropout(attn_output)
+        with profile_region(ATTENTION):
+            normed = self.layernorm_before(hidden_states)
+            attn_output, _, token_signal = self.attention(normed, attention_mask, **kwargs)
+            hidden_states = hidden_states + self.residual_dropout(attn_output)
         plan = None
         if reduces:
-            hidden_states, plan = reduction(hidden_states, token_signal)
-        hidden_states = hidden_states + self.residual_dropout(self.mlp(self.layernorm_after(hidden_states)))
+            with profile_region(REDUCTION):
+                hidden_states, plan = reduction(hidden_states, token_signal)
+        with profile_region(MLP):
+            hidden_states = hidden_states + self.residual_dropout(self.mlp(self.layernorm_after(hidden_states)))
         return hidden_states, plan
 
 
@@ -271,7 +276,8 @@ class PrunedModelMixin:
             if pruning and index in config.pruning_layers:
                 reduction = tracker.layer_reduction(keep_rate, config.token_score)
                 hidden_states, plan = layer(hidden_states, mask, reduction=reduction, **kwargs)
-                tracker.update(plan)
+                with profile_region(BOOKKEEPING):
+                    tracker.update(plan)
                 if plan is not None and tracker.token_mask is not None:
                     layer_mask = create_bidirectional_mask(
                         config=config, inputs_embeds=hidden_states, attention_mask=tracker.token_mask

@@ -9,6 +9,8 @@ torch only.
 import torch
 import torch.nn.functional as F
 
+from .profiling import TOKEN_SCORING, profile_region
+
 
 TOKEN_SCORES = ("attention", "intensity", "variation", "random")
 
@@ -59,8 +61,10 @@ def attention_with_received_score(
         probabilities = _mask_padded_keys(logits, token_mask).softmax(dim=-1)
         dropped = F.dropout(probabilities, p=dropout) if dropout > 0.0 else probabilities
         outputs.append(torch.matmul(dropped.to(value.dtype), value))
-        received += (probabilities * query_weights[:, None, start : start + chunk_size, None]).sum(dim=2)
-    score = received[:, :, num_extra_tokens:].mean(dim=1) / query_weights.sum(dim=1, keepdim=True)
+        with profile_region(TOKEN_SCORING):
+            received += (probabilities * query_weights[:, None, start : start + chunk_size, None]).sum(dim=2)
+    with profile_region(TOKEN_SCORING):
+        score = received[:, :, num_extra_tokens:].mean(dim=1) / query_weights.sum(dim=1, keepdim=True)
     return torch.cat(outputs, dim=2).transpose(1, 2), score
 
 

@@ -114,6 +114,22 @@ def test_eager_calls_keep_the_input_checks_after_tracing(family):
         model(torch.randn(2, 64, 128))
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_compile_and_export_while_a_profiler_records(family):
+    # The library's profiler regions (hf_token_prune.profiling) stay out of traced graphs, also when tracing under a
+    # running profiler, where they are live in eager calls.
+    model = small_model(family, 0.5, "attention")
+    inputs = torch.randn(2, 128, 64)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]):
+        compiled = torch.compile(model, fullgraph=True, backend="eager")
+        assert_same(run(compiled, inputs), run(model, inputs))
+        exported = torch.export.export(model, (inputs,), {"output_kept_patches": True}).module()
+    assert not [node for node in exported.graph.nodes if "profiler" in str(node.target)]
+    torch.manual_seed(3)
+    with torch.no_grad():
+        assert_same(exported(inputs, output_kept_patches=True), run(model, inputs))
+
+
 @pytest.mark.full
 def test_inductor_compile_equals_eager():
     model = tiny_pruned_classifier("ast", num_hidden_layers=1, pruning_layers=[0], keep_rate=0.5)
