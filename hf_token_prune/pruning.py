@@ -118,7 +118,8 @@ class PrunedModelMixin:
     @contextlib.contextmanager
     def reduction_settings(self, **settings):
         """Run with ``settings`` (any of ``keep_rate``, ``token_reduction``, ``token_score``, ``pruning_layers``,
-        ``drop_padding``, ``keep_mass``, ``min_keep_rate``) changed together and validated together, restoring the previous ones on exit::
+        ``drop_padding``, ``keep_mass``, ``min_keep_rate``) changed together and validated together, restoring the
+        previous ones on exit::
 
             with model.reduction_settings(keep_rate=0.5, token_reduction="merge", token_score="attention"):
                 logits = model(**inputs).logits
@@ -218,8 +219,8 @@ class PrunedModelMixin:
 
     def run_layers(self, hidden_states, input_values, attention_mask=None, keep_rate=None, keep_mass=None, **kwargs):
         """Run every layer, reducing tokens in ``config.pruning_layers`` at ``keep_rate`` (the config's when
-        ``None``), per sample under ``keep_mass`` (the config's when ``None``); returns the hidden states and the :class:`PatchTracker` (``kept_patches`` or ``source_maps``,
-        token sizes).
+        ``None``), per sample under ``keep_mass`` (the config's when ``None``); returns the hidden states and the
+        :class:`PatchTracker` (``kept_patches`` or ``source_maps``, token sizes).
 
         A 2-D padding ``attention_mask`` becomes each layer's attention mask through transformers' own mask helper, as
         in `ASTModel.forward`; a pruning layer gathers it with the survivors and the mask is rebuilt for later layers.

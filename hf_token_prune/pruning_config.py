@@ -94,8 +94,8 @@ def validate_keep_mass(keep_mass, min_keep_rate, keep_rate, token_reduction):
             )
     if min_keep_rate is not None and min_keep_rate > keep_rate:
         raise ValueError(
-            f"min_keep_rate={min_keep_rate!r} is above keep_rate={keep_rate!r}: the floor of the per-sample keep policy "
-            "must not exceed its ceiling; lower min_keep_rate or raise keep_rate."
+            f"min_keep_rate={min_keep_rate!r} is above keep_rate={keep_rate!r}: the floor of the per-sample keep "
+            "policy must not exceed its ceiling; lower min_keep_rate or raise keep_rate."
         )
     method = get_token_reduction(token_reduction)
     if keep_mass is not None and not method.supports_keep_mass:

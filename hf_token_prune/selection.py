@@ -82,8 +82,10 @@ def select_tokens(
     sample_kept = None
     if count_real_tokens:
         # float64: n * keep_rate in float32 can overshoot an integer by more than the tolerance (1000 * 0.3)
-        num_real = (torch.full((scores.shape[0], 1), float(scores.shape[1]), device=scores.device) if real_tokens is None
-                    else real_tokens.sum(dim=1, keepdim=True)).double()
+        if real_tokens is None:
+            num_real = torch.full((scores.shape[0], 1), float(scores.shape[1]), device=scores.device).double()
+        else:
+            num_real = real_tokens.sum(dim=1, keepdim=True).double()
         sample_kept = torch.ceil(num_real * keep_rate - _CEIL_TOLERANCE).clamp(min=1)
         if keep_mass is not None:
             floor = torch.ceil(num_real * (min_keep_rate or 0.0) - _CEIL_TOLERANCE).clamp(min=1)

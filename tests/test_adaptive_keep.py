@@ -14,7 +14,10 @@ import torch
 
 from conftest import tiny_pruned_classifier
 from hf_token_prune.macs import clip_macs, count_forward_macs, count_macs
+from hf_token_prune.method_prune import Prune
+from hf_token_prune.reduction import TokenReduction
 from hf_token_prune.selection import kept_counts_per_clip, select_tokens
+from hf_token_prune.token_reductions import TOKEN_REDUCTIONS, keep_mass_token_reductions
 
 
 FAMILIES = ("ast", "audiomae")
@@ -50,7 +53,7 @@ def filled(kept_row):
     return set(kept_row[kept_row >= 0].tolist())
 
 
-# 1. the policy on scores -------------------------------------------------------------------------------------------------
+# 1. the policy on scores ----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("keep_rate, keep_mass, min_keep_rate", [
@@ -90,7 +93,7 @@ def test_selection_keeps_the_reference_set_of_every_sample(kind, keep_rate, keep
         assert [len(sample) for sample in expected] == [tokens - 1] * (batch - 1) + [tokens]  # the weakest holds none
 
 
-# 2. the model: a mixed batch equals each clip alone ------------------------------------------------------------------------
+# 2. the model: a mixed batch equals each clip alone -------------------------------------------------------------------
 
 
 def adaptive_model(family, attn_implementation="sdpa", **settings):
@@ -190,7 +193,7 @@ def test_without_keep_mass_the_forward_is_unchanged_by_the_new_fields(family):
     assert torch.equal(run(model, inputs).logits, fixed.logits)
 
 
-# 3. kept counts and MACs of each clip ----------------------------------------------------------------------------------------
+# 3. kept counts and MACs of each clip ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
@@ -224,7 +227,7 @@ def test_count_macs_refuses_a_data_dependent_count():
         count_macs(model.config)
 
 
-# 4. validation and saving -------------------------------------------------------------------------------------------------
+# 4. validation and saving ---------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -253,6 +256,18 @@ def test_config_refuses_bad_policies_with_one_line(family):
         config.keep_mass = None
 
 
+def test_a_registered_method_must_declare_per_sample_counts(monkeypatch):
+    class KeepAll(Prune):  # a method of its own, silent about keep_mass
+        name = "keep-all"
+        supports_keep_mass = TokenReduction.supports_keep_mass
+
+    monkeypatch.setitem(TOKEN_REDUCTIONS, "keep-all", KeepAll())
+    assert keep_mass_token_reductions() == ("prune",)
+    config = tiny_pruned_classifier("ast", token_reduction="keep-all").config
+    with pytest.raises(ValueError, match=r"declare per-sample kept counts.*Use token_reduction='prune', or"):
+        config.keep_mass = 0.8
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_saved_config_gains_no_key_by_default(family, tmp_path):
     model = tiny_pruned_classifier(family)
@@ -267,7 +282,7 @@ def test_saved_config_gains_no_key_by_default(family, tmp_path):
     assert (loaded.keep_mass, loaded.min_keep_rate) == (0.7, 0.2)
 
 
-# 5. traced graphs: static shapes, gathered to the ceiling and masked ---------------------------------------------------------
+# 5. traced graphs: static shapes, gathered to the ceiling and masked --------------------------------------------------
 
 
 def traced_model(family, **settings):
