@@ -37,7 +37,8 @@ class Prune(TokenReduction):
                 tracker.patch_indices = tracker.patch_indices.masked_fill(~filled, -1)
                 # A batch whose samples all fill every slot needs no mask (a clip alone never does); a traced graph
                 # cannot ask, so it masks whenever the counts may vary.
-                has_empty_slots = tracker.keep_mass is not None if torch.compiler.is_compiling() else not bool(filled.all())
+                tracing = torch.compiler.is_compiling()
+                has_empty_slots = tracker.keep_mass is not None if tracing else not bool(filled.all())
                 if tracker.token_mask is not None or has_empty_slots:
                     tracker.token_mask = torch.cat([filled.new_ones(filled.shape[0], extra), filled], dim=1)
             elif tracker.token_mask is not None:
