@@ -121,18 +121,28 @@ def assert_equal_up_to_empty_tail(kept_batch_row, kept_alone_row):
     assert (kept_batch_row[width:] == -1).all()
 
 
-@pytest.mark.parametrize("drop_padding", [False, True])
+def padding_mask(model, padding, lengths):
+    """The extractor's frame mask (drop_padding), transformers' per-token mask of the same real patches, or none."""
+    if padding == "frame mask":
+        return frame_mask(lengths)
+    if padding == "token mask":
+        real = model.patch_layout.real_patches(frame_mask(lengths))
+        return torch.cat([torch.ones(len(lengths), model.num_extra_tokens, dtype=torch.long), real.long()], dim=1)
+    return None
+
+
+@pytest.mark.parametrize("padding", ["none", "frame mask", "token mask"])
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
 @pytest.mark.parametrize("token_score", ["attention", "intensity", "variation"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_each_clip_of_a_batch_equals_the_clip_alone(family, token_score, attn_implementation, drop_padding):
+def test_each_clip_of_a_batch_equals_the_clip_alone(family, token_score, attn_implementation, padding):
     # 0.45: a fresh AudioMAE's received attention is nearly uniform, and at 0.5 its clips would tie in count
-    model = adaptive_model(family, attn_implementation, token_score=token_score, drop_padding=drop_padding,
+    model = adaptive_model(family, attn_implementation, token_score=token_score, drop_padding=padding == "frame mask",
                            keep_mass=0.45, min_keep_rate=0.1)
     torch.manual_seed(0)
     inputs = torch.randn(4, 128, 64)
     inputs[1] *= torch.linspace(0.1, 3, 64)  # clips of different spread: different counts
-    mask = frame_mask([128, 100, 61, 23]) if drop_padding else None
+    mask = padding_mask(model, padding, [128, 100, 61, 23])
     batch = run(model, inputs, mask)
     assert any((kept == -1).any() for kept in batch.kept_patches)  # the clips really keep different counts
     for sample in range(4):
@@ -143,20 +153,23 @@ def test_each_clip_of_a_batch_equals_the_clip_alone(family, token_score, attn_im
             assert_equal_up_to_empty_tail(kept_batch[sample], kept_alone[0])
 
 
-@pytest.mark.parametrize("drop_padding", [False, True])
+@pytest.mark.parametrize("padding", ["none", "frame mask", "token mask"])
 @pytest.mark.parametrize("token_score", ["intensity", "variation"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_static_scores_keep_the_reference_sets_layer_after_layer(family, token_score, drop_padding):
+def test_static_scores_keep_the_reference_sets_layer_after_layer(family, token_score, padding):
     # A static score is a function of the input patch, so every layer's kept set follows from the input alone.
-    model = adaptive_model(family, token_score=token_score, drop_padding=drop_padding, keep_rate=0.8, keep_mass=0.6,
-                           min_keep_rate=0.2)
+    # Padding comes as the extractor's frame mask (drop_padding) or as transformers' per-token mask; either way only
+    # real patches count and are kept.
+    model = adaptive_model(family, token_score=token_score, drop_padding=padding == "frame mask", keep_rate=0.8,
+                           keep_mass=0.6, min_keep_rate=0.2)
     inputs = torch.randn(3, 128, 64)
-    lengths = [128, 77, 30]
-    mask = frame_mask(lengths) if drop_padding else None
+    mask = padding_mask(model, padding, [128, 77, 30])
+    real = model.patch_layout.real_patches(frame_mask([128, 77, 30]))
+    if mask is None:
+        real = torch.ones_like(real)
     outputs = run(model, inputs, mask)
     intensity, variation = model.patch_layout.patch_statistics(inputs)
     scores = intensity if token_score == "intensity" else variation
-    real = model.patch_layout.real_patches(frame_mask(lengths)) if drop_padding else torch.ones_like(scores, dtype=bool)
     for sample in range(3):
         survivors = real[sample].nonzero()[:, 0].tolist()
         for kept in outputs.kept_patches:
