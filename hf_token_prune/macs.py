@@ -213,8 +213,8 @@ def clip_macs(model, kept_counts: torch.Tensor, num_patches: torch.Tensor | None
     attn_implementation = getattr(config, "_attn_implementation", None) or "sdpa"
     starts = [shape.num_patches] * kept_counts.shape[0] if num_patches is None else num_patches.tolist()
     totals = [
-        _count_layers(shape, method, attn_implementation, start, kept, 1, config.keep_rate, config.keep_mass,
-                      config.min_keep_rate).total
+        _count_layers(shape, method, attn_implementation, start, kept, 1, config.keep_rate,
+                      getattr(config, "keep_mass", None), getattr(config, "min_keep_rate", None)).total
         for start, kept in zip(starts, kept_counts.tolist())
     ]
     return torch.tensor(totals, dtype=torch.long)
