@@ -99,6 +99,13 @@ def select_tokens(
     return torch.cat([hidden_states[:, :num_extra_tokens], kept_patch_tokens], dim=1), kept_token_indices
 
 
+def kept_counts_per_clip(kept_patches) -> torch.LongTensor:
+    """``(batch, num_pruning_layers)``: each clip's patch tokens left after each pruning layer, from a forward's
+    ``kept_patches`` (its filled, non -1 entries; under ``keep_mass`` or ``drop_padding`` clips keep counts of their
+    own)."""
+    return torch.stack([(kept >= 0).sum(dim=1) for kept in kept_patches], dim=1)
+
+
 def drop_padding_tokens(hidden_states: torch.Tensor, real_patches: torch.Tensor, num_extra_tokens: int):
     """Gather out the padding patch tokens before the first layer: ``(hidden_states, patch_indices, token_mask)``.
 
