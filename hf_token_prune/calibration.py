@@ -252,7 +252,8 @@ class CalibrationResult:
                 continue
             axis.plot(rows["MMACs per clip"], rows[metric], marker, color=color, alpha=0.45, label=name)
             front = rows[rows["Pareto"]]
-            axis.plot(front["MMACs per clip"], front[metric], "-" + marker, color=color,
+            # a step: between two front points the best reachable metric is the cheaper one's
+            axis.plot(front["MMACs per clip"], front[metric], "-" + marker, color=color, drawstyle="steps-post",
                       label=f"{name}: Pareto front")
         reference = table[table["policy"] == REFERENCE].iloc[0]
         axis.plot(reference["MMACs per clip"], reference[metric], "k*", markersize=11, label="keep rate 1.0")
@@ -292,6 +293,7 @@ class CalibrationResult:
     def write(self, output_dir, facts=None):
         """Write ``calibration.json``, ``calibration.md`` and ``calibration.png`` into ``output_dir``."""
         output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "calibration.json").write_text(json.dumps(self.to_json(facts), indent=1) + "\n")
         (output_dir / "calibration.md").write_text(self.markdown(facts))
         self.plot(output_dir / "calibration.png")
@@ -314,7 +316,8 @@ def _versions():
 
 
 def _table(measured, metric_column, reference, threshold=None, rounds=None):
-    settings = sorted(measured, key=lambda s: ((REFERENCE, FIXED, ADAPTIVE).index(s.policy), measured[s].mean_macs))
+    order = (REFERENCE, FIXED, ADAPTIVE)
+    settings = sorted(measured, key=lambda s: (order.index(s.policy), measured[s].mean_macs, s.parameter))
     table = pd.DataFrame({
         "policy": [s.policy for s in settings],
         "setting": [s.label for s in settings],
