@@ -150,18 +150,18 @@ def pareto_front(costs, metrics) -> list[bool]:
 
 
 def _refinements(measured, policy, threshold, points):
-    """Settings between ``policy``'s cheapest setting within budget and its next cheaper neighbour (the reference's
-    1.0 stands for the passing end when none of the policy passes)."""
+    """Settings between ``policy``'s cheapest setting within budget and its next cheaper neighbour. Both parameters
+    range over (0, 1]: the reference's 1.0 stands for the passing end when none of the policy passes, and 0 for the
+    cheaper end when the grid's cheapest setting passes, so the search leaves a grid that was too coarse or too high."""
     members = sorted((s for s in measured if s.policy == policy), key=lambda s: s.parameter)
     if not members:
         return []
     passing = [s for s in members if measured[s].metric >= threshold - _BUDGET_TOLERANCE]
     high = min(passing, key=lambda s: measured[s].mean_macs).parameter if passing else 1.0
-    below = [s for s in members if s.parameter < high]
-    if not below:
-        return []
-    values = np.linspace(below[-1].parameter, high, points + 2)[1:-1]
-    refined = [members[0].with_parameter(round(float(value), _PARAMETER_DECIMALS)) for value in values]
+    below = [s.parameter for s in members if s.parameter < high]
+    values = np.linspace(below[-1] if below else 0.0, high, points + 2)[1:-1]
+    rounded = [round(float(value), _PARAMETER_DECIMALS) for value in values]
+    refined = [members[0].with_parameter(value) for value in rounded if value > 0]
     return [setting for setting in dict.fromkeys(refined) if setting not in measured]
 
 
@@ -215,11 +215,18 @@ class CalibrationResult:
     def metric_column(self) -> str:
         return f"{self.metric_name} (%)"
 
+    @property
+    def budget_note(self) -> str:
+        points = "point" if self.max_loss == 1 else "points"
+        note = f"at most {self.max_loss:g} {points} of {self.metric_name} below keep rate 1.0 on the validation split"
+        if self.metric_name == "accuracy":  # the metric moves in steps of one clip: a budget below one is zero
+            note += f" (one of its {self.search['validation_clips']} clips is {100 / self.search['validation_clips']:.2f} points)"
+        return note
+
     def summary(self) -> str:
         """What a command prints: the validation table, the choice, the held-out check."""
         lines = [_shown(self.validation),
-                 f"chosen: {self.chosen.label} (the cheapest within {self.max_loss:g} points of keep rate 1.0 on the "
-                 "validation split)"]
+                 f"chosen: {self.chosen.label}, the cheapest setting within the budget: {self.budget_note}"]
         if self.held_out is not None:
             lines += ["held-out check:", _shown(self.held_out)]
         return "\n".join(lines)
@@ -271,8 +278,7 @@ class CalibrationResult:
         parts = ["# Calibration to an accuracy budget\n"]
         parts += [f"- {name}: {value}" for name, value in (facts or {}).items()]
         parts += [
-            f"- budget: at most {self.max_loss:g} points of {self.metric_name} below keep rate 1.0 on the validation "
-            "split",
+            f"- budget: {self.budget_note}",
             f"- chosen: `{self.chosen.label}`, the cheapest setting (mean MACs per clip) within the budget",
             "",
             "## Validation: every setting searched\n",
@@ -406,7 +412,8 @@ def calibrate(
             f"{measured[reference].metric - measured[best].metric:.2f} points; raise --max_loss or search higher keep "
             "rates / masses."
         )
-    chosen = min(within, key=lambda s: (measured[s].mean_macs, -measured[s].metric))
+    # equal cost and metric: the larger parameter, which keeps more of any clip the split did not have
+    chosen = min(within, key=lambda s: (measured[s].mean_macs, -measured[s].metric, -s.parameter))
     others = [s for s in candidates if s.policy != chosen.policy]
     counterpart = min(others, key=lambda s: (abs(measured[s].mean_macs - measured[chosen].mean_macs),
                                              measured[s].mean_macs)) if others else None  # fmt: skip
