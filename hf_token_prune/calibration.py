@@ -7,7 +7,7 @@ split so that the budget is not fitted to the validation clips' noise.
 
     model, extractor = load_pruned_model("outputs/demo")
     validation, test = load_analysis_splits(model, extractor, "audiofolder",
-                                            {"validation": "validation", "held out": "test"}, data_dir="data/keywords")
+                                            {"validation": "validation", "held-out": "test"}, data_dir="data/keywords")
     result = calibrate(model, validation, test, max_loss=1.0)
     save_calibrated(model, extractor, result, "outputs/demo-calibrated")
 
@@ -216,9 +216,12 @@ class CalibrationResult:
         return f"{self.metric_name} (%)"
 
     @property
+    def budget(self) -> str:
+        return f"{self.max_loss:g} point" + ("" if self.max_loss == 1 else "s")
+
+    @property
     def budget_note(self) -> str:
-        points = "point" if self.max_loss == 1 else "points"
-        note = f"at most {self.max_loss:g} {points} of {self.metric_name} below keep rate 1.0 on the validation split"
+        note = f"at most {self.budget} of {self.metric_name} below keep rate 1.0 on the validation split"
         if self.metric_name == "accuracy":  # the metric moves in steps of one clip: a budget below one is zero
             note += f" (one of its {self.search['validation_clips']} clips is {100 / self.search['validation_clips']:.2f} points)"
         return note
@@ -265,7 +268,7 @@ class CalibrationResult:
         reference = table[table["policy"] == REFERENCE].iloc[0]
         axis.plot(reference["MMACs per clip"], reference[metric], "k*", markersize=11, label="keep rate 1.0")
         axis.axhline(reference[metric] - self.max_loss, color="gray", linestyle="--",
-                     label=f"budget: {self.max_loss:g} points")
+                     label=f"budget: {self.budget}")
         chosen = table[table["setting"] == self.chosen.label].iloc[0]
         axis.plot(chosen["MMACs per clip"], chosen[metric], "o", markersize=14, markerfacecolor="none",
                   markeredgecolor="red", markeredgewidth=2, label=f"chosen: {self.chosen.label}")
