@@ -374,7 +374,8 @@ def calibrate(
         keep_masses: the coarse grid of keep masses, in (0, 1].
         max_keep_rate: the keep masses' ceiling, as their ``keep_rate`` (1.0: none).
         min_keep_rate: the keep masses' floor (None: one token).
-        refine_rounds, refine_points: refinement rounds after the grid, and settings added per policy per round.
+        refine_rounds: refinement rounds after the grid.
+        refine_points: settings added per policy per round, between the budget's crossing points.
         seed: seeds the ``"random"`` token score of every pass.
 
     Raises:
