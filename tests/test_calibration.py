@@ -11,9 +11,9 @@ import pytest
 import torch
 from transformers import ASTFeatureExtractor, AutoModelForAudioClassification
 
-from conftest import KEYWORDS, tiny_ast_kwargs
+from conftest import KEYWORDS, REPO, tiny_ast_kwargs
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
-from hf_token_prune.analysis import prepare_analysis_data
+from hf_token_prune.analysis import evaluate_model, load_analysis_data, load_pruned_model, prepare_analysis_data
 from hf_token_prune.calibration import Setting, calibrate, pareto_front, save_calibrated
 from hf_token_prune.commands import calibrate as calibrate_command
 from hf_token_prune.data import load_audio_classification
@@ -195,3 +195,29 @@ def test_no_setting_within_the_budget_names_the_best_and_its_loss():
     with pytest.raises(ValueError, match=r"no setting keeps accuracy within 0 points .* the best, .* loses [0-9.]+ points"):
         calibrate(model, clips(KEYWORD_DATA.eval, model), max_loss=0.0, keep_rates=(0.3, 0.1), keep_masses=(0.3,),
                   refine_rounds=0)
+
+
+DEMO = REPO / "outputs" / "demo"
+
+
+@pytest.mark.full
+@pytest.mark.skipif(not (DEMO / "model.safetensors").is_file(), reason="needs the demo model: run `make demo` first")
+def test_the_demo_model_calibrated_to_one_point_is_checked_on_the_test_clips(tmp_path):
+    output_dir = tmp_path / "calibrated"
+    assert calibrate_command.main([
+        "--model_name_or_path", str(DEMO), "--dataset_name", "audiofolder", "--data_dir", str(KEYWORDS),
+        "--max_loss", "1.0", "--output_dir", str(output_dir), "--torch_threads", "1",
+    ]) == 0
+    saved = json.loads((output_dir / "calibration.json").read_text())
+    rows = {row["setting"]: row for row in saved["validation"]}
+    reference = rows[Setting().label]["accuracy (%)"]
+    chosen = Setting(**saved["chosen"])
+    assert rows[chosen.label]["accuracy (%)"] >= reference - 1.0
+    assert rows[chosen.label]["MMACs per clip"] == min(
+        row["MMACs per clip"] for row in rows.values() if row["policy"] != "reference" and row["meets budget"]
+    )
+    model, extractor = load_pruned_model(output_dir)
+    assert {name: getattr(model.config, name) for name in saved["chosen"]} == saved["chosen"]
+    test = load_analysis_data(model, extractor, "audiofolder", "test", data_dir=str(KEYWORDS))
+    held_out = {row["setting"]: row["accuracy (%)"] for row in saved["held_out"]}
+    assert 100 * evaluate_model(model, test) == pytest.approx(held_out[chosen.label], abs=1e-9)
