@@ -5,7 +5,9 @@ transformers (and no command line).
 """
 
 from .scores import TOKEN_SCORES
-from .token_reductions import get_token_reduction, padding_token_reductions, validate_token_reduction
+from .token_reductions import (
+    get_token_reduction, keep_mass_token_reductions, padding_token_reductions, validate_token_reduction,
+)
 
 
 # The fields that decide how a model reduces tokens; changed together through ``update_reduction``.
@@ -99,7 +101,8 @@ def validate_keep_mass(keep_mass, min_keep_rate, keep_rate, token_reduction):
     if keep_mass is not None and not method.supports_keep_mass:
         raise ValueError(
             f"keep_mass={keep_mass!r} is not supported with token_reduction={token_reduction!r}: "
-            f"{method.keep_mass_refusal} Use token_reduction='prune', or keep_mass=None."
+            f"{method.keep_mass_refusal} Use token_reduction={' or '.join(map(repr, keep_mass_token_reductions()))}, "
+            "or keep_mass=None."
         )
 
 
@@ -127,6 +130,15 @@ class PruningConfigMixin:
         if (name in REDUCTION_SETTINGS or name == "num_hidden_layers") and getattr(self, "_post_init_done", False):
             self._validate_pruning(**{name: value})
         super().__setattr__(name, value)
+
+    def to_diff_dict(self):
+        # transformers writes every field its base config lacks, even at its default; the per-sample policy's fields
+        # came after models were saved, so they are left out while off and a saved config.json stays as it was.
+        diff = super().to_diff_dict()
+        for name in ("keep_mass", "min_keep_rate"):
+            if name in diff and diff[name] is None:
+                del diff[name]
+        return diff
 
     def update_reduction(self, **settings):
         """Set several of ``REDUCTION_SETTINGS`` at once, validated together: all land or none (``ValueError``)."""
