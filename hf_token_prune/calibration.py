@@ -167,7 +167,8 @@ def _refinements(measured, policy, threshold, points):
 
 def check_max_loss(max_loss):
     """``max_loss`` if it is a budget: a finite number of points >= 0; else a ``ValueError`` naming the range."""
-    if isinstance(max_loss, bool) or not isinstance(max_loss, (int, float)) or not math.isfinite(max_loss) or max_loss < 0:
+    is_number = isinstance(max_loss, (int, float)) and not isinstance(max_loss, bool)
+    if not is_number or not math.isfinite(max_loss) or max_loss < 0:
         raise ValueError(
             f"max_loss={max_loss!r} is invalid: it is the metric the calibrated model may lose against keep rate 1.0, "
             "in points (1.0 = one point of top-1 accuracy or of mAP); give a number >= 0."
@@ -223,15 +224,27 @@ class CalibrationResult:
     def budget_note(self) -> str:
         note = f"at most {self.budget} of {self.metric_name} below keep rate 1.0 on the validation split"
         if self.metric_name == "accuracy":  # the metric moves in steps of one clip: a budget below one is zero
-            note += f" (one of its {self.search['validation_clips']} clips is {100 / self.search['validation_clips']:.2f} points)"
+            clips = self.search["validation_clips"]
+            note += f" (one of its {clips} clips is {100 / clips:.2f} points)"
         return note
+
+    def held_out_verdict(self) -> str:
+        """One sentence: what the chosen setting (and its counterpart) lose on the held-out split."""
+        losses = self.held_out.set_index("setting")["loss (points)"]
+        loss = losses[self.chosen.label]
+        verdict = "within" if loss <= self.max_loss + _BUDGET_TOLERANCE else "beyond"
+        text = f"on the held-out split ({self.search['held_out_clips']} clips) {self.chosen.label} loses {loss:.2f} "
+        text += f"points against keep rate 1.0, {verdict} the budget of {self.budget}"
+        if self.counterpart is not None:
+            text += f"; {self.counterpart.label}, the nearest in mean MACs, loses {losses[self.counterpart.label]:.2f}"
+        return text + "."
 
     def summary(self) -> str:
         """What a command prints: the validation table, the choice, the held-out check."""
         lines = [_shown(self.validation),
                  f"chosen: {self.chosen.label}, the cheapest setting within the budget: {self.budget_note}"]
         if self.held_out is not None:
-            lines += ["held-out check:", _shown(self.held_out)]
+            lines += ["held-out check:", _shown(self.held_out), self.held_out_verdict()]
         return "\n".join(lines)
 
     def to_json(self, facts=None) -> dict:
@@ -295,6 +308,7 @@ class CalibrationResult:
                 "The reference, the chosen setting and the other policy's setting nearest in mean MACs, on a split "
                 "the search never saw.\n",
                 _shown(self.held_out),
+                self.held_out_verdict() + "\n",
             ]
         parts += ["![metric vs mean MACs per clip](calibration.png)\n"]
         return "\n".join(parts)

@@ -103,6 +103,11 @@ def test_the_held_out_check_measures_the_reference_the_choice_and_its_counterpar
     others = others.drop(Setting().label)
     nearest = (others - validation[result.chosen.label]).abs().idxmin()
     assert result.counterpart.label == nearest
+    loss = held_out.set_index("setting")["loss (points)"][result.chosen.label]
+    verdict = "within the budget" if loss <= 0 else "beyond the budget"
+    assert f"{result.chosen.label} loses {loss:.2f} points against keep rate 1.0, {verdict} of 0 points" in (
+        result.held_out_verdict()
+    )
 
 
 def test_pareto_front_keeps_the_points_nothing_beats():
@@ -192,7 +197,8 @@ def test_an_unlabelled_split_is_refused():
 
 def test_no_setting_within_the_budget_names_the_best_and_its_loss():
     model = tiny_model()
-    with pytest.raises(ValueError, match=r"no setting keeps accuracy within 0 points .* the best, .* loses [0-9.]+ points"):
+    message = r"no setting keeps accuracy within 0 points .* the best, .* loses [0-9.]+ points"
+    with pytest.raises(ValueError, match=message):
         calibrate(model, clips(KEYWORD_DATA.eval, model), max_loss=0.0, keep_rates=(0.3, 0.1), keep_masses=(0.3,),
                   refine_rounds=0)
 
