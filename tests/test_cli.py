@@ -64,7 +64,7 @@ def inference_demo(argv):
 MODEL_SCRIPTS = {
     "finetune": (finetuning.main, finetune_with_model),
     "analyze": (analyze.main, analyze_with_model),
-    "calibrate": (calibrate.main, lambda model: analyze_with_model(model) + ["--output_dir", "outputs/calibrated"]),
+    "calibrate": (calibrate.main, lambda model: analyze_with_model(model) + ["--output_dir", "calibrated"]),
     "classify": (classify_command.main, lambda model: [str(KEYWORDS / "test" / "yes" / "yes_034.flac"), "--model", model]),
     "inference_demo": (inference_demo, lambda model: ["--model_name_or_path", model]),
 }  # fmt: skip
