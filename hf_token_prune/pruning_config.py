@@ -118,6 +118,11 @@ class PruningConfigMixin:
     ``patch_layout()``.
     """
 
+    # The per-sample keep policy is off unless a family's config declares the fields (both built-in families do):
+    # a family written before it needs no change.
+    keep_mass = None
+    min_keep_rate = None
+
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         if self.pruning_layers is None:
