@@ -11,10 +11,10 @@ import pytest
 import torch
 from transformers import ASTFeatureExtractor, AutoModelForAudioClassification
 
-from conftest import KEYWORDS, REPO, tiny_ast_kwargs
-from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
+from conftest import KEYWORDS, REPO, tiny_ast_kwargs, tiny_pruned_classifier
+from hf_token_prune import AudioMAEFeatureExtractor, PrunedASTConfig, PrunedASTForAudioClassification
 from hf_token_prune.analysis import evaluate_model, load_analysis_data, load_pruned_model, prepare_analysis_data
-from hf_token_prune.calibration import Setting, calibrate, pareto_front, save_calibrated
+from hf_token_prune.calibration import Setting, calibrate, evaluate_settings, pareto_front, save_calibrated
 from hf_token_prune.commands import calibrate as calibrate_command
 from hf_token_prune.data import load_audio_classification
 from hf_token_prune.macs import count_forward_macs
@@ -108,6 +108,27 @@ def test_the_held_out_check_measures_the_reference_the_choice_and_its_counterpar
     assert f"{result.chosen.label} loses {loss:.2f} points against keep rate 1.0, {verdict} of 0 points" in (
         result.held_out_verdict()
     )
+
+
+def test_drop_padding_clips_are_measured_with_their_frame_mask_and_cost_their_real_patches():
+    torch.manual_seed(1)
+    model = tiny_pruned_classifier("audiomae", num_labels=10, drop_padding=True, initializer_range=0.2)
+    audiomae_extractor = AudioMAEFeatureExtractor(num_mel_bins=64, max_length=128, return_attention_mask=True, **NORM)
+    split = KEYWORD_DATA.eval.select(range(0, 60, 12))
+    data = prepare_analysis_data(split, KEYWORD_DATA.label_names, False, audiomae_extractor, model, batch_size=5)
+    settings = [Setting(keep_rate=0.5), Setting(keep_mass=0.7)]
+    measured = evaluate_settings(model, data, settings)
+    for setting in settings:
+        correct, macs = 0, []
+        with model.reduction_settings(**setting.as_config()), torch.no_grad():
+            for batch in data.batches(batch_size=1):
+                mask = batch["attention_mask"]
+                assert not mask.all()  # every clip is shorter than the window: its padding is dropped
+                logits = model(batch["input_values"], attention_mask=mask).logits
+                correct += int(logits.argmax(dim=1).item() == batch["labels"].item())
+                macs.append(count_forward_macs(model, batch["input_values"], attention_mask=mask))
+        assert measured[setting].metric == pytest.approx(100 * correct / len(data), abs=1e-9)
+        assert measured[setting].mean_macs == pytest.approx(sum(macs) / len(macs), rel=1e-12)
 
 
 def test_pareto_front_keeps_the_points_nothing_beats():
