@@ -22,11 +22,13 @@ Both policies are costed alike: the mean over clips of each clip's own multiply-
 (:func:`hf_token_prune.macs.clip_macs` of its kept counts), so a rate and a threshold compare on one axis.
 
 The search is a coarse grid per policy, then ``refine_rounds`` rounds that each put ``refine_points`` settings evenly
-between a policy's cheapest setting within budget and its next cheaper grid neighbour, where the budget is crossed;
-every round narrows that gap ``refine_points + 1`` times. The metric of a split of a few hundred clips moves in steps
-of one clip and is not monotone in the setting, so a bisection could follow noise into a wrong interval; a grid with
-local refinement cannot, and costs a fixed number of passes over the data. Each round is one pass: every setting of
-the round runs on each batch as it is loaded, so the audio is decoded once per round, not once per setting.
+between a policy's cheapest setting within budget and its next cheaper measured neighbour (0 below the grid), where
+the budget is crossed; every round narrows that gap ``refine_points + 1`` times. The metric of a split of a few
+hundred clips moves in steps of one clip and is not monotone in the setting, so a bisection, which trusts one
+comparison per step, could follow noise into a wrong interval; the grid keeps the whole range measured, the
+refinement spends the remaining passes where the choice is made, and the number of passes over the data is fixed.
+Each round is one pass: every setting of the round runs on each batch as it is loaded, so the audio is decoded once
+per round, not once per setting.
 """
 
 import json
