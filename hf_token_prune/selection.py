@@ -1,4 +1,5 @@
-"""Which patch tokens survive: the ceil rule of the kept counts, top-k selection and dropping padding up front.
+"""Which patch tokens survive: the ceil rule of the kept counts, the per-sample keep_mass policy, top-k selection and
+dropping padding up front.
 
 Pure tensor functions with no model knowledge; remote code, so torch only.
 """
