@@ -27,6 +27,7 @@ COMMANDS = {
     ),
     "tag": ("hf_token_prune.tag_command", "label a long recording over time, in overlapping windows"),
     "analyze": ("hf_token_prune.analysis.command", "the paper's analyses: which patches a model keeps, and why"),
+    "calibrate": ("hf_token_prune.commands.calibrate", "the cheapest keep rate or keep mass within an accuracy budget"),
     "macs": ("hf_token_prune.macs", "multiply-accumulates per keep rate, the paper's Table II"),
     "export": ("hf_token_prune.export", "export a pruned model for deployment"),
     "convert": ("hf_token_prune.convert_audiomae", "an official AudioMAE checkpoint as a pruned model folder"),

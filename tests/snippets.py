@@ -4,8 +4,9 @@ The folder holds what the pages name: `outputs/demo` as `make demo` writes it (t
 steps), the shipped `data/keywords`, a clip `clip.wav`, a longer `recording.wav`, an official AudioMAE fine-tuning
 checkpoint `finetuned.pth` (tiny, in the official layout) and the Hub checkpoint the pages name as a tiny local model in
 a folder of the same name, which transformers reads before the Hub, as it would a downloaded snapshot. Two
-substitutions, stated: a fine-tuning command (minutes) runs with a suffix that trains 2 steps on 16 clips, and
-`analyze` (a minute or more on a busy 2-core machine) with one that analyses 6 clips.
+substitutions, stated: a fine-tuning command (minutes) runs with a suffix that trains 2 steps on 16 clips,
+`analyze` (a minute or more on a busy 2-core machine) with one that analyses 6 clips, and `calibrate` with one that
+measures two settings on 6 clips per split within any loss (the two-step model's accuracy is noise).
 """
 
 import json
@@ -30,6 +31,7 @@ FINETUNE_SHORT = (" --max_steps 2 --max_train_samples 16 --max_eval_samples 8 --
 SHORT_RUNS = {
     "hf-token-prune finetune": FINETUNE_SHORT,
     "hf-token-prune analyze": " --max_samples 6 --keep_rates 1.0,0.5 --num_examples 1",
+    "hf-token-prune calibrate": " --max_samples 6 --keep_rates 0.5 --keep_masses 0.9 --refine_rounds 0 --max_loss 100",
 }
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 

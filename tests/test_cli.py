@@ -20,6 +20,7 @@ from conftest import KEYWORDS, REPO, load_recipe, tiny_ast_kwargs
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification, tag_recording
 from hf_token_prune.analysis import command as analyze
 from hf_token_prune import classify as classify_command, convert_audiomae
+from hf_token_prune.commands import calibrate
 from hf_token_prune.commands import finetune as finetuning
 import hf_token_prune_cli
 
@@ -64,6 +65,7 @@ def inference_demo(argv):
 MODEL_SCRIPTS = {
     "finetune": (finetuning.main, finetune_with_model),
     "analyze": (analyze.main, analyze_with_model),
+    "calibrate": (calibrate.main, lambda model: analyze_with_model(model) + ["--output_dir", "calibrated"]),
     "classify": (classify_command.main, lambda model: [str(KEYWORDS / "test" / "yes" / "yes_034.flac"), "--model", model]),
     "inference_demo": (inference_demo, lambda model: ["--model_name_or_path", model]),
 }  # fmt: skip
@@ -115,11 +117,12 @@ def test_a_data_folder_without_audio_or_mistyped_says_so(tmp_path, model_dir):
     [
         (finetuning.main, ["--recipe", "demo", "--keep_rte", "0.5"]),
         (analyze.main, ["--model_name_or_path", "m", "--dataset_name", "d", "--keep_rte", "0.5"]),
+        (calibrate.main, ["--model_name_or_path", "m", "--dataset_name", "d", "--output_dir", "o", "--keep_rte", "0.5"]),
         (classify_command.main, ["clip.wav", "--model", "m", "--keep_rte", "0.5"]),
         (convert_audiomae.main, ["--checkpoint", "x.pth", "--output_dir", "y", "--keep_rte", "0.5"]),
         (lambda argv: load_recipe("inference_demo").main(argv), ["--keep_rte", "0.5"]),
     ],
-    ids=["finetune", "analyze", "classify", "convert", "inference_demo"],
+    ids=["finetune", "analyze", "calibrate", "classify", "convert", "inference_demo"],
 )
 def test_a_misspelled_flag_is_a_usage_error(main, argv, capsys):
     with pytest.raises(SystemExit) as error:

@@ -36,7 +36,7 @@ def test_docs_build_strict(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     assert "WARNING" not in result.stderr, result.stderr
     cli = (tmp_path / "cli" / "index.html").read_text()
-    commands = ("classify", "finetune", "tag", "analyze", "macs", "export", "convert", "explore")
+    commands = ("classify", "finetune", "tag", "analyze", "calibrate", "macs", "export", "convert", "explore")
     assert all(f'<h2 id="{command}">' in cli for command in commands)
     assert cli.count("usage: ") == len(commands) + 1  # hf-token-prune --help, then each command's
     api = (tmp_path / "api" / "index.html").read_text()

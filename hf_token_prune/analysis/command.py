@@ -46,9 +46,9 @@ from hf_token_prune.analysis import (
     retained_patch_histograms,
     variation_clusters,
 )
+from hf_token_prune.analysis.inputs import add_dataset_arguments, dataset_options
 from hf_token_prune.analysis.report import write_index
-from hf_token_prune.checks import check_audio_folder, check_model
-from hf_token_prune.data import DATASETS
+from hf_token_prune.checks import check_model
 from hf_token_prune.errors import command
 from hf_token_prune.checks import keep_rate_argument, keep_rates_argument
 from hf_token_prune.scores import TOKEN_SCORES
@@ -83,18 +83,8 @@ def _numbers(kind):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_name_or_path", required=True, help="pruned model folder (with its feature extractor)")
-    parser.add_argument("--dataset_name", required=True,
-                        help=f"a named dataset ({', '.join(DATASETS)}) or a Hub id / local folder, as in finetune")
-    parser.add_argument("--dataset_source", help="a named dataset's copy or official archive instead of its Hub id")
-    parser.add_argument("--dataset_config_name", help="dataset configuration (load_dataset name)")
-    parser.add_argument("--dataset_revision", help="dataset revision on the Hub")
-    parser.add_argument("--data_dir", help="folder of audio files (audiofolder) or data_dir of the dataset")
-    parser.add_argument("--fold", type=int, help="ESC-50: the held-out fold, 1 to 5")
-    parser.add_argument("--accept_hub_test_split", action="store_true",
-                        help="speech_commands from the Hub: analyse its 12-class test split (not the paper's)")
+    add_dataset_arguments(parser)
     parser.add_argument("--split", default="test", help="split to analyse (default: %(default)s)")
-    parser.add_argument("--audio_column_name", default="audio", help="column holding the audio (default: audio)")
-    parser.add_argument("--label_column_name", help="column holding the class (default: the dataset's own)")
     parser.add_argument("--analyses", type=_analyses, default=list(ANALYSES),
                         help=f"comma-separated subset of {','.join(ANALYSES)} (default: all)")
     parser.add_argument("--output_dir", type=Path,
@@ -126,8 +116,7 @@ def parse_args(argv=None):
 
 def run(args, argv):
     check_model(args.model_name_or_path)
-    if args.dataset_name == "audiofolder":
-        check_audio_folder(args.data_dir)
+    options = dataset_options(args)
     if args.output_dir is None:
         if not Path(args.model_name_or_path).is_dir():
             raise ValueError(f"--output_dir: give one; the model {args.model_name_or_path} is no folder to write into.")
@@ -137,10 +126,7 @@ def run(args, argv):
     model, feature_extractor = load_pruned_model(args.model_name_or_path)
     data = load_analysis_data(
         model, feature_extractor, args.dataset_name, args.split, args.batch_size, args.max_samples,
-        args.dataloader_num_workers, source=args.dataset_source, config_name=args.dataset_config_name,
-        data_dir=args.data_dir, revision=args.dataset_revision, fold=args.fold,
-        audio_column_name=args.audio_column_name, label_column_name=args.label_column_name,
-        accept_hub_test_split=args.accept_hub_test_split,
+        args.dataloader_num_workers, **options,
     )
     output_dir = args.output_dir
     output_dir.mkdir(parents=True, exist_ok=True)

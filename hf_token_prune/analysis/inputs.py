@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data import AudioFeatureTransform, load_audio_classification, num_fbank_frames
+from ..checks import check_audio_folder
+from ..data import DATASETS, AudioFeatureTransform, load_audio_classification, num_fbank_frames
 # The loader lives in hf_token_prune.loading (light to import); these names stay importable from here.
 from ..loading import PRUNED_MODEL_INTERFACE, check_pruned_model, load_pruned_model  # noqa: F401
 
@@ -227,16 +228,59 @@ def load_analysis_data(
     benchmark or its official archive, an audiofolder, any Hub / local dataset; ``dataset_options`` are its keyword
     arguments, e.g. ``data_dir``, ``source``, ``label_column_name``), decoded at the extractor's rate, as
     ``AnalysisData`` for ``model``."""
+    (data,) = load_analysis_splits(
+        model, feature_extractor, dataset_name, {"--split": split}, batch_size, max_samples, num_workers,
+        **dataset_options,
+    )
+    return data
+
+
+def load_analysis_splits(
+    model, feature_extractor, dataset_name, splits, batch_size=8, max_samples=None, num_workers=0, **dataset_options
+):
+    """:func:`load_analysis_data` for several splits of one dataset, read once: ``splits`` maps the flag that named
+    each split (for the error naming a missing one) to its name; one ``AnalysisData`` per split, in that order."""
     data = load_audio_classification(dataset_name, sampling_rate=feature_extractor.sampling_rate, **dataset_options)
     roles = {name: role for role, name in data.splits.items()}
-    if split not in roles:
-        raise ValueError(
-            f"no split {split!r} here: choose --split from {', '.join(sorted(roles))} (the training split is "
-            f"{data.splits['train']!r})."
+    for flag, split in splits.items():
+        if split not in roles:
+            raise ValueError(
+                f"no split {split!r} here: choose {flag} from {', '.join(sorted(roles))} (the training split is "
+                f"{data.splits['train']!r})."
+            )
+    return [
+        prepare_analysis_data(
+            getattr(data, roles[split]), data.label_names, data.multi_label, feature_extractor, model, batch_size,
+            max_samples, num_workers,
         )
-    return prepare_analysis_data(
-        getattr(data, roles[split]), data.label_names, data.multi_label, feature_extractor, model, batch_size,
-        max_samples, num_workers,
+        for split in splits.values()
+    ]
+
+
+def add_dataset_arguments(parser):
+    """The flags naming a dataset, as finetune reads it; :func:`dataset_options` turns them into loader arguments."""
+    parser.add_argument("--dataset_name", required=True,
+                        help=f"a named dataset ({', '.join(DATASETS)}) or a Hub id / local folder, as in finetune")
+    parser.add_argument("--dataset_source", help="a named dataset's copy or official archive instead of its Hub id")
+    parser.add_argument("--dataset_config_name", help="dataset configuration (load_dataset name)")
+    parser.add_argument("--dataset_revision", help="dataset revision on the Hub")
+    parser.add_argument("--data_dir", help="folder of audio files (audiofolder) or data_dir of the dataset")
+    parser.add_argument("--fold", type=int, help="ESC-50: the held-out fold, 1 to 5")
+    parser.add_argument("--accept_hub_test_split", action="store_true",
+                        help="speech_commands from the Hub: accept its 12-class test split (not the paper's)")
+    parser.add_argument("--audio_column_name", default="audio", help="column holding the audio (default: audio)")
+    parser.add_argument("--label_column_name", help="column holding the class (default: the dataset's own)")
+
+
+def dataset_options(args):
+    """The keyword arguments of :func:`load_analysis_splits` that :func:`add_dataset_arguments`' flags give; an
+    audiofolder without audio is refused first."""
+    if args.dataset_name == "audiofolder":
+        check_audio_folder(args.data_dir)
+    return dict(
+        source=args.dataset_source, config_name=args.dataset_config_name, data_dir=args.data_dir,
+        revision=args.dataset_revision, fold=args.fold, audio_column_name=args.audio_column_name,
+        label_column_name=args.label_column_name, accept_hub_test_split=args.accept_hub_test_split,
     )
 
 
