@@ -309,6 +309,77 @@ def test_command_line_dispatches_and_refuses_unknown_commands(model_dir, capsys)
     assert hf_token_prune_cli.main(["macs", "--model_name_or_path", "vit-b", "--keep_rates", "1.0"]) == 0
 
 
+def test_the_old_flag_spellings_still_work_and_say_they_are_deprecated(model_dir, capsys):
+    clip = str(KEYWORDS / "test" / "no" / "no_034.flac")
+    canonical_flags = ["--model_name_or_path", str(model_dir), "--torch_threads", "1"]
+    assert hf_token_prune_cli.main(["classify", clip, *canonical_flags]) == 0
+    canonical = capsys.readouterr()
+    assert canonical.err == ""
+    assert hf_token_prune_cli.main(["classify", clip, "--model", str(model_dir), "--num_threads", "1"]) == 0
+    old = capsys.readouterr()
+    assert old.out == canonical.out
+    assert old.err.splitlines() == [
+        "classify: --model is deprecated, use --model_name_or_path (removed in hf-token-prune 0.3)",
+        "classify: --num_threads is deprecated, use --torch_threads (removed in hf-token-prune 0.3)",
+    ]
+
+
+# Per command: its required flags, then one misspelled flag and the flag it means.
+MISSPELLED_FLAGS = {
+    "classify": (["clip.wav", "--model_name_or_path", "m", "--top_kk", "3"], "--top_kk -> --top_k"),
+    "finetune": (["--recipe", "demo", "--keep_rte", "0.5"], "--keep_rte -> --keep_rate"),
+    "tag": (["a.wav", "--model_name_or_path", "m", "--hopp", "1"], "--hopp -> --hop"),
+    "analyze": (["--model_name_or_path", "m", "--dataset_name", "d", "--splitt", "x"], "--splitt -> --split"),
+    "macs": (["--keep_ratess", "1.0"], "--keep_ratess -> --keep_rates"),
+    "export": (["--model_name_or_path", "m", "--output_dir", "o", "--opsett", "1"], "--opsett -> --opset"),
+    "convert": (["--checkpoint", "c", "--output_dir", "o", "--num_labelss", "3"], "--num_labelss -> --num_labels"),
+    "explore": (["--model_name_or_path", "m", "--portt", "1"], "--portt -> --port"),
+}
+
+
+@pytest.mark.parametrize("command", hf_token_prune_cli.COMMANDS)
+def test_every_command_suggests_the_flag_a_misspelled_one_means(command, capsys):
+    argv, hint = MISSPELLED_FLAGS[command]
+    with pytest.raises(SystemExit) as error:
+        hf_token_prune_cli.main([command, *argv])
+    assert error.value.code == 2
+    assert f"(did you mean: {hint}?)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, hint",
+    [
+        (["macs", "--attn_implementation", "sdpaa"],
+         "invalid choice: 'sdpaa' (choose from 'sdpa', 'eager') (did you mean sdpa?)"),
+        (["export", "--model_name_or_path", "m", "--output_dir", "o", "--layout", "onx"], "(did you mean onnx?)"),
+        (["convert", "--checkpoint", "c", "--output_dir", "o", "--token_score", "atention"], "(did you mean attention?)"),
+    ],
+)
+def test_a_mistyped_choice_is_a_usage_error_with_the_closest_choice(argv, hint, capsys):
+    with pytest.raises(SystemExit) as error:
+        hf_token_prune_cli.main(argv)
+    assert error.value.code == 2
+    assert hint in capsys.readouterr().err
+
+
+def test_classify_answers_a_mistyped_folder_without_importing_torch(tmp_path):
+    """Files, folder and keep rate are checked before torch and transformers load (seconds), and importing the
+    package loads neither."""
+    clip = str(KEYWORDS / "test" / "yes" / "yes_034.flac")
+    (tmp_path / "outputs").mkdir()  # so outputs/demoo is a local path, not a Hub id
+    code = (
+        "import sys, hf_token_prune_cli\n"
+        f"code = hf_token_prune_cli.main(['classify', {clip!r}, '--model_name_or_path', 'outputs/demoo', "
+        "'--keep_rate', '0.7'])\n"
+        "loaded = [name for name in ('torch', 'transformers') if name in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip() == "classify: --model_name_or_path outputs/demoo: no such folder."
+
+
 def test_help_imports_neither_torch_nor_the_package():
     code = (
         "import sys, hf_token_prune_cli; hf_token_prune_cli.main(['--help']); "
