@@ -21,9 +21,10 @@ from transformers import ASTFeatureExtractor
 
 from conftest import KEYWORDS, REPO, tiny_ast_kwargs
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
-from hf_token_prune import errors, finetuning
+from hf_token_prune import classify as classify_library, errors, export, finetuning
 from hf_token_prune.classify import classify
-from hf_token_prune.commands import classify as classify_command, convert as convert_command, export, macs
+from hf_token_prune.commands import classify as classify_command, convert as convert_command, macs
+from hf_token_prune.commands import export as export_command
 from hf_token_prune.commands.tag import main as tag_main
 from hf_token_prune.loading import load_pruned_model
 from test_pruned_audiomae import official_checkpoint
@@ -147,7 +148,7 @@ def inference_demo(argv):
 
 ENTRY_POINTS = {
     "tag": lambda folder, tmp: tag_main([CLIP, "--model_name_or_path", str(folder), "--output", str(tmp / "t.png")]),
-    "export": lambda folder, tmp: export.main(["--model_name_or_path", str(folder), "--output_dir", str(tmp / "onnx")]),
+    "export": lambda folder, tmp: export_command.main(["--model_name_or_path", str(folder), "--output_dir", str(tmp / "onnx")]),
     "inference_demo": lambda folder, tmp: inference_demo(["--model_name_or_path", str(folder)]),
     "macs": lambda folder, tmp: macs.main(["--model_name_or_path", str(folder), "--keep_rates", "1.0"]),
 }
@@ -181,7 +182,7 @@ USAGE_ERRORS = {
     "tag --window inf": (tag_main, [CLIP, "--model_name_or_path", "m", "--window", "inf"]),
     "tag --hop inf": (tag_main, [CLIP, "--model_name_or_path", "m", "--hop", "inf"]),
     "tag --hop nan": (tag_main, [CLIP, "--model_name_or_path", "m", "--hop", "nan"]),
-    "export --opset 0": (export.main, ["--model_name_or_path", "m", "--output_dir", "o", "--opset", "0"]),
+    "export --opset 0": (export_command.main, ["--model_name_or_path", "m", "--output_dir", "o", "--opset", "0"]),
     "convert --num_attention_heads 0": (convert_command.main, ["--checkpoint", "c", "--output_dir", "o",
                                                                 "--num_attention_heads", "0"]),
     "convert --num_mel_bins 0": (convert_command.main, ["--checkpoint", "c", "--output_dir", "o", "--num_mel_bins", "0"]),
@@ -209,7 +210,7 @@ def test_library_calls_refuse_a_top_k_below_one(model_dir, tmp_path):
 
 
 def test_export_refuses_an_opset_it_cannot_write_and_writes_nothing(model_dir, tmp_path, capsys):
-    assert export.main(["--model_name_or_path", str(model_dir), "--output_dir", str(tmp_path / "o"), "--opset", "1"]) == 1
+    assert export_command.main(["--model_name_or_path", str(model_dir), "--output_dir", str(tmp_path / "o"), "--opset", "1"]) == 1
     err = capsys.readouterr().err
     assert "--opset 1" in err and err.count("\n") == 1
     assert siblings(tmp_path / "o") == []
@@ -218,16 +219,16 @@ def test_export_refuses_an_opset_it_cannot_write_and_writes_nothing(model_dir, t
 def test_export_never_writes_into_its_source_and_replaces_only_when_asked(model_dir, tmp_path, capsys):
     before = snapshot(model_dir)
     for output in (model_dir, model_dir / "onnx"):
-        assert export.main(["--model_name_or_path", str(model_dir), "--output_dir", str(output),
+        assert export_command.main(["--model_name_or_path", str(model_dir), "--output_dir", str(output),
                             "--overwrite_output_dir"]) == 1  # fmt: skip
         assert "source model folder" in capsys.readouterr().err
     assert snapshot(model_dir) == before
     target = tmp_path / "onnx"
     target.mkdir()
     (target / "stale.txt").write_text("old")
-    assert export.main(["--model_name_or_path", str(model_dir), "--output_dir", str(target)]) == 1
+    assert export_command.main(["--model_name_or_path", str(model_dir), "--output_dir", str(target)]) == 1
     assert "not empty" in capsys.readouterr().err and snapshot(target) == {"stale.txt": b"old"}
-    assert export.main(["--model_name_or_path", str(model_dir), "--output_dir", str(target), "--overwrite_output_dir",
+    assert export_command.main(["--model_name_or_path", str(model_dir), "--output_dir", str(target), "--overwrite_output_dir",
                         "--no_check"]) == 0  # fmt: skip
     written = snapshot(target)
     assert "stale.txt" not in written and {"config.json", "model.onnx", "preprocessor_config.json"} <= set(written)
@@ -475,7 +476,7 @@ def test_ctrl_c_and_bugs_end_in_one_line_with_their_exit_codes(model_dir, monkey
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(classify_command, "read_audio", interrupted)
+    monkeypatch.setattr(classify_library, "read_audio", interrupted)  # the command imports it when it runs
     with pytest.raises(SystemExit) as error:
         classify_command.main([CLIP, "--model_name_or_path", str(model_dir)])
     assert error.value.code == errors.EXIT_INTERRUPTED
@@ -484,7 +485,7 @@ def test_ctrl_c_and_bugs_end_in_one_line_with_their_exit_codes(model_dir, monkey
     def bug(*args, **kwargs):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(classify_command, "read_audio", bug)
+    monkeypatch.setattr(classify_library, "read_audio", bug)
     with pytest.raises(SystemExit) as error:
         classify_command.main([CLIP, "--model_name_or_path", str(model_dir)])
     assert error.value.code == errors.EXIT_BUG
