@@ -6,6 +6,7 @@ loading) cost no torch: a command checks its flags and files before it loads a m
 
 import importlib
 import warnings
+from typing import TYPE_CHECKING
 
 
 __version__ = "0.1.0"
@@ -14,7 +15,24 @@ __version__ = "0.1.0"
 # warns about that on every feature extractor it builds. Every module of the package runs this file first.
 warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
 
-# public name -> the module defining it
+if TYPE_CHECKING:  # what type checkers and the API reference read; at run time __getattr__ imports each on first use
+    from .apply import apply_token_reduction, remove_token_reduction
+    from .configuration_pruned_ast import PrunedASTConfig
+    from .configuration_pruned_audiomae import PrunedAudioMAEConfig
+    from .families import ModelFamily, model_families, model_family, register_model_family
+    from .feature_extraction_audiomae import AudioMAEFeatureExtractor
+    from .modeling_pruned_ast import PrunedASTForAudioClassification, PrunedASTModel, PrunedASTPreTrainedModel
+    from .modeling_pruned_audiomae import (
+        PrunedAudioMAEForAudioClassification,
+        PrunedAudioMAEModel,
+        PrunedAudioMAEPreTrainedModel,
+    )
+    from .reduction import TokenReduction
+    from .selection import kept_token_counts, num_kept_tokens
+    from .tagging import RecordingTags, tag_recording
+    from .token_reductions import get_token_reduction, register_token_reduction, token_reduction_names
+
+# public name -> the module defining it (the imports above, for run time)
 _PUBLIC = {
     "AudioMAEFeatureExtractor": "feature_extraction_audiomae",
     "ModelFamily": "families",

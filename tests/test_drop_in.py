@@ -467,8 +467,15 @@ def test_the_package_imports_lazily_and_registers_the_families_before_any_load(t
 
 
 def test_every_public_name_resolves_and_is_listed():
+    import ast
+    import inspect
+
     import hf_token_prune
 
+    # the imports type checkers and the API reference read name the modules __getattr__ loads at run time
+    typed = {alias.name: node.module for node in ast.walk(ast.parse(inspect.getsource(hf_token_prune)))
+             if isinstance(node, ast.ImportFrom) and node.level == 1 for alias in node.names}  # fmt: skip
+    assert typed == hf_token_prune._PUBLIC and set(typed) == set(hf_token_prune.__all__)
     assert set(hf_token_prune.__all__) <= set(dir(hf_token_prune))
     for name in hf_token_prune.__all__:
         assert getattr(hf_token_prune, name).__name__ == name
