@@ -1,7 +1,7 @@
 """`hf-token-prune`, the command line installed with the package: one subcommand per library entry point.
 
-It lives outside the `hf_token_prune` package because importing the package loads torch and transformers' models
-(seconds): `hf-token-prune --help` and a mistyped command answer at once, and each command imports only its module.
+It lives outside the `hf_token_prune` package, so that `hf-token-prune --help` and a mistyped command import nothing of
+it; each command imports only its module, hf_token_prune.commands.<command>.
 `hf-token-prune COMMAND --help` (and `recipes/<script>.py --help`) prints the text that command's own parser printed
 when `scripts/render_cli_help.py` last ran, shipped as package data, so it answers in a fraction of a second under
 every allowed version of the dependencies: no parser takes text from them (finetune describes the TrainingArguments
@@ -21,17 +21,15 @@ from pathlib import Path
 
 # command -> (module whose main(argv) runs it, summary)
 COMMANDS = {
-    "classify": ("hf_token_prune.classify", "classify audio files at a chosen keep rate"),
-    "finetune": (
-        "hf_token_prune.commands.finetune", "fine-tune with a shrinking keep rate (--recipe demo, ast-esc50, ...)"
-    ),
-    "tag": ("hf_token_prune.tag_command", "label a long recording over time, in overlapping windows"),
-    "analyze": ("hf_token_prune.analysis.command", "the paper's analyses: which patches a model keeps, and why"),
+    "classify": ("hf_token_prune.commands.classify", "classify audio files at a chosen keep rate"),
+    "finetune": ("hf_token_prune.commands.finetune", "fine-tune with a shrinking keep rate (--recipe demo, ast-esc50, ...)"),
+    "tag": ("hf_token_prune.commands.tag", "label a long recording over time, in overlapping windows"),
+    "analyze": ("hf_token_prune.commands.analyze", "the paper's analyses: which patches a model keeps, and why"),
     "calibrate": ("hf_token_prune.commands.calibrate", "the cheapest keep rate or keep mass within an accuracy budget"),
-    "macs": ("hf_token_prune.macs", "multiply-accumulates per keep rate, the paper's Table II"),
-    "export": ("hf_token_prune.export", "export a pruned model for deployment"),
-    "convert": ("hf_token_prune.convert_audiomae", "an official AudioMAE checkpoint as a pruned model folder"),
-    "explore": ("hf_token_prune.explorer", "a web app: which patches a model keeps, on your own audio"),
+    "macs": ("hf_token_prune.commands.macs", "multiply-accumulates per keep rate, the paper's Table II"),
+    "export": ("hf_token_prune.commands.export", "export a pruned model for deployment"),
+    "convert": ("hf_token_prune.commands.convert", "an official AudioMAE checkpoint as a pruned model folder"),
+    "explore": ("hf_token_prune.commands.explore", "a web app: which patches a model keeps, on your own audio"),
 }
 USAGE = "usage: hf-token-prune COMMAND [FLAGS ...]    (hf-token-prune COMMAND --help: its flags)"
 # Every command's --help per program name (argparse's prog: the basename of sys.argv[0]), in the hf_token_prune package.
@@ -49,7 +47,8 @@ def _help():
     commands = "\n".join(f"  {name:<9} {summary}" for name, (_, summary) in COMMANDS.items())
     return (
         f"{USAGE}\n\nTopK token pruning for audio spectrogram transformers (hf-token-prune {installed}).\n\n"
-        f"commands:\n{commands}\n\nexample:\n  hf-token-prune classify clip.wav --model outputs/demo --keep_rate 0.7\n"
+        f"commands:\n{commands}\n\nexample:\n"
+        "  hf-token-prune classify clip.wav --model_name_or_path outputs/demo --keep_rate 0.7\n"
     )
 
 
@@ -124,7 +123,7 @@ def main(argv=None):
         result = run(argv[0], argv[1:])
     except KeyboardInterrupt:  # before the command's own error boundary is in place: while its modules import
         print(f"hf-token-prune {argv[0]}: interrupted (Ctrl-C).", file=sys.stderr)
-        return 130  # hf_token_prune.errors.EXIT_INTERRUPTED, not imported here: it would load torch
+        return 130  # hf_token_prune.errors.EXIT_INTERRUPTED: the package may be what was importing
     return result if isinstance(result, int) else 0  # finetune returns its Trainer
 
 

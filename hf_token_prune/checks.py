@@ -7,12 +7,14 @@ in a network error ("We couldn't connect to 'https://huggingface.co'") or, offli
 
 import argparse
 import difflib
+import functools
 import math
 import os
+import sys
 from pathlib import Path
 
 from .errors import one_line
-from .pruning_config import is_keep_rate
+from .keep_rate import is_keep_rate
 
 
 # What a model folder holds, as `save_pretrained` writes it: role -> (accepted files, the name given in errors).
@@ -172,7 +174,68 @@ def unknown_arguments_error(parser, unknown):
     parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
 
 
+class DidYouMean:
+    """Mixin for an argparse parser class: an unknown flag or a mistyped choice is a usage error naming the closest
+    flag or choice (:func:`suggesting` adds it to any parser class)."""
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            unknown_arguments_error(self, unknown)
+        return parsed
+
+    def _check_value(self, action, value):
+        # argparse's own check of `choices`, the one place that knows the value and the action it was given to
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError as error:
+            close = difflib.get_close_matches(str(value), [str(choice) for choice in action.choices], n=1)
+            if not close:
+                raise
+            raise argparse.ArgumentError(action, f"{error.message} (did you mean {close[0]}?)") from None
+
+
+@functools.cache
+def suggesting(parser_class):
+    """``parser_class`` (argparse's, or a subclass such as transformers' HfArgumentParser) with :class:`DidYouMean`."""
+    return type(parser_class.__name__, (DidYouMean, parser_class), {})
+
+
+# The release that drops the old spellings of renamed flags.
+RENAMED_FLAGS_REMOVED_IN = "0.3"
+
+
+class _RenamedStore(argparse.Action):
+    """argparse's "store" that also says on stderr that an old spelling of the flag is deprecated."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        name = self.option_strings[0]
+        if option_string != name:
+            print(
+                f"{parser.command}: {option_string} is deprecated, use {name} (removed in hf-token-prune "
+                f"{RENAMED_FLAGS_REMOVED_IN})",
+                file=sys.stderr,
+            )
+        setattr(namespace, self.dest, values)
+
+
+class CommandParser(suggesting(argparse.ArgumentParser)):
+    """The parser of every `hf-token-prune` command: "did you mean" for unknown flags and mistyped choices, and
+    renamed flags whose old spellings still work for one release. `command` starts its deprecation lines, as the
+    error boundary (:func:`hf_token_prune.errors.command`) starts its errors."""
+
+    def __init__(self, command: str, **kwargs):
+        super().__init__(**kwargs)
+        self.command = command
+
+    def add_renamed_argument(self, name, *old_names, help, **kwargs):
+        """``add_argument(name, ...)`` that also accepts ``old_names`` (deprecated: each use says so on stderr)."""
+        old = ", ".join(old_names)
+        help = f"{help} ({old}: its old name, removed in hf-token-prune {RENAMED_FLAGS_REMOVED_IN})"
+        return self.add_argument(name, *old_names, action=_RenamedStore, help=help, **kwargs)
+
+
 __all__ = [
-    "check_audio_folder", "check_model", "keep_rate_argument", "keep_rates_argument", "one_line", "parse_keep_rates",
-    "positive_int", "positive_seconds", "unknown_arguments_error",
+    "CommandParser", "DidYouMean", "check_audio_folder", "check_model", "keep_rate_argument", "keep_rates_argument",
+    "one_line", "parse_keep_rates", "positive_int", "positive_seconds", "suggesting", "unknown_arguments_error",
 ]

@@ -12,9 +12,7 @@ Runs offline on any folder this package writes and on any stock AST checkpoint f
 pip install "hf-token-prune[explorer]".
 """
 
-import argparse
 import json
-import os
 import shutil
 import tempfile
 import threading
@@ -25,8 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .checks import check_model, positive_int
-from .errors import command
 from .feature_extraction_audiomae import KALDI_FRAME_LENGTH, KALDI_FRAME_SHIFT, num_fbank_frames
 
 
@@ -43,7 +39,7 @@ PANEL_WIDTH, PANEL_HEIGHT, TITLE_HEIGHT, HATCH_PERIOD = 960, 144, 18, 6
 INTENSITY_CLUSTERS = 5
 
 
-def _gradio():
+def import_gradio():
     try:
         import gradio as gr
     except ImportError:
@@ -430,7 +426,7 @@ def build_app(model, feature_extractor, examples=None, title=None):
     ``examples`` are audio file paths offered under the input. Every request runs under one lock: the pruning
     settings are set on ``model`` for the call and restored, so sessions never see each other's.
     """
-    gr = _gradio()
+    gr = import_gradio()
     from PIL import Image
 
     from .classify import read_audio
@@ -543,7 +539,7 @@ def write_space(model_name_or_path, space_dir, examples=()):
     (ffmpeg, which reads the audio) and a ``README.md`` whose front matter declares the Gradio SDK."""
     from importlib.metadata import version
 
-    gr = _gradio()
+    gr = import_gradio()
     space = Path(space_dir)
     if space.exists() and any(space.iterdir()):
         raise ValueError(f"--write_space {space_dir}: the folder is not empty; give a new or empty one.")
@@ -561,35 +557,5 @@ def write_space(model_name_or_path, space_dir, examples=()):
     return space
 
 
-def parse_args(argv=None):
-    from transformers.hf_argparser import string_to_bool
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_name_or_path", required=True,
-                        help="model folder (saved by this package, or a stock AST checkpoint)")
-    parser.add_argument("--port", type=positive_int, default=7860, help="local port (default: %(default)s)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine)")
-    parser.add_argument("--share", type=string_to_bool, default=False,
-                        help="also serve through a public gradio.live link (needs the network; default: false)")
-    parser.add_argument("--write_space", metavar="DIR",
-                        help="write a Hugging Face Space folder (app.py, the model, examples) to DIR instead of serving")
-    return parser.parse_args(argv)
-
-
-@command("explore")
-def main(argv=None):
-    args = parse_args(argv)
-    check_model(args.model_name_or_path)
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no usage pings
-    _gradio()
-    if args.write_space:
-        space = write_space(args.model_name_or_path, args.write_space, shipped_examples())
-        print(f"wrote a Space to {space}: push it with `hf upload <user>/<space> {space} --repo-type space`.")
-        return 0
-    app = load_app(args.model_name_or_path, examples=shipped_examples())
-    app.launch(server_name=args.host, server_port=args.port, share=args.share)
-    return 0
-
-
-__all__ = ["Exploration", "build_app", "describe_patch", "draw", "explore", "invert_to_audio", "load_app", "main",
-           "write_space"]
+__all__ = ["Exploration", "build_app", "describe_patch", "draw", "explore", "import_gradio", "invert_to_audio",
+           "load_app", "write_space"]

@@ -1,6 +1,6 @@
 """ONNX export of a pruned audio classifier, checked against PyTorch, and a small ONNX Runtime runner for it.
 
-    python -m hf_token_prune.export --model_name_or_path outputs/demo --keep_rate 0.7 --output_dir demo-onnx
+    hf-token-prune export --model_name_or_path outputs/demo --keep_rate 0.7 --output_dir demo-onnx
 
 Nothing else exports the pruned graphs (optimum's exporter, optimum-onnx, knows only stock AST and needs
 transformers < 4.58); stock AST checkpoints export here too (they load as PrunedAST; at keep rate 1.0 that is the
@@ -32,7 +32,6 @@ onnx, onnxruntime and onnxscript come with ``pip install "hf-token-prune[export]
 only when used. The remote code saved next to a model never imports them.
 """
 
-import argparse
 import contextlib
 import json
 import logging
@@ -46,10 +45,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checks import keep_rate_argument, positive_int
-from .errors import command, one_line
+from .errors import one_line
 from .feature_extraction_audiomae import check_sampling_rate
-from .files import OVERWRITE_HELP, check_output_dir, same_or_nested, written_whole
+from .files import check_output_dir, same_or_nested, written_whole
 
 
 ONNX_FILE = "model.onnx"
@@ -67,7 +65,7 @@ WEB_SAMPLING_RATE = 16000
 # floor (1.2e-7) where transformers pads with 0, 1e-8 apart after normalisation; real audio is never within this of
 # 0 in every mel bin of a frame.
 PADDING_ATOL = 1e-5
-_EXPORT_EXTRA = 'pip install "hf-token-prune[export]"'
+EXPORT_EXTRA = 'pip install "hf-token-prune[export]"'
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +75,7 @@ def _require(module_name: str):
     try:
         return __import__(module_name)
     except ImportError:
-        raise ImportError(f"ONNX export needs {module_name}: {_EXPORT_EXTRA}") from None
+        raise ImportError(f"ONNX export needs {module_name}: {EXPORT_EXTRA}") from None
 
 
 def pad_with_minimum(input_values: torch.Tensor, zero_padding_value: float) -> torch.Tensor:
@@ -461,82 +459,7 @@ def export_pretrained(
     return check
 
 
-@command("export")
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Export a pruned audio classifier (PrunedAST, PrunedAudioMAE, or a stock AST checkpoint) to "
-        "ONNX with a dynamic batch axis, check ONNX Runtime's outputs against PyTorch's, and write model.onnx, "
-        "config.json and the feature extractor to --output_dir. Needs: " + _EXPORT_EXTRA,
-        epilog="Run the result with hf_token_prune.export.OnnxAudioClassifier(output_dir)(waveform), or see the "
-        "deploy guide (docs/deploy.md) for plain onnxruntime.",
-    )
-    parser.add_argument(
-        "--model_name_or_path", required=True, help="folder saved by save_pretrained (or the fine-tuning recipe)"
-    )
-    parser.add_argument("--output_dir", required=True, help="where model.onnx, config.json and the extractor go")
-    parser.add_argument(
-        "--keep_rate",
-        type=keep_rate_argument,
-        default=None,
-        help="keep rate to bake into the graph, in (0, 1] (default: the saved config's)",
-    )
-    parser.add_argument(
-        "--output_kept_patches",
-        action="store_true",
-        help="also output kept_patches_0, ... : per pruning layer, the input patches its surviving tokens come from",
-    )
-    parser.add_argument(
-        "--int8",
-        action="store_true",
-        help=f"also write {INT8_ONNX_FILE}: ONNX Runtime's dynamic int8 quantisation (run it with "
-        f"OnnxAudioClassifier(output_dir, onnx_file='{INT8_ONNX_FILE}'); check its accuracy on your data)",
-    )
-    parser.add_argument("--overwrite_output_dir", action="store_true", help=OVERWRITE_HELP)
-    parser.add_argument(
-        "--layout",
-        choices=LAYOUTS,
-        default="onnx",
-        help=f"onnx: the files above; transformers.js: the folder transformers.js's pipeline('audio-classification', "
-        f"folder) loads ({WEB_ONNX_FILE}, {WEB_INT8_ONNX_FILE}, config.json and preprocessor_config.json under the "
-        "stock AST names), refused if transformers.js would compute other features than the model's extractor",
-    )
-    parser.add_argument(
-        "--pad_in_graph",
-        action="store_true",
-        help="with --layout transformers.js and a model trained with minimum padding: the graph replaces the zero "
-        "padding transformers.js writes by each clip's minimum fbank value (same features as in Python)",
-    )
-    parser.add_argument("--opset", type=positive_int, default=None, help="ONNX opset (default: torch's exporter's)")
-    parser.add_argument("--no_check", action="store_true", help="skip the ONNX Runtime vs PyTorch comparison")
-    args = parser.parse_args(argv)
-    try:
-        check = export_pretrained(
-            args.model_name_or_path,
-            args.output_dir,
-            args.keep_rate,
-            args.output_kept_patches,
-            args.int8,
-            args.overwrite_output_dir,
-            args.layout,
-            args.pad_in_graph,
-            opset_version=args.opset,
-            check=not args.no_check,
-        )
-    except (ValueError, ImportError, OSError) as error:
-        # transformers' loading errors run over several lines; the first names the problem.
-        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
-        return 1
-    if args.layout == "transformers.js":
-        written = f"{WEB_ONNX_FILE}, {WEB_INT8_ONNX_FILE}, config.json and preprocessor_config.json (transformers.js)"
-    else:
-        written = ONNX_FILE + (f", {INT8_ONNX_FILE}" if args.int8 else "") + ", config.json and the feature extractor"
-    print(f"wrote {written} to {args.output_dir}")
-    if check is not None:
-        for batch, diff, equal in zip(check.batch_sizes, check.max_abs_diff, check.kept_patches_equal):
-            patches = ", kept patches identical" if args.output_kept_patches and equal else ""
-            print(f"ONNX Runtime vs PyTorch, batch {batch}: max |logits difference| {diff:.1e}{patches}")
-    return 0
+if __name__ == "__main__":  # `python -m hf_token_prune.export`, as before the command had its own module
+    from .commands.export import main
 
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -56,9 +56,10 @@ def _quiet_transformers():
 
 def load_config(model_name_or_path, **kwargs):
     """The model's config through ``AutoConfig``; an unreadable file or a wrongly typed field is a ``ValueError``."""
-    import hf_token_prune  # noqa: F401  (registers the pruned model types with the Auto classes)
     from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoConfig
+
+    from . import families  # noqa: F401  (registers the pruned model types with the Auto classes)
 
     try:
         return AutoConfig.from_pretrained(model_name_or_path, **kwargs)

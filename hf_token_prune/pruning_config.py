@@ -4,6 +4,7 @@ Each check raises one ``ValueError`` naming the bad value and the fix. Remote co
 transformers (and no command line).
 """
 
+from .keep_rate import is_keep_rate
 from .scores import TOKEN_SCORES
 from .token_reductions import (
     get_token_reduction, keep_mass_token_reductions, padding_token_reductions, validate_token_reduction,
@@ -14,11 +15,6 @@ from .token_reductions import (
 REDUCTION_SETTINGS = (
     "keep_rate", "pruning_layers", "token_score", "token_reduction", "drop_padding", "keep_mass", "min_keep_rate",
 )
-
-
-def is_keep_rate(value) -> bool:
-    """The one definition of a valid keep rate in the package: a number in (0, 1]."""
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0.0 < value <= 1.0
 
 
 def check_keep_rate(keep_rate, name="keep_rate"):

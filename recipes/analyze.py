@@ -3,7 +3,7 @@
     python recipes/analyze.py --model_name_or_path outputs/demo --dataset_name audiofolder \\
         --data_dir data/keywords --split test --output_dir outputs/demo/analysis
 
-The script is `hf_token_prune.analysis.command.main` (also `hf-token-prune analyze`); `--help` lists the analyses.
+The script is `hf_token_prune.commands.analyze.main` (also `hf-token-prune analyze`); `--help` lists the analyses.
 """
 
 import sys

@@ -17,7 +17,7 @@ import torch
 from transformers import ASTFeatureExtractor
 
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
-from hf_token_prune.checks import check_model, one_line, positive_int
+from hf_token_prune.checks import CommandParser, check_model, one_line, positive_int
 from hf_token_prune.errors import command
 from hf_token_prune.loading import load_pruned_model
 from hf_token_prune.classify import read_audio
@@ -32,7 +32,9 @@ WORDS = ["down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes"]
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(
+        "inference_demo.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model_name_or_path",
                         help="pruned AST / AudioMAE folder (e.g. outputs/demo after `make demo`) or stock AST "
                         "checkpoint, with its feature extractor; default: a random-weight ViT-B AST for 128-frame clips")
@@ -44,7 +46,8 @@ def parse_args(argv=None):
     parser.add_argument("--plot_keep_rate", type=float, default=0.5, help="keep rate drawn in the PNG")
     parser.add_argument("--repeats", type=int, default=10,
                         help="timed forwards per keep rate, at least 2 (median and spread reported)")
-    parser.add_argument("--num_threads", type=positive_int, default=2, help="torch CPU threads")
+    parser.add_renamed_argument("--torch_threads", "--num_threads", type=positive_int, default=2,
+                                help="torch CPU threads")
     parser.add_argument("--output_dir", type=Path, default=Path("outputs/inference_demo"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -79,7 +82,7 @@ def main(argv=None):
         keep_rates = parse_keep_rates(args.keep_rates)
     except ValueError as error:
         raise SystemExit(f"--keep_rates {error}") from None
-    torch.set_num_threads(args.num_threads)
+    torch.set_num_threads(args.torch_threads)
     model, extractor = build_model(args)
     model.eval()
     args.audio = args.audio or sorted((KEYWORD_TEST_DIR / "yes").glob("*.flac"))[0]
@@ -91,7 +94,7 @@ def main(argv=None):
     config = model.config
     num_patches = model.patch_layout.num_patches
     print(f"model: {args.model_name_or_path or 'random-weight ViT-B AST'} | {num_patches} patch tokens | "
-          f"pruning layers {config.pruning_layers} | token score {config.token_score} | {args.num_threads} threads")
+          f"pruning layers {config.pruning_layers} | token score {config.token_score} | {args.torch_threads} threads")
     print(f"audio: {args.audio} ({len(wave) / extractor.sampling_rate:.2f} s)\n")
     print(f"{'keep rate':>9} | {'kept tokens per pruning layer':<30} | {'latency ms (median ± IQR/2)':>28} | top-3")
 

@@ -2,7 +2,7 @@
 
     python recipes/tag.py recording.wav --model_name_or_path outputs/demo --hop 0.25 --min_score 0.8
 
-The script is `hf_token_prune.tag_command.main` (also `hf-token-prune tag`); `--help` lists its flags.
+The script is `hf_token_prune.commands.tag.main` (also `hf-token-prune tag`); `--help` lists its flags.
 """
 
 import sys

@@ -208,7 +208,7 @@ def misfit_weights():
     }
     for index, (case, edit) in enumerate(cases.items()):
         folder = variant(f"misfit{index}", edit)
-        expect_error(f"classify: {case}", "weights that do not fit", ["classify", clip, "--model", str(folder)])
+        expect_error(f"classify: {case}", "weights that do not fit", ["classify", clip, "--model_name_or_path", str(folder)])
     folder = WORK / "misfit0"
     expect_error("tag: missing layer 5 attention", "weights that do not fit",
                  ["tag", clip, "--model_name_or_path", str(folder), "--output", str(WORK / "m.png")],
@@ -217,8 +217,8 @@ def misfit_weights():
                  ["export", "--model_name_or_path", str(folder), "--output_dir", str(WORK / "m-onnx")],
                  absent=[WORK / "m-onnx"])  # fmt: skip
     # macs reads only the config (MACs do not depend on the weights)
-    expect_error("macs --model: config hidden_size as a string", "weights that do not fit",
-                 ["macs", "--model", str(WORK / "misfit7"), "--keep_rates", "1.0"])  # fmt: skip
+    expect_error("macs --model_name_or_path: config hidden_size as a string", "weights that do not fit",
+                 ["macs", "--model_name_or_path", str(WORK / "misfit7"), "--keep_rates", "1.0"])  # fmt: skip
 
 
 def converter():
@@ -260,9 +260,9 @@ def converter():
 def flags():
     clip, model = str(CLIP), str(WORK / "model")
     cases = {
-        "classify --top_k -1": ["classify", clip, "--model", model, "--top_k", "-1"],
-        "classify --top_k 0": ["classify", clip, "--model", model, "--top_k", "0"],
-        "classify --num_threads -1": ["classify", clip, "--model", model, "--num_threads", "-1"],
+        "classify --top_k -1": ["classify", clip, "--model_name_or_path", model, "--top_k", "-1"],
+        "classify --top_k 0": ["classify", clip, "--model_name_or_path", model, "--top_k", "0"],
+        "classify --torch_threads -1": ["classify", clip, "--model_name_or_path", model, "--torch_threads", "-1"],
         "tag --window inf": ["tag", clip, "--model_name_or_path", model, "--window", "inf"],
         "tag --hop inf": ["tag", clip, "--model_name_or_path", model, "--hop", "inf"],
         "tag a video-only mp4": ["tag", str(VIDEO), "--model_name_or_path", model, "--no_progress"],
@@ -298,19 +298,19 @@ def outputs():
 def audio():
     """The decoder and extractor cases: a multichannel file's gain, a 44.1 kHz extractor, the library's top_k."""
     clip = str(CLIP)
-    reference = run_cli(["classify", clip, "--model", str(WORK / "model"), "--top_k", "10"])
+    reference = run_cli(["classify", clip, "--model_name_or_path", str(WORK / "model"), "--top_k", "10"])
     for channels in (6, 8):
         path = WORK / f"{channels}ch.wav"
         pan = f"pan={channels}c|" + "|".join(f"c{i}=c0" for i in range(channels))
         ffmpeg("-i", clip, "-filter_complex", pan, "-c:a", "pcm_s16le", path)
-        run = run_cli(["classify", str(path), "--model", str(WORK / "model"), "--top_k", "10"])
+        run = run_cli(["classify", str(path), "--model_name_or_path", str(WORK / "model"), "--top_k", "10"])
         # identical channels: the file is the clip, so the scores must be the clip's, with no warning about PCM
         right = run.code == 0 and run.out.replace(str(path), clip) == reference.out and "PCM" not in run.err
         record(f"classify a {channels}-channel file (identical channels)", "smaller",
                "ok" if right else run.failure() if run.code else "wrong",
                last_line(run.err) if "PCM" in run.err else last_line(run.out))  # fmt: skip
     rate = variant("rate44k", edit_json("preprocessor_config.json", sampling_rate=44100))
-    run = run_cli(["classify", clip, "--model", str(rate)])
+    run = run_cli(["classify", clip, "--model_name_or_path", str(rate)])
     outcome = "wrong" if run.code == 0 else run.failure()
     record("classify: extractor config edited to 44.1 kHz (0.42 s clip)", "smaller", outcome, last_line(run.err))
 
@@ -456,8 +456,8 @@ def kills():
 
 def ctrl_c():
     for case, argv, delay in [
-        ("Ctrl-C classify while importing", ["classify", str(CLIP), "--model", str(WORK / "model")], 0.3),
-        ("Ctrl-C classify while loading", ["classify", str(CLIP), "--model", str(WORK / "model")], 2.5),
+        ("Ctrl-C classify while importing", ["classify", str(CLIP), "--model_name_or_path", str(WORK / "model")], 0.3),
+        ("Ctrl-C classify while loading", ["classify", str(CLIP), "--model_name_or_path", str(WORK / "model")], 2.5),
         ("Ctrl-C finetune while training", [*FINETUNE, "--max_steps", "200", "--output_dir", str(WORK / "ctrl-c")], 12),
     ]:
         process = cli_process(argv)
@@ -510,7 +510,7 @@ def memory():
         ffmpeg("-f", "lavfi", "-i", f"anoisesrc=a=0.1:r=16000:d={seconds}", "-ac", "1", "-compression_level", "0", path)
         code = ("import resource, sys, hf_token_prune_cli\ncode = hf_token_prune_cli.main(sys.argv[1:])\n"
                 "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, file=sys.stderr)")
-        child = python_child(code, "classify", str(path), "--model", str(WORK / "model"))
+        child = python_child(code, "classify", str(path), "--model_name_or_path", str(WORK / "model"))
         _, err = child.communicate()
         figures[name] = int(err.split("PEAK ")[-1].split()[0]) if "PEAK" in err else None
         path.unlink()

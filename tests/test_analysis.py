@@ -47,7 +47,7 @@ from hf_token_prune.analysis import (
     retained_patch_histograms,
     variation_clusters,
 )
-from hf_token_prune.analysis import command as analysis_command
+from hf_token_prune.commands import analyze as analysis_command
 from hf_token_prune.analysis.inputs import batch_patch_statistics
 from hf_token_prune.data import load_audio_classification, num_fbank_frames
 

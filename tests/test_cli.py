@@ -18,9 +18,9 @@ from transformers import ASTFeatureExtractor
 
 from conftest import KEYWORDS, REPO, load_recipe, tiny_ast_kwargs
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification, tag_recording
-from hf_token_prune.analysis import command as analyze
-from hf_token_prune import classify as classify_command, convert_audiomae
-from hf_token_prune.commands import calibrate
+from hf_token_prune import convert_audiomae
+from hf_token_prune.classify import classify, read_audio
+from hf_token_prune.commands import analyze, calibrate, classify as classify_command, convert as convert_command
 from hf_token_prune.commands import finetune as finetuning
 import hf_token_prune_cli
 
@@ -66,7 +66,7 @@ MODEL_SCRIPTS = {
     "finetune": (finetuning.main, finetune_with_model),
     "analyze": (analyze.main, analyze_with_model),
     "calibrate": (calibrate.main, lambda model: analyze_with_model(model) + ["--output_dir", "calibrated"]),
-    "classify": (classify_command.main, lambda model: [str(KEYWORDS / "test" / "yes" / "yes_034.flac"), "--model", model]),
+    "classify": (classify_command.main, lambda model: [str(KEYWORDS / "test" / "yes" / "yes_034.flac"), "--model_name_or_path", model]),
     "inference_demo": (inference_demo, lambda model: ["--model_name_or_path", model]),
 }  # fmt: skip
 
@@ -118,8 +118,8 @@ def test_a_data_folder_without_audio_or_mistyped_says_so(tmp_path, model_dir):
         (finetuning.main, ["--recipe", "demo", "--keep_rte", "0.5"]),
         (analyze.main, ["--model_name_or_path", "m", "--dataset_name", "d", "--keep_rte", "0.5"]),
         (calibrate.main, ["--model_name_or_path", "m", "--dataset_name", "d", "--output_dir", "o", "--keep_rte", "0.5"]),
-        (classify_command.main, ["clip.wav", "--model", "m", "--keep_rte", "0.5"]),
-        (convert_audiomae.main, ["--checkpoint", "x.pth", "--output_dir", "y", "--keep_rte", "0.5"]),
+        (classify_command.main, ["clip.wav", "--model_name_or_path", "m", "--keep_rte", "0.5"]),
+        (convert_command.main, ["--checkpoint", "x.pth", "--output_dir", "y", "--keep_rte", "0.5"]),
         (lambda argv: load_recipe("inference_demo").main(argv), ["--keep_rte", "0.5"]),
     ],
     ids=["finetune", "analyze", "calibrate", "classify", "convert", "inference_demo"],
@@ -176,11 +176,11 @@ def test_best_model_flags_work_with_the_demo_recipe(tmp_path):
 def test_converter_refuses_a_checkpoint_that_needs_pickle_and_says_why(tmp_path, capsys):
     path = tmp_path / "needs_pickle.pth"
     torch.save({"model": {"cls_token": torch.zeros(1, 1, 8)}, "hook": print}, path)  # a global no state dict needs
-    message = exit_message(convert_audiomae.main, ["--checkpoint", str(path), "--output_dir", str(tmp_path / "o")])
+    message = exit_message(convert_command.main, ["--checkpoint", str(path), "--output_dir", str(tmp_path / "o")])
     assert "is not loaded" in message and "(print)" in message and "arbitrary code" in message
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint" * 20)
-    message = exit_message(convert_audiomae.main, ["--checkpoint", str(garbage), "--output_dir", str(tmp_path / "o")])
+    message = exit_message(convert_command.main, ["--checkpoint", str(garbage), "--output_dir", str(tmp_path / "o")])
     assert "it is not a file torch.save wrote" in message
     for text in (message, capsys.readouterr().err):
         assert "weights_only" not in text
@@ -210,7 +210,7 @@ def test_classify_reads_any_format_through_ffmpeg_and_scores_like_the_model(mode
     from scipy.signal import resample_poly
 
     soundfile.write(wave_44k, resample_poly(samples, 441, 160).astype(np.float32), 44100)
-    assert classify_command.main([str(flac), str(m4a), str(wave_44k), "--model", str(model_dir), "--keep_rate", "0.5",
+    assert classify_command.main([str(flac), str(m4a), str(wave_44k), "--model_name_or_path", str(model_dir), "--keep_rate", "0.5",
                                   "--top_k", "3"]) == 0  # fmt: skip
     printed = capsys.readouterr().out
     assert printed.count("keep rate 0.5") == 3
@@ -225,7 +225,7 @@ def test_classify_reads_any_format_through_ffmpeg_and_scores_like_the_model(mode
     first_file = printed.split(f"{m4a}")[0].splitlines()[1:]
     assert first_file == expected
     model.set_keep_rate(0.7)
-    assert classify_command.classify(model, extractor, [samples], 0.5)[0][0]["label"] == WORDS[top.indices[0]]
+    assert classify(model, extractor, [samples], 0.5)[0][0]["label"] == WORDS[top.indices[0]]
     assert model.config.keep_rate == 0.7  # restored
 
 
@@ -235,9 +235,9 @@ def test_classify_decodes_only_the_window_it_scores_and_says_a_file_is_longer(mo
     soundfile.write(tmp_path / "long.flac", samples, 16000, subtype="PCM_16")
     samples = soundfile.read(tmp_path / "long.flac", dtype="float32")[0]
     window = 400 + 63 * 160
-    assert classify_command.read_audio(tmp_path / "long.flac", 16000, window + 1).size == window + 1
+    assert read_audio(tmp_path / "long.flac", 16000, window + 1).size == window + 1
     flac = KEYWORDS / "test" / "no" / "no_034.flac"
-    assert classify_command.main([str(tmp_path / "long.flac"), str(flac), "--model", str(model_dir)]) == 0
+    assert classify_command.main([str(tmp_path / "long.flac"), str(flac), "--model_name_or_path", str(model_dir)]) == 0
     captured = capsys.readouterr()
     assert f"long.flac (first {window / 16000:.2f} s, keep rate 0.7):" in captured.out
     assert f"no_034.flac ({soundfile.info(flac).frames / 16000:.2f} s, keep rate 0.7):" in captured.out
@@ -255,10 +255,10 @@ def test_classify_decodes_only_the_window_it_scores_and_says_a_file_is_longer(mo
 
 
 def test_classify_refuses_missing_and_undecodable_files(model_dir, tmp_path):
-    assert "no such file: nothere.wav" in exit_message(classify_command.main, ["nothere.wav", "--model", str(model_dir)])
+    assert "no such file: nothere.wav" in exit_message(classify_command.main, ["nothere.wav", "--model_name_or_path", str(model_dir)])
     text = tmp_path / "notes.wav"
     text.write_text("not audio")
-    message = exit_message(classify_command.main, [str(text), "--model", str(model_dir)])
+    message = exit_message(classify_command.main, [str(text), "--model_name_or_path", str(model_dir)])
     assert "not audio that ffmpeg can decode" in message
 
 
@@ -273,7 +273,7 @@ def test_a_stated_wrong_rate_names_the_fix_with_a_stock_ast_folder(tmp_path, cap
     from transformers import ASTConfig, ASTForAudioClassification
 
     from hf_token_prune.analysis.inputs import load_pruned_model
-    from hf_token_prune.tag_command import main as tag_main
+    from hf_token_prune.commands.tag import main as tag_main
 
     folder = tmp_path / "stock-ast"
     tiny = tiny_ast_kwargs(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_mel_bins=32, max_length=64)
@@ -288,14 +288,14 @@ def test_a_stated_wrong_rate_names_the_fix_with_a_stock_ast_folder(tmp_path, cap
 
     wave_44k = resample_poly(samples, 441, 160).astype(np.float32)
     with pytest.raises(ValueError, match=WRONG_RATE):
-        classify_command.classify(model, extractor, [wave_44k], sampling_rate=44100)
-    assert classify_command.classify(model, extractor, [samples], sampling_rate=16000)[0]
+        classify(model, extractor, [wave_44k], sampling_rate=44100)
+    assert classify(model, extractor, [samples], sampling_rate=16000)[0]
     with pytest.raises(ValueError, match=WRONG_RATE):
         tag_recording({"array": wave_44k, "sampling_rate": 44100}, model, extractor, progress=False)
 
     # The commands read files: ffmpeg / FFmpeg resample them to the extractor's rate, so a 44.1 kHz file just works.
     soundfile.write(tmp_path / "yes_44k.wav", wave_44k, 44100)
-    assert classify_command.main([str(tmp_path / "yes_44k.wav"), "--model", str(folder), "--top_k", "1"]) == 0
+    assert classify_command.main([str(tmp_path / "yes_44k.wav"), "--model_name_or_path", str(folder), "--top_k", "1"]) == 0
     assert tag_main([str(tmp_path / "yes_44k.wav"), "--model_name_or_path", str(folder), "--no_progress",
                      "--output", str(tmp_path / "tags.png")]) == 0  # fmt: skip
     printed = capsys.readouterr().out
@@ -305,11 +305,82 @@ def test_a_stated_wrong_rate_names_the_fix_with_a_stock_ast_folder(tmp_path, cap
 
 def test_command_line_dispatches_and_refuses_unknown_commands(model_dir, capsys):
     clip = str(KEYWORDS / "test" / "no" / "no_034.flac")
-    assert hf_token_prune_cli.main(["classify", clip, "--model", str(model_dir)]) == 0
+    assert hf_token_prune_cli.main(["classify", clip, "--model_name_or_path", str(model_dir)]) == 0
     assert "keep rate 0.7" in capsys.readouterr().out
     assert hf_token_prune_cli.main(["clasify", clip]) == 2
     assert "unknown command 'clasify' (did you mean classify?)" in capsys.readouterr().err
-    assert hf_token_prune_cli.main(["macs", "--model", "vit-b", "--keep_rates", "1.0"]) == 0
+    assert hf_token_prune_cli.main(["macs", "--model_name_or_path", "vit-b", "--keep_rates", "1.0"]) == 0
+
+
+def test_the_old_flag_spellings_still_work_and_say_they_are_deprecated(model_dir, capsys):
+    clip = str(KEYWORDS / "test" / "no" / "no_034.flac")
+    canonical_flags = ["--model_name_or_path", str(model_dir), "--torch_threads", "1"]
+    assert hf_token_prune_cli.main(["classify", clip, *canonical_flags]) == 0
+    canonical = capsys.readouterr()
+    assert canonical.err == ""
+    assert hf_token_prune_cli.main(["classify", clip, "--model", str(model_dir), "--num_threads", "1"]) == 0
+    old = capsys.readouterr()
+    assert old.out == canonical.out
+    assert old.err.splitlines() == [
+        "classify: --model is deprecated, use --model_name_or_path (removed in hf-token-prune 0.3)",
+        "classify: --num_threads is deprecated, use --torch_threads (removed in hf-token-prune 0.3)",
+    ]
+
+
+# Per command: its required flags, then one misspelled flag and the flag it means.
+MISSPELLED_FLAGS = {
+    "classify": (["clip.wav", "--model_name_or_path", "m", "--top_kk", "3"], "--top_kk -> --top_k"),
+    "finetune": (["--recipe", "demo", "--keep_rte", "0.5"], "--keep_rte -> --keep_rate"),
+    "tag": (["a.wav", "--model_name_or_path", "m", "--hopp", "1"], "--hopp -> --hop"),
+    "analyze": (["--model_name_or_path", "m", "--dataset_name", "d", "--splitt", "x"], "--splitt -> --split"),
+    "macs": (["--keep_ratess", "1.0"], "--keep_ratess -> --keep_rates"),
+    "export": (["--model_name_or_path", "m", "--output_dir", "o", "--opsett", "1"], "--opsett -> --opset"),
+    "convert": (["--checkpoint", "c", "--output_dir", "o", "--num_labelss", "3"], "--num_labelss -> --num_labels"),
+    "explore": (["--model_name_or_path", "m", "--portt", "1"], "--portt -> --port"),
+}
+
+
+@pytest.mark.parametrize("command", hf_token_prune_cli.COMMANDS)
+def test_every_command_suggests_the_flag_a_misspelled_one_means(command, capsys):
+    argv, hint = MISSPELLED_FLAGS[command]
+    with pytest.raises(SystemExit) as error:
+        hf_token_prune_cli.main([command, *argv])
+    assert error.value.code == 2
+    assert f"(did you mean: {hint}?)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, hint",
+    [
+        (["macs", "--attn_implementation", "sdpaa"],
+         "invalid choice: 'sdpaa' (choose from 'sdpa', 'eager') (did you mean sdpa?)"),
+        (["export", "--model_name_or_path", "m", "--output_dir", "o", "--layout", "onx"], "(did you mean onnx?)"),
+        (["convert", "--checkpoint", "c", "--output_dir", "o", "--token_score", "atention"], "(did you mean attention?)"),
+    ],
+)
+def test_a_mistyped_choice_is_a_usage_error_with_the_closest_choice(argv, hint, capsys):
+    with pytest.raises(SystemExit) as error:
+        hf_token_prune_cli.main(argv)
+    assert error.value.code == 2
+    assert hint in capsys.readouterr().err
+
+
+def test_classify_answers_a_mistyped_folder_without_importing_torch(tmp_path):
+    """Files, folder and keep rate are checked before torch and transformers load (seconds), and importing the
+    package loads neither."""
+    clip = str(KEYWORDS / "test" / "yes" / "yes_034.flac")
+    (tmp_path / "outputs").mkdir()  # so outputs/demoo is a local path, not a Hub id
+    code = (
+        "import sys, hf_token_prune_cli\n"
+        f"code = hf_token_prune_cli.main(['classify', {clip!r}, '--model_name_or_path', 'outputs/demoo', "
+        "'--keep_rate', '0.7'])\n"
+        "loaded = [name for name in ('torch', 'transformers') if name in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip() == "classify: --model_name_or_path outputs/demoo: no such folder."
 
 
 def test_help_imports_neither_torch_nor_the_package():
@@ -425,7 +496,7 @@ def test_a_mistyped_local_folder_is_no_such_folder_online_too(tmp_path, model_di
     env = {key: value for key, value in os.environ.items() if key != "HF_HUB_OFFLINE"}
     env.update(HF_ENDPOINT="http://127.0.0.1:9", PYTHONPATH=str(REPO))
     clip = str(KEYWORDS / "test" / "yes" / "yes_034.flac")
-    command = [sys.executable, "-m", "hf_token_prune_cli", "classify", clip, "--model", "outputs/demoo"]
+    command = [sys.executable, "-m", "hf_token_prune_cli", "classify", clip, "--model_name_or_path", "outputs/demoo"]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == "classify: --model outputs/demoo: no such folder. Did you mean outputs/demo?"
+    assert result.stderr.strip() == "classify: --model_name_or_path outputs/demoo: no such folder. Did you mean outputs/demo?"

@@ -1,5 +1,7 @@
 """Drop-in wherever stock AST works: any depth, padding masks, one test body over both families where it applies."""
 
+import os
+
 import pytest
 import torch
 from transformers import ASTConfig, ASTForAudioClassification
@@ -427,3 +429,58 @@ def test_trainer_with_the_example_scripts_data_path_trains_and_keeps_the_keep_ra
     trainer.save_model(tmp_path / "saved")
     saved = AutoModelForAudioClassification.from_pretrained(tmp_path / "saved", trust_remote_code=True)
     assert saved.config.keep_rate == 0.5
+
+
+# 5. the package loads lazily, and the Auto classes still know the pruned types -----------------------------------
+
+
+def test_the_package_imports_lazily_and_registers_the_families_before_any_load(tmp_path):
+    """`import hf_token_prune` registers both families, as it always did. Under the command line it loads no torch,
+    and then taking any public name, importing the classify helpers or calling the loader registers them; either way a
+    saved folder loads through the Auto classes and pipeline() without trust_remote_code (no remote code is allowed
+    here: a missing registration fails)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    folder = tmp_path / "model"
+    tiny_pruned_classifier("audiomae", keep_rate=0.5).save_pretrained(folder)
+    under_cli = "import hf_token_prune_cli, hf_token_prune\n" + (
+        "assert 'torch' not in sys.modules and 'hf_token_prune.families' not in sys.modules\n"
+    )
+    steps = {
+        "the package alone": "import hf_token_prune",
+        "a public name": under_cli + "from hf_token_prune import num_kept_tokens",
+        "the classify helpers": under_cli + "from hf_token_prune.classify import read_audio",
+        "the loader": under_cli + "from hf_token_prune.loading import load_config; load_config(FOLDER)",
+    }
+    for what, step in steps.items():
+        code = (
+            f"import sys\nFOLDER = {str(folder)!r}\n{step}\n"
+            "from transformers import AutoConfig, AutoModelForAudioClassification\n"
+            "assert type(AutoModelForAudioClassification.from_pretrained(FOLDER)).__name__ == "
+            "'PrunedAudioMAEForAudioClassification'\n"
+            "assert AutoConfig.from_pretrained(FOLDER).model_type == 'pruned-audiomae'\n"
+        )
+        env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
+                                stdin=subprocess.DEVNULL)
+        assert result.returncode == 0, f"{what}: {result.stderr[-2000:]}"
+
+
+def test_every_public_name_resolves_and_is_listed():
+    import ast
+    import inspect
+
+    import hf_token_prune
+
+    # the imports type checkers and the API reference read name the modules __getattr__ loads at run time
+    typed = {alias.name: node.module for node in ast.walk(ast.parse(inspect.getsource(hf_token_prune)))
+             if isinstance(node, ast.ImportFrom) and node.level == 1 for alias in node.names}  # fmt: skip
+    assert typed == hf_token_prune._PUBLIC and set(typed) == set(hf_token_prune.__all__)
+    assert set(hf_token_prune.__all__) <= set(dir(hf_token_prune))
+    for name in hf_token_prune.__all__:
+        assert getattr(hf_token_prune, name).__name__ == name
+    with pytest.raises(AttributeError, match="has no attribute 'PrunedViT'"):
+        hf_token_prune.PrunedViT

@@ -16,7 +16,8 @@ from transformers import pipeline
 
 from conftest import REPO, tiny_pruned_classifier
 from hf_token_prune import AudioMAEFeatureExtractor
-from hf_token_prune.macs import count_forward_macs, count_macs, main
+from hf_token_prune.commands.macs import main
+from hf_token_prune.macs import count_forward_macs, count_macs
 from hf_token_prune.scores import TOKEN_SCORES
 from hf_token_prune.selection import kept_token_counts
 from hf_token_prune.visualization import kept_patch_mask
@@ -306,7 +307,7 @@ def test_kept_patch_mask_ignores_empty_slots():
 
 
 def test_macs_command_counts_short_clips_with_padding_dropped(capsys):
-    assert main(["--model", "audiomae-vit-b", "--clip_seconds", "2", "--keep_rates", "1.0"]) == 0
+    assert main(["--model_name_or_path", "audiomae-vit-b", "--clip_seconds", "2", "--keep_rates", "1.0"]) == 0
     row = capsys.readouterr().out.splitlines()[-1]
     assert row.split("|")[0].strip() == "198"  # 2 s at 16 kHz: 198 fbank frames
     assert "[104, 104, 104]" in row  # 13 time patches of 16 frames x 8 frequency patches

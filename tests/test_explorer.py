@@ -192,24 +192,24 @@ def test_a_written_space_builds_the_app(model_dir, tmp_path):
     pytest.importorskip("gradio", reason='the explorer extra: pip install ".[explorer]"')
     import gradio as gr
 
-    from hf_token_prune import explorer
+    from hf_token_prune.commands import explore
 
-    assert explorer.main(["--model_name_or_path", str(model_dir), "--write_space", str(tmp_path / "space")]) == 0
+    assert explore.main(["--model_name_or_path", str(model_dir), "--write_space", str(tmp_path / "space")]) == 0
     space = tmp_path / "space"
     assert (space / "requirements.txt").read_text().startswith("hf-token-prune[explorer]==")
     assert "sdk: gradio" in (space / "README.md").read_text()
     assert len(list((space / "examples").glob("*.flac"))) == 2 * len(WORDS)
     app = runpy.run_path(str(space / "app.py"), run_name="space")["demo"]
     assert isinstance(app, gr.Blocks)
-    message = exit_message(explorer.main, ["--model_name_or_path", str(model_dir), "--write_space", str(space)])
+    message = exit_message(explore.main, ["--model_name_or_path", str(model_dir), "--write_space", str(space)])
     assert message == f"explore: --write_space {space}: the folder is not empty; give a new or empty one."
 
 
 def test_without_gradio_the_command_names_the_extra(model_dir, monkeypatch):
-    from hf_token_prune import explorer
+    from hf_token_prune.commands import explore
 
     monkeypatch.setitem(sys.modules, "gradio", None)  # what `import gradio` meets when it is not installed
-    message = exit_message(explorer.main, ["--model_name_or_path", str(model_dir)])
+    message = exit_message(explore.main, ["--model_name_or_path", str(model_dir)])
     assert message == 'explore: the explorer needs gradio: pip install "hf-token-prune[explorer]"'
 
 

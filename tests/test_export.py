@@ -10,7 +10,8 @@ from conftest import KEYWORDS, run_with_package_blocked, tiny_pruned_classifier
 from transformers import ASTFeatureExtractor, pipeline
 
 from hf_token_prune import AudioMAEFeatureExtractor
-from hf_token_prune.export import OnnxAudioClassifier, export_onnx, main, onnx_session
+from hf_token_prune.commands.export import main
+from hf_token_prune.export import OnnxAudioClassifier, export_onnx, onnx_session
 
 
 onnxruntime = pytest.importorskip("onnxruntime", reason='the [export] extra: pip install "hf-token-prune[export]"')

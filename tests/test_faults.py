@@ -21,11 +21,14 @@ from transformers import ASTFeatureExtractor
 
 from conftest import KEYWORDS, REPO, tiny_ast_kwargs
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
-from hf_token_prune import classify as classify_command, convert_audiomae, errors, export, macs
+from hf_token_prune import classify as classify_library, errors, export
+from hf_token_prune.classify import classify
+from hf_token_prune.commands import classify as classify_command, convert as convert_command, macs
+from hf_token_prune.commands import export as export_command
+from hf_token_prune.commands.tag import main as tag_main
 from hf_token_prune.commands import finetune as finetuning
 from hf_token_prune.finetuning import output as finetuning_output, run as finetuning_run
 from hf_token_prune.loading import load_pruned_model
-from hf_token_prune.tag_command import main as tag_main
 from test_pruned_audiomae import official_checkpoint
 
 
@@ -135,7 +138,7 @@ def test_a_model_folder_that_does_not_fit_is_one_error_naming_it(broken):
     folder, expected = broken
     with pytest.raises(ValueError, match=expected.replace(".", r"\.")):
         load_pruned_model(folder)
-    message = one_line_exit(classify_command.main, [CLIP, "--model", str(folder)])
+    message = one_line_exit(classify_command.main, [CLIP, "--model_name_or_path", str(folder)])
     assert message.startswith("classify: ") and expected in message
 
 
@@ -147,9 +150,9 @@ def inference_demo(argv):
 
 ENTRY_POINTS = {
     "tag": lambda folder, tmp: tag_main([CLIP, "--model_name_or_path", str(folder), "--output", str(tmp / "t.png")]),
-    "export": lambda folder, tmp: export.main(["--model_name_or_path", str(folder), "--output_dir", str(tmp / "onnx")]),
+    "export": lambda folder, tmp: export_command.main(["--model_name_or_path", str(folder), "--output_dir", str(tmp / "onnx")]),
     "inference_demo": lambda folder, tmp: inference_demo(["--model_name_or_path", str(folder)]),
-    "macs": lambda folder, tmp: macs.main(["--model", str(folder), "--keep_rates", "1.0"]),
+    "macs": lambda folder, tmp: macs.main(["--model_name_or_path", str(folder), "--keep_rates", "1.0"]),
 }
 
 
@@ -175,17 +178,17 @@ def test_every_entry_point_refuses_a_model_that_does_not_fit(entry, model_dir, t
 
 
 USAGE_ERRORS = {
-    "classify --top_k -1": (classify_command.main, [CLIP, "--model", "m", "--top_k", "-1"]),
-    "classify --top_k 0": (classify_command.main, [CLIP, "--model", "m", "--top_k", "0"]),
-    "classify --num_threads -1": (classify_command.main, [CLIP, "--model", "m", "--num_threads", "-1"]),
+    "classify --top_k -1": (classify_command.main, [CLIP, "--model_name_or_path", "m", "--top_k", "-1"]),
+    "classify --top_k 0": (classify_command.main, [CLIP, "--model_name_or_path", "m", "--top_k", "0"]),
+    "classify --torch_threads -1": (classify_command.main, [CLIP, "--model_name_or_path", "m", "--torch_threads", "-1"]),
     "tag --window inf": (tag_main, [CLIP, "--model_name_or_path", "m", "--window", "inf"]),
     "tag --hop inf": (tag_main, [CLIP, "--model_name_or_path", "m", "--hop", "inf"]),
     "tag --hop nan": (tag_main, [CLIP, "--model_name_or_path", "m", "--hop", "nan"]),
-    "export --opset 0": (export.main, ["--model_name_or_path", "m", "--output_dir", "o", "--opset", "0"]),
-    "convert --num_attention_heads 0": (convert_audiomae.main, ["--checkpoint", "c", "--output_dir", "o",
+    "export --opset 0": (export_command.main, ["--model_name_or_path", "m", "--output_dir", "o", "--opset", "0"]),
+    "convert --num_attention_heads 0": (convert_command.main, ["--checkpoint", "c", "--output_dir", "o",
                                                                 "--num_attention_heads", "0"]),
-    "convert --num_mel_bins 0": (convert_audiomae.main, ["--checkpoint", "c", "--output_dir", "o", "--num_mel_bins", "0"]),
-    "convert --max_length -16": (convert_audiomae.main, ["--checkpoint", "c", "--output_dir", "o", "--max_length", "-16"]),
+    "convert --num_mel_bins 0": (convert_command.main, ["--checkpoint", "c", "--output_dir", "o", "--num_mel_bins", "0"]),
+    "convert --max_length -16": (convert_command.main, ["--checkpoint", "c", "--output_dir", "o", "--max_length", "-16"]),
 }  # fmt: skip
 
 
@@ -202,14 +205,14 @@ def test_out_of_range_flags_are_usage_errors(case, capsys):
 def test_library_calls_refuse_a_top_k_below_one(model_dir, tmp_path):
     model, extractor = load_pruned_model(model_dir)
     with pytest.raises(ValueError, match="top_k=0"):
-        classify_command.classify(model, extractor, [torch.zeros(16000).numpy()], top_k=0)
+        classify(model, extractor, [torch.zeros(16000).numpy()], top_k=0)
     export.export_pretrained(model_dir, tmp_path / "onnx")
     with pytest.raises(ValueError, match="top_k=-1"):
         export.OnnxAudioClassifier(tmp_path / "onnx")(torch.zeros(16000).numpy(), top_k=-1)
 
 
 def test_export_refuses_an_opset_it_cannot_write_and_writes_nothing(model_dir, tmp_path, capsys):
-    assert export.main(["--model_name_or_path", str(model_dir), "--output_dir", str(tmp_path / "o"), "--opset", "1"]) == 1
+    assert export_command.main(["--model_name_or_path", str(model_dir), "--output_dir", str(tmp_path / "o"), "--opset", "1"]) == 1
     err = capsys.readouterr().err
     assert "--opset 1" in err and err.count("\n") == 1
     assert siblings(tmp_path / "o") == []
@@ -218,16 +221,16 @@ def test_export_refuses_an_opset_it_cannot_write_and_writes_nothing(model_dir, t
 def test_export_never_writes_into_its_source_and_replaces_only_when_asked(model_dir, tmp_path, capsys):
     before = snapshot(model_dir)
     for output in (model_dir, model_dir / "onnx"):
-        assert export.main(["--model_name_or_path", str(model_dir), "--output_dir", str(output),
+        assert export_command.main(["--model_name_or_path", str(model_dir), "--output_dir", str(output),
                             "--overwrite_output_dir"]) == 1  # fmt: skip
         assert "source model folder" in capsys.readouterr().err
     assert snapshot(model_dir) == before
     target = tmp_path / "onnx"
     target.mkdir()
     (target / "stale.txt").write_text("old")
-    assert export.main(["--model_name_or_path", str(model_dir), "--output_dir", str(target)]) == 1
+    assert export_command.main(["--model_name_or_path", str(model_dir), "--output_dir", str(target)]) == 1
     assert "not empty" in capsys.readouterr().err and snapshot(target) == {"stale.txt": b"old"}
-    assert export.main(["--model_name_or_path", str(model_dir), "--output_dir", str(target), "--overwrite_output_dir",
+    assert export_command.main(["--model_name_or_path", str(model_dir), "--output_dir", str(target), "--overwrite_output_dir",
                         "--no_check"]) == 0  # fmt: skip
     written = snapshot(target)
     assert "stale.txt" not in written and {"config.json", "model.onnx", "preprocessor_config.json"} <= set(written)
@@ -281,7 +284,7 @@ CONVERTER_REFUSALS = {
 @pytest.mark.parametrize("case", CONVERTER_REFUSALS)
 def test_converter_refuses_degenerate_checkpoints_and_bad_flags(case, tmp_path):
     kwargs, expected = CONVERTER_REFUSALS[case]
-    message = one_line_exit(convert_audiomae.main, converter_case(tmp_path, **kwargs))
+    message = one_line_exit(convert_command.main, converter_case(tmp_path, **kwargs))
     assert message.startswith("convert: ") and expected in message
     assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
@@ -289,7 +292,7 @@ def test_converter_refuses_degenerate_checkpoints_and_bad_flags(case, tmp_path):
 def test_converter_refuses_an_output_dir_that_is_a_file(tmp_path):
     argv = converter_case(tmp_path)
     (tmp_path / "out").write_text("a file")
-    assert "a file, not a folder" in one_line_exit(convert_audiomae.main, argv)
+    assert "a file, not a folder" in one_line_exit(convert_command.main, argv)
 
 
 # -- full disk, read-only target, a kill during the save ------------------------------------------------------------
@@ -328,10 +331,10 @@ class WriterFault:
 @pytest.mark.parametrize("nth", [1, 2, 3])
 def test_a_failed_write_leaves_the_old_converted_folder_byte_for_byte(code, nth, tmp_path, monkeypatch):
     argv = converter_case(tmp_path)
-    assert convert_audiomae.main(argv) == 0
+    assert convert_command.main(argv) == 0
     before = snapshot(tmp_path / "out")
     WriterFault(monkeypatch, nth, code)
-    message = one_line_exit(convert_audiomae.main, argv + ["--overwrite_output_dir", "--keep_rate", "0.5"])
+    message = one_line_exit(convert_command.main, argv + ["--overwrite_output_dir", "--keep_rate", "0.5"])
     assert os.strerror(code) in message
     monkeypatch.undo()
     assert snapshot(tmp_path / "out") == before
@@ -347,7 +350,7 @@ KILL_AT = {
 @pytest.mark.parametrize("moment", KILL_AT)
 def test_sigkill_during_a_save_loses_nothing(moment, tmp_path):
     argv = converter_case(tmp_path)
-    assert convert_audiomae.main(argv) == 0
+    assert convert_command.main(argv) == 0
     before = snapshot(tmp_path / "out")
     point = KILL_AT[moment]
     kill = "os.kill(os.getpid(), signal.SIGKILL)"
@@ -365,14 +368,14 @@ os.replace = replace
     else:
         module, cls, method = point.rsplit(".", 2)
         patch = f"import {module} as m\nm.{cls}.{method} = lambda *a, **k: {kill}\n"
-    code = f"import os, signal, sys\n{patch}\nfrom hf_token_prune.convert_audiomae import main\nmain(sys.argv[1:])"
+    code = f"import os, signal, sys\n{patch}\nfrom hf_token_prune.commands.convert import main\nmain(sys.argv[1:])"
     done = subprocess.run([sys.executable, "-c", code, *argv, "--overwrite_output_dir", "--keep_rate", "0.5"],
                           cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
     old = tmp_path / "out.old"
     if old.exists():  # killed between the renames: the old model whole beside, and the next run says so
         assert snapshot(old) == before and not (tmp_path / "out").exists()
-        message = one_line_exit(convert_audiomae.main, argv + ["--overwrite_output_dir"])
+        message = one_line_exit(convert_command.main, argv + ["--overwrite_output_dir"])
         assert "out.old holds the previous model" in message
         old.rename(tmp_path / "out")
     assert snapshot(tmp_path / "out") == before
@@ -475,18 +478,18 @@ def test_ctrl_c_and_bugs_end_in_one_line_with_their_exit_codes(model_dir, monkey
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(classify_command, "read_audio", interrupted)
+    monkeypatch.setattr(classify_library, "read_audio", interrupted)  # the command imports it when it runs
     with pytest.raises(SystemExit) as error:
-        classify_command.main([CLIP, "--model", str(model_dir)])
+        classify_command.main([CLIP, "--model_name_or_path", str(model_dir)])
     assert error.value.code == errors.EXIT_INTERRUPTED
     assert capsys.readouterr().err == "classify: interrupted (Ctrl-C)\n"
 
     def bug(*args, **kwargs):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(classify_command, "read_audio", bug)
+    monkeypatch.setattr(classify_library, "read_audio", bug)
     with pytest.raises(SystemExit) as error:
-        classify_command.main([CLIP, "--model", str(model_dir)])
+        classify_command.main([CLIP, "--model_name_or_path", str(model_dir)])
     assert error.value.code == errors.EXIT_BUG
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "internal error (a bug" in err and "ZeroDivisionError" in err
@@ -494,7 +497,7 @@ def test_ctrl_c_and_bugs_end_in_one_line_with_their_exit_codes(model_dir, monkey
     assert "Traceback" in log.read_text() and "in bug" in log.read_text()
     log.unlink()
     with pytest.raises(SystemExit):
-        classify_command.main([CLIP, "--model", str(model_dir), "--debug"])
+        classify_command.main([CLIP, "--model_name_or_path", str(model_dir), "--debug"])
     assert "Traceback (most recent call last)" in capsys.readouterr().err
 
 
@@ -508,9 +511,9 @@ TEXT = st.one_of(st.text(max_size=12), st.integers(-10**6, 10**6).map(str),
 @PROPERTIES
 @given(top_k=TEXT, threads=TEXT, keep_rate=TEXT)
 def test_classify_flags_parse_or_are_a_usage_error(top_k, threads, keep_rate):
-    for flag, value in (("--top_k", top_k), ("--num_threads", threads), ("--keep_rate", keep_rate)):
+    for flag, value in (("--top_k", top_k), ("--torch_threads", threads), ("--keep_rate", keep_rate)):
         try:
-            args = classify_command.parse_args([CLIP, "--model", "m", f"{flag}={value}"])
+            args = classify_command.parse_args([CLIP, "--model_name_or_path", "m", f"{flag}={value}"])
         except SystemExit as error:
             assert error.code == errors.EXIT_USAGE
             continue
@@ -521,7 +524,7 @@ def test_classify_flags_parse_or_are_a_usage_error(top_k, threads, keep_rate):
 @PROPERTIES
 @given(window=TEXT, hop=TEXT)
 def test_tag_flags_parse_or_are_a_usage_error(window, hop):
-    from hf_token_prune.tag_command import parse_args
+    from hf_token_prune.commands.tag import parse_args
 
     try:
         args = parse_args([CLIP, "--model_name_or_path", "m", f"--window={window}", f"--hop={hop}"])
@@ -592,7 +595,7 @@ def test_an_extractor_set_to_another_rate_than_16k_is_refused_in_one_line(model_
     edit = json.loads((folder / "preprocessor_config.json").read_text())
     (folder / "preprocessor_config.json").write_text(json.dumps({**edit, "sampling_rate": 44100}))
     # at 44.1 kHz transformers' fbank frames 9 ms: this 0.42 s clip made 112 frames and was "cut" to the model's 64
-    message = one_line_exit(classify_command.main, [CLIP, "--model", str(folder)])
+    message = one_line_exit(classify_command.main, [CLIP, "--model_name_or_path", str(folder)])
     assert message.startswith("classify: ") and "sampling_rate=44100" in message and '"sampling_rate": 16000' in message
     with pytest.raises(ValueError, match="sampling_rate=44100"):
         AudioMAEFeatureExtractor(sampling_rate=44100)(torch.zeros(44100).numpy(), sampling_rate=44100)

@@ -20,7 +20,7 @@ def test_inference_demo_uses_the_folders_model_and_feature_extractor(tmp_path, c
     assert isinstance(model, PrunedASTForAudioClassification) and model.config.keep_rate == 0.7
 
     demo.main(["--model_name_or_path", str(tmp_path / "model"), "--keep_rates", "1.0,0.5", "--repeats", "2",
-               "--num_threads", "1", "--output_dir", str(tmp_path / "out")])  # fmt: skip
+               "--torch_threads", "1", "--output_dir", str(tmp_path / "out")])  # fmt: skip
     printed = capsys.readouterr().out
     assert "[32, 32, 32]" in printed and "[16, 8, 4]" in printed  # 32 patches at keep rates 1.0 and 0.5
     assert "sound_" in printed  # the folder's labels, not the default model's keywords

@@ -4,13 +4,13 @@ from transformers import ASTConfig
 
 from conftest import tiny_ast_kwargs, tiny_pruned_classifier
 from hf_token_prune import PrunedASTConfig, PrunedASTForAudioClassification
+from hf_token_prune.commands.macs import main
 from hf_token_prune.macs import (
     TABLE_II,
     TABLE_II_KEEP_RATES,
     TABLE_II_TOLERANCE,
     count_forward_macs,
     count_macs,
-    main,
     preset_config,
     table_ii_comparison,
 )
@@ -159,4 +159,4 @@ def test_bad_keep_rate_and_length_are_refused():
 
 def test_cli_refuses_unknown_model():
     with pytest.raises(SystemExit, match="neither a preset"):
-        main(["--model", "no-such-model"])
+        main(["--model_name_or_path", "no-such-model"])

@@ -252,9 +252,9 @@ def test_tag_and_classify_memory_is_flat_in_the_recordings_length(tmp_path):
         soundfile.write(audio, noise, RATE, subtype="PCM_16")
         del noise
         peaks[minutes] = (
-            peak_rss_mb("classify", audio, "--model", folder, "--num_threads", "1"),
+            peak_rss_mb("classify", audio, "--model_name_or_path", folder, "--torch_threads", "1"),
             peak_rss_mb("tag", audio, "--model_name_or_path", folder, "--hop", "10.24", "--no_progress",
-                        "--num_threads", "1", "--output", tmp_path / f"{minutes}.png"),
+                        "--torch_threads", "1", "--output", tmp_path / f"{minutes}.png"),
         )  # fmt: skip
     for short, long in zip(peaks[4], peaks[20]):
         assert long - short < 40, peaks

@@ -11,7 +11,8 @@ from transformers import ASTFeatureExtractor, PreTrainedConfig, PreTrainedModel
 from conftest import tiny_ast_kwargs
 from hf_token_prune import ModelFamily, PrunedASTConfig, PrunedASTForAudioClassification, TokenReduction
 from hf_token_prune.families import MODEL_FAMILIES, model_family, register_model_family
-from hf_token_prune.macs import count_forward_macs, count_macs, main as macs_main
+from hf_token_prune.commands.macs import main as macs_main
+from hf_token_prune.macs import count_forward_macs, count_macs
 from hf_token_prune.patch_layout import PatchLayout
 from hf_token_prune.pruning import (
     PrunedAudioClassificationMixin,
@@ -89,7 +90,7 @@ def test_a_method_registered_in_a_test_runs_end_to_end(keep_first, tmp_path):
     assert analytic.token_scoring == analytic.token_reduction == 0
     assert count_forward_macs(model, inputs) == analytic.total
     assert count_macs(config, attn_implementation="sdpa").token_scoring == 0  # the method needs no attention score
-    assert macs_main(["--model", "vit-b", "--token_reductions", "keep-first", "--keep_rates", "0.5"]) == 0
+    assert macs_main(["--model_name_or_path", "vit-b", "--token_reductions", "keep-first", "--keep_rates", "0.5"]) == 0
 
     # the sweep: the method is one more column, evaluated under its own settings, and the settings come back
     seen = []

@@ -17,7 +17,8 @@ from conftest import KEYWORDS, REPO, TINY_SCHEDULE, tiny_pruned_classifier
 from transformers import ASTFeatureExtractor, AutoFeatureExtractor, WhisperFeatureExtractor, pipeline
 
 from hf_token_prune import AudioMAEFeatureExtractor
-from hf_token_prune.export import OnnxAudioClassifier, main, onnx_session, pad_with_minimum, web_zero_padding_value
+from hf_token_prune.commands.export import main
+from hf_token_prune.export import OnnxAudioClassifier, onnx_session, pad_with_minimum, web_zero_padding_value
 
 
 onnxruntime = pytest.importorskip("onnxruntime", reason='the [export] extra: pip install "hf-token-prune[export]"')

@@ -35,7 +35,7 @@ from hf_token_prune.calibration import (
     check_max_loss,
     save_calibrated,
 )
-from hf_token_prune.checks import check_model, keep_rate_argument, keep_rates_argument, positive_int
+from hf_token_prune.checks import CommandParser, check_model, keep_rate_argument, keep_rates_argument, positive_int
 from hf_token_prune.errors import command
 from hf_token_prune.files import OVERWRITE_HELP, check_output_dir, same_or_nested
 from hf_token_prune.loading import load_pruned_model
@@ -67,7 +67,7 @@ def _joined(values):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser("calibrate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_name_or_path", required=True, help="pruned model folder (with its feature extractor)")
     add_dataset_arguments(parser)
     parser.add_argument("--validation_split", default="validation",

@@ -27,7 +27,7 @@ import sys
 import torch
 from transformers import HfArgumentParser, TrainingArguments
 
-from ..checks import one_line, unknown_arguments_error
+from ..checks import one_line, suggesting, unknown_arguments_error
 from ..errors import command
 from ..finetuning import (
     ARGUMENT_CLASSES,
@@ -90,7 +90,7 @@ def _given(argv, flag):
 
 def build_parser(show_all=False):
     recipes = "\n".join(f"  {name:<24} {read_recipe(name)['description']}" for name in available_recipes())
-    parser = HfArgumentParser(
+    parser = suggesting(HfArgumentParser)(
         ARGUMENT_CLASSES,
         usage=USAGE,
         description=__doc__.split("\n\nThis module")[0],

@@ -240,7 +240,7 @@ def write_card(trainer, model_args, data_args, pruning_args, data, results, reci
     card.save(folder / "README.md")
     trainer.model_card = card
     print(f"\nwrote {output}: weights, remote code, feature extractor, README.md (model card), {plot_file}")
-    print(f"next: classify a clip: hf-token-prune classify <clip.wav> --model {output}")
+    print(f"next: classify a clip: hf-token-prune classify <clip.wav> --model_name_or_path {output}")
     if data_args.dataset_name not in DATASETS or audiofolder:
         print(
             f"      which patches it keeps: hf-token-prune analyze --model_name_or_path {output} --dataset_name "

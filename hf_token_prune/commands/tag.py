@@ -16,16 +16,12 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
-from hf_token_prune.checks import positive_int, positive_seconds
-from hf_token_prune.errors import EXIT_ERROR, command
-from hf_token_prune.loading import load_pruned_model
-from hf_token_prune.tagging import plot_tags, tag_recording
+from ..checks import CommandParser, positive_int, positive_seconds
+from ..errors import EXIT_ERROR, command
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser("tag", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("audio", type=Path, help="audio file (any format FFmpeg reads; down-mixed, resampled)")
     parser.add_argument("--model_name_or_path", required=True,
                         help="pruned AST / AudioMAE folder with its feature extractor (e.g. outputs/demo after "
@@ -39,7 +35,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=positive_int, default=16, help="windows per forward pass (default: %(default)s)")
     parser.add_argument("--output", type=Path,
                         help="PNG of the labels over time (default: outputs/tag/<audio name>.png)")
-    parser.add_argument("--num_threads", type=positive_int, help="torch CPU threads (default: torch's)")
+    parser.add_renamed_argument("--torch_threads", "--num_threads", type=positive_int,
+                                help="torch CPU threads (default: torch's)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -65,8 +62,14 @@ def main(argv=None) -> int:
         writable = writable.parent
     if not os.access(writable, os.W_OK | os.X_OK):  # refuse before the minutes of tagging, not after
         return fail(f"--output {png}: cannot write in {writable} (read-only or not yours): choose another --output.")
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
+    # Only now the heavy imports: a missing file or an unwritable --output is answered before them.
+    import torch
+
+    from ..loading import load_pruned_model
+    from ..tagging import plot_tags, tag_recording
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     try:
         model, extractor = load_pruned_model(args.model_name_or_path)
     except ValueError as error:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from hf_token_prune.analysis import (
+from ..analysis import (
     ANALYSES,
     DEFAULT_BLOCKS,
     DEFAULT_KEEP_RATES,
@@ -38,7 +38,6 @@ from hf_token_prune.analysis import (
     keep_rate_sweep,
     kendall_tau_per_block,
     load_analysis_data,
-    load_pruned_model,
     padding_note,
     parse_analyses,
     patch_statistics,
@@ -46,13 +45,13 @@ from hf_token_prune.analysis import (
     retained_patch_histograms,
     variation_clusters,
 )
-from hf_token_prune.analysis.inputs import add_dataset_arguments, dataset_options
-from hf_token_prune.analysis.report import write_index
-from hf_token_prune.checks import check_model
-from hf_token_prune.errors import command
-from hf_token_prune.checks import keep_rate_argument, keep_rates_argument
-from hf_token_prune.scores import TOKEN_SCORES
-from hf_token_prune.token_reductions import token_reduction_names
+from ..analysis.inputs import add_dataset_arguments, dataset_options
+from ..analysis.report import write_index
+from ..checks import CommandParser, check_model, keep_rate_argument, keep_rates_argument
+from ..errors import command
+from ..loading import load_pruned_model
+from ..scores import TOKEN_SCORES
+from ..token_reductions import token_reduction_names
 
 
 def _analyses(text):
@@ -81,7 +80,7 @@ def _numbers(kind):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser("analyze", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_name_or_path", required=True, help="pruned model folder (with its feature extractor)")
     add_dataset_arguments(parser)
     parser.add_argument("--split", default="test", help="split to analyse (default: %(default)s)")
