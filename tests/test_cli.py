@@ -333,6 +333,8 @@ MISSPELLED_FLAGS = {
     "finetune": (["--recipe", "demo", "--keep_rte", "0.5"], "--keep_rte -> --keep_rate"),
     "tag": (["a.wav", "--model_name_or_path", "m", "--hopp", "1"], "--hopp -> --hop"),
     "analyze": (["--model_name_or_path", "m", "--dataset_name", "d", "--splitt", "x"], "--splitt -> --split"),
+    "calibrate": (["--model_name_or_path", "m", "--dataset_name", "d", "--output_dir", "o", "--max_lost", "1"],
+                  "--max_lost -> --max_loss"),
     "macs": (["--keep_ratess", "1.0"], "--keep_ratess -> --keep_rates"),
     "export": (["--model_name_or_path", "m", "--output_dir", "o", "--opsett", "1"], "--opsett -> --opset"),
     "convert": (["--checkpoint", "c", "--output_dir", "o", "--num_labelss", "3"], "--num_labelss -> --num_labels"),
