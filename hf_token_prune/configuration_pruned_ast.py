@@ -39,6 +39,22 @@ class PrunedASTConfig(PruningConfigMixin, ASTConfig):
         dropped. Compiled and exported graphs have static shapes, so there the padding is masked, not gathered out
         (same outputs, no saving). `False` keeps the per-token mask of transformers' AST (and today's outputs). Needs
         `token_reduction="prune"`.
+    keep_mass (`float`, *optional*):
+        Per-sample keep policy, in (0, 1]; `None` (the default) keeps the fixed `ceil(n * keep_rate)`. When set, every
+        pruning layer keeps, in each sample, the fewest of its best-scored patch tokens whose share of the sample's
+        score mass reaches `keep_mass`, at least `ceil(n * min_keep_rate)` (one token when `min_keep_rate` is `None`)
+        and at most `ceil(n * keep_rate)`, `n` being the sample's own real patch tokens entering the layer; so
+        `keep_rate=1.0, keep_mass=0.9` prunes with no ceiling. The mass is each real token's score over the sum of the
+        sample's real scores; a score that can be negative (the log-mel `"intensity"`) is first shifted by the
+        sample's smallest real score when that is negative, so the weakest token holds no mass; a sample whose
+        scores are all equal has no ranking and counts them as equal masses. In a batch each sample keeps its own
+        count: tokens are gathered to the batch's largest count, the other slots are masked (and -1 in
+        `kept_patches`), and each clip's logits equal the clip run alone. Compiled and exported graphs have static
+        shapes, so there every sample is gathered to the ceiling and the rest is masked (same outputs, no saving).
+        Needs `token_reduction="prune"`.
+    min_keep_rate (`float`, *optional*):
+        The floor of the `keep_mass` policy, in (0, keep_rate]: every sample keeps at least `ceil(n * min_keep_rate)`
+        patch tokens in each pruning layer. `None`: at least one.
 
     Example:
 
@@ -56,6 +72,8 @@ class PrunedASTConfig(PruningConfigMixin, ASTConfig):
     token_score: str = "attention"
     token_reduction: str = "prune"
     drop_padding: bool = False
+    keep_mass: float | int | None = None
+    min_keep_rate: float | int | None = None
 
     def patch_layout(self, max_length: int | None = None) -> PatchLayout:
         """How patch tokens map onto the input (frequency-major, overlapping strides allowed; `ASTEmbeddings.get_shape`'s

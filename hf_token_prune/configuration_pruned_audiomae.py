@@ -60,6 +60,13 @@ class PrunedAudioMAEConfig(PruningConfigMixin, PreTrainedConfig):
         patches (all of whose frames are padding) are gathered out before the first layer, as in [`PrunedASTConfig`]:
         each clip's logits equal the clip run alone, its kept counts come from its own real patches (-1 marks empty
         `kept_patches` slots), and compiled / exported graphs mask instead of gathering. Needs `token_reduction="prune"`.
+    keep_mass (`float`, *optional*):
+        Per-sample keep policy, as in [`PrunedASTConfig`]: each pruning layer keeps, in each sample, the fewest of its
+        best-scored patch tokens whose share of the sample's score mass reaches `keep_mass`, between
+        `ceil(n * min_keep_rate)` and `ceil(n * keep_rate)`; mean pooling skips the empty slots. `None` (the default):
+        the fixed keep rate. Needs `token_reduction="prune"`.
+    min_keep_rate (`float`, *optional*):
+        The floor of the `keep_mass` policy, in (0, keep_rate]; `None`: one token.
     """
 
     model_type = "pruned-audiomae"
@@ -83,6 +90,8 @@ class PrunedAudioMAEConfig(PruningConfigMixin, PreTrainedConfig):
     token_score: str = "attention"
     token_reduction: str = "prune"
     drop_padding: bool = False
+    keep_mass: float | int | None = None
+    min_keep_rate: float | int | None = None
 
     def patch_layout(self, max_length: int | None = None) -> PatchLayout:
         """How patch tokens map onto the input (time-major, non-overlapping square patches), for `max_length` frames

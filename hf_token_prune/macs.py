@@ -52,7 +52,7 @@ from .patch_layout import PatchLayout
 from .checks import parse_keep_rates
 from .families import model_family
 from .pruning_config import check_keep_rate, default_pruning_layers, validate_drop_padding
-from .selection import kept_token_counts, num_kept_tokens
+from .selection import fewest_kept_tokens, kept_token_counts
 from .token_reductions import get_token_reduction, token_reduction_names
 
 # Paper Table II: GMACs of ViT-B at 64 / 256 / 512 patches (Speech Commands, ESC-50, AudioSet/VoxCeleb clip lengths).
@@ -181,24 +181,60 @@ def count_macs(
         shape = replace(shape, token_reduction=token_reduction)
     method = get_token_reduction(shape.token_reduction)
     keep_rate = check_keep_rate(getattr(config, "keep_rate", 1.0) if keep_rate is None else keep_rate)
+    keep_mass = getattr(config, "keep_mass", None)
+    if keep_mass is not None:
+        raise ValueError(
+            f"keep_mass={keep_mass!r}: each clip keeps a data-dependent count of tokens, so no count holds for every "
+            "clip; count clips with clip_macs(model, kept_counts_per_clip(outputs.kept_patches)), or count the fixed "
+            "rate with keep_mass=None."
+        )
     attn_implementation = attn_implementation or getattr(config, "_attn_implementation", None) or "sdpa"
     validate_drop_padding(drop_padding, method.name)
-    scores_cost_macs = (attn_implementation != "eager" and shape.token_score == "attention"
-                        and method.signal == "score" and shape.scoring_costs_macs)
-
-    hidden, extra = shape.hidden_size, shape.num_extra_tokens
-    head_dim = hidden // shape.num_attention_heads
     patches = shape.num_patches
     if drop_padding and real_frames is not None:
         patches = shape.layout.num_real_patches(real_frames)
     kept = kept_token_counts(patches, keep_rate, len(shape.pruning_layers))
+    return _count_layers(shape, method, attn_implementation, patches, kept, batch_size, keep_rate)
+
+
+def clip_macs(model, kept_counts: torch.Tensor, num_patches: torch.Tensor | None = None) -> torch.LongTensor:
+    """MACs of the forward of each clip run alone, ``(batch,)``, given its kept patch tokens after each pruning layer.
+
+    ``kept_counts`` ``(batch, num_pruning_layers)`` is what :func:`selection.kept_counts_per_clip` reads off a
+    forward's ``kept_patches``: under ``keep_mass`` (and ``drop_padding``) every clip keeps its own counts, so one
+    :func:`count_macs` cannot hold for a batch. ``num_patches`` ``(batch,)``: each clip's real patch tokens entering
+    the first layer when ``drop_padding`` shortened it (default: the model's patch count). Which layers reduce (and so
+    pay for scoring) follows ``model.config``'s keep rate and policy, and the attention implementation is the
+    model's; the count is what ``FlopCounterMode`` gives (its FLOPs / 2) for that clip run alone.
+    """
+    config = model.config
+    shape = _shape_of(config)
+    method = get_token_reduction(shape.token_reduction)
+    attn_implementation = getattr(config, "_attn_implementation", None) or "sdpa"
+    starts = [shape.num_patches] * kept_counts.shape[0] if num_patches is None else num_patches.tolist()
+    totals = [
+        _count_layers(shape, method, attn_implementation, start, kept, 1, config.keep_rate,
+                      getattr(config, "keep_mass", None), getattr(config, "min_keep_rate", None)).total
+        for start, kept in zip(starts, kept_counts.tolist())
+    ]
+    return torch.tensor(totals, dtype=torch.long)
+
+
+def _count_layers(shape, method, attn_implementation, patches, kept, batch_size, keep_rate, keep_mass=None,
+                  min_keep_rate=None) -> MacCount:
+    """The :class:`MacCount` of a forward whose first layer receives ``patches`` patch tokens and whose pruning
+    layers leave ``kept``; the keep policy decides which pruning layers reduce at all (and so score)."""
+    scores_cost_macs = (attn_implementation != "eager" and shape.token_score == "attention"
+                        and method.signal == "score" and shape.scoring_costs_macs)
+    hidden, extra = shape.hidden_size, shape.num_extra_tokens
+    head_dim = hidden // shape.num_attention_heads
     next_pruning = 0
     projections = matmuls = mlp = scoring = reduction = 0
     tokens_per_layer = []
     for index in range(shape.num_hidden_layers):
         attention_tokens = patches + extra
         if index in shape.pruning_layers:
-            if num_kept_tokens(patches, keep_rate) < patches:
+            if fewest_kept_tokens(patches, keep_rate, keep_mass, min_keep_rate) < patches:
                 if scores_cost_macs:
                     scoring += attention_tokens * hidden
                 reduction += method.macs(patches, kept[next_pruning], hidden, head_dim)

@@ -26,6 +26,11 @@ class Fuse(Prune):
         "weight: use token_score='attention', or token_reduction='prune' to rank tokens by {score}."
     )
     supports_padding = False
+    supports_keep_mass = False
+    keep_mass_refusal = (
+        "a clip that keeps fewer tokens than the batch's largest count leaves masked empty slots, and EViT's fused "
+        "token carries no padding mask (it would sum those slots into the fused token)."
+    )
     added_tokens = 1
 
     def reduce(self, layer, hidden_states, signal):

@@ -90,6 +90,10 @@ class Merge(TokenReduction):
         "role: leave token_score='attention' (the default), or use token_reduction='prune' to rank tokens by {score}."
     )
     records_source_maps = True
+    keep_mass_refusal = (
+        "ToMe ranks no tokens, so there is no score mass to threshold, and its bipartite rounds merge one count of "
+        "tokens in every sample of a batch."
+    )
 
     def reduce(self, layer, hidden_states, signal):
         """Returns ``(destination, merged sizes)`` as the plan."""

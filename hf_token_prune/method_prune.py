@@ -10,6 +10,7 @@ class Prune(TokenReduction):
     name = "prune"
     summary = "prune drops tokens"
     supports_padding = True
+    supports_keep_mass = True
 
     def scores(self, layer, signal):
         """The layer's ranking: the attention's score, or the static score the tracker carries."""
@@ -19,7 +20,7 @@ class Prune(TokenReduction):
         """Returns ``kept_token_indices`` ``(batch, k)`` as the plan (see :func:`selection.select_tokens`)."""
         return select_tokens(
             hidden_states, self.scores(layer, signal), layer.keep_rate, layer.num_extra_tokens, layer.token_mask,
-            layer.count_real_tokens,
+            layer.count_real_tokens, layer.keep_mass, layer.min_keep_rate,
         )
 
     def record(self, tracker, plan):
@@ -28,13 +29,21 @@ class Prune(TokenReduction):
             tracker.patch_indices = tracker.patch_indices.gather(1, index)
             if tracker.static_scores is not None:
                 tracker.static_scores = tracker.static_scores.gather(1, index)
-            if tracker.token_mask is not None:
-                extra = tracker.num_extra_tokens
-                front, patches = tracker.token_mask[:, :extra], tracker.token_mask[:, extra:].gather(1, index)
-                if tracker.count_real_tokens:
-                    patches = patches & (plan >= 0)
-                    tracker.patch_indices = tracker.patch_indices.masked_fill(~patches, -1)
-                tracker.token_mask = torch.cat([front, patches], dim=1)
+            extra = tracker.num_extra_tokens
+            if tracker.count_real_tokens:
+                filled = plan >= 0
+                if tracker.token_mask is not None:
+                    filled = filled & tracker.token_mask[:, extra:].gather(1, index)
+                tracker.patch_indices = tracker.patch_indices.masked_fill(~filled, -1)
+                # A batch whose samples all fill every slot needs no mask (a clip alone never does); a traced graph
+                # cannot ask, so it masks whenever the counts may vary.
+                tracing = torch.compiler.is_compiling()
+                has_empty_slots = tracker.keep_mass is not None if tracing else not bool(filled.all())
+                if tracker.token_mask is not None or has_empty_slots:
+                    tracker.token_mask = torch.cat([filled.new_ones(filled.shape[0], extra), filled], dim=1)
+            elif tracker.token_mask is not None:
+                patches = tracker.token_mask[:, extra:].gather(1, index)
+                tracker.token_mask = torch.cat([tracker.token_mask[:, :extra], patches], dim=1)
         tracker.kept_patches += (tracker.patch_indices,)
 
 

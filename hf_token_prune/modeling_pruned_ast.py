@@ -181,6 +181,7 @@ class PrunedASTModel(PrunedASTPreTrainedModel, ASTModel):
         attention_mask: torch.Tensor | None = None,
         output_kept_patches: bool | None = None,
         keep_rate: float | None = None,
+        keep_mass: float | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> PrunedModelOutput:
         r"""
@@ -191,10 +192,15 @@ class PrunedASTModel(PrunedASTPreTrainedModel, ASTModel):
         keep_rate (`float`, *optional*):
             Keep rate of this call only, in (0, 1]; `config.keep_rate` when not given. Nothing is stored, so threads
             may call one model with different keep rates at once.
+        keep_mass (`float`, *optional*):
+            Per-sample keep policy of this call only, in (0, 1] (see `config.keep_mass`); `config.keep_mass` when not
+            given.
         """
         self.check_input_values(input_values)
         hidden_states = self.embeddings(input_values)
-        hidden_states, tracker = self.run_layers(hidden_states, input_values, attention_mask, keep_rate, **kwargs)
+        hidden_states, tracker = self.run_layers(
+            hidden_states, input_values, attention_mask, keep_rate, keep_mass, **kwargs
+        )
         sequence_output = self.layernorm(hidden_states)
         pooled_output = (sequence_output[:, 0] + sequence_output[:, 1]) / 2
         return PrunedModelOutput(

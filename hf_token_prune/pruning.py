@@ -19,7 +19,7 @@ from transformers.utils import TransformersKwargs, logging
 from transformers.utils.generic import can_return_tuple
 
 from .patch_layout import PatchLayout
-from .pruning_config import validate_pruning_config
+from .pruning_config import validate_keep_mass, validate_pruning_config
 from .selection import drop_padding_tokens
 from .token_reductions import get_token_reduction, padding_token_reductions
 from .tracker import LayerReduction, PatchTracker
@@ -118,7 +118,8 @@ class PrunedModelMixin:
     @contextlib.contextmanager
     def reduction_settings(self, **settings):
         """Run with ``settings`` (any of ``keep_rate``, ``token_reduction``, ``token_score``, ``pruning_layers``,
-        ``drop_padding``) changed together and validated together, restoring the previous ones on exit::
+        ``drop_padding``, ``keep_mass``, ``min_keep_rate``) changed together and validated together, restoring the
+        previous ones on exit::
 
             with model.reduction_settings(keep_rate=0.5, token_reduction="merge", token_score="attention"):
                 logits = model(**inputs).logits
@@ -154,13 +155,13 @@ class PrunedModelMixin:
                 "feature extractor's normalisation before calling the model."
             )
 
-    def check_attention_mask(self, attention_mask, hidden_states, keep_rate):
+    def check_attention_mask(self, attention_mask, hidden_states, pruning):
         """A pruned sequence needs a per-token padding mask it can gather; name the layout when the mask is not one."""
         if attention_mask is None:
             return None
         expected = tuple(hidden_states.shape[:2])
         if attention_mask.dim() != 2 or tuple(attention_mask.shape) != expected:
-            if attention_mask.dim() == 4 and keep_rate == 1.0:
+            if attention_mask.dim() == 4 and not pruning:
                 return attention_mask  # a prepared 4-D mask passes through, as in transformers' own AST
             raise ValueError(
                 f"attention_mask has shape {tuple(attention_mask.shape)}, but this model takes a 2-D padding mask of "
@@ -207,10 +208,19 @@ class PrunedModelMixin:
         validate_pruning_config(keep_rate, config.pruning_layers, config.token_score, config.num_hidden_layers)
         return keep_rate
 
-    def run_layers(self, hidden_states, input_values, attention_mask=None, keep_rate=None, **kwargs):
+    def resolve_keep_mass(self, keep_mass, keep_rate):
+        """The per-sample keep policy of one forward call: ``keep_mass`` when given, else the config's, validated
+        against the call's ``keep_rate`` (its ceiling) and the config's ``min_keep_rate`` (its floor)."""
+        config = self.config
+        keep_mass = config.keep_mass if keep_mass is None else keep_mass
+        if keep_mass is not None:
+            validate_keep_mass(keep_mass, config.min_keep_rate, keep_rate, config.token_reduction)
+        return keep_mass
+
+    def run_layers(self, hidden_states, input_values, attention_mask=None, keep_rate=None, keep_mass=None, **kwargs):
         """Run every layer, reducing tokens in ``config.pruning_layers`` at ``keep_rate`` (the config's when
-        ``None``); returns the hidden states and the :class:`PatchTracker` (``kept_patches`` or ``source_maps``,
-        token sizes).
+        ``None``), per sample under ``keep_mass`` (the config's when ``None``); returns the hidden states and the
+        :class:`PatchTracker` (``kept_patches`` or ``source_maps``, token sizes).
 
         A 2-D padding ``attention_mask`` becomes each layer's attention mask through transformers' own mask helper, as
         in `ASTModel.forward`; a pruning layer gathers it with the survivors and the mask is rebuilt for later layers.
@@ -222,7 +232,8 @@ class PrunedModelMixin:
         """
         config = self.config
         keep_rate = self.resolve_keep_rate(keep_rate)
-        pruning = keep_rate < 1.0
+        keep_mass = self.resolve_keep_mass(keep_mass, keep_rate)
+        pruning = keep_rate < 1.0 or keep_mass is not None
         patch_indices = None
         mask_given = attention_mask is not None
         if self.is_unpadded(attention_mask, input_values):
@@ -239,7 +250,7 @@ class PrunedModelMixin:
                     "dropped. Pass the feature extractor's frame mask (return_attention_mask=True; save the extractor "
                     "with return_attention_mask=True for pipeline())."
                 )
-            attention_mask = self.check_attention_mask(attention_mask, hidden_states, keep_rate)
+            attention_mask = self.check_attention_mask(attention_mask, hidden_states, pruning)
         method = get_token_reduction(config.token_reduction)
         if pruning and attention_mask is not None and not method.supports_padding:
             raise ValueError(
@@ -258,7 +269,7 @@ class PrunedModelMixin:
         num_patches = hidden_states.shape[1] - self.num_extra_tokens
         tracker = PatchTracker(
             hidden_states.shape[0], num_patches, hidden_states.device, static_scores, token_mask, self.num_extra_tokens,
-            method, patch_indices, config.drop_padding,
+            method, patch_indices, config.drop_padding, keep_mass, config.min_keep_rate,
         )
         # Without a padding mask there is nothing to build; under torch.export the helper would materialise a full-size
         # mask that no longer fits once a layer has reduced the tokens.
@@ -294,6 +305,7 @@ class PrunedAudioClassificationMixin:
         attention_mask: torch.Tensor | None = None,
         output_kept_patches: bool | None = None,
         keep_rate: float | None = None,
+        keep_mass: float | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> PrunedAudioClassifierOutput:
         r"""
@@ -305,12 +317,16 @@ class PrunedAudioClassificationMixin:
         keep_rate (`float`, *optional*):
             Keep rate of this call only, in (0, 1]; `config.keep_rate` when not given. Nothing is stored, so threads
             may call one model with different keep rates at once (`set_keep_rate` changes the model for every call).
+        keep_mass (`float`, *optional*):
+            Per-sample keep policy of this call only, in (0, 1] (see `config.keep_mass`); `config.keep_mass` when not
+            given.
         """
         outputs = self.base_model(
             input_values,
             attention_mask=attention_mask,
             output_kept_patches=output_kept_patches,
             keep_rate=keep_rate,
+            keep_mass=keep_mass,
             **kwargs,
         )
         logits = self.classifier(outputs.pooler_output)

@@ -5,11 +5,15 @@ transformers (and no command line).
 """
 
 from .scores import TOKEN_SCORES
-from .token_reductions import get_token_reduction, padding_token_reductions, validate_token_reduction
+from .token_reductions import (
+    get_token_reduction, keep_mass_token_reductions, padding_token_reductions, validate_token_reduction,
+)
 
 
 # The fields that decide how a model reduces tokens; changed together through ``update_reduction``.
-REDUCTION_SETTINGS = ("keep_rate", "pruning_layers", "token_score", "token_reduction", "drop_padding")
+REDUCTION_SETTINGS = (
+    "keep_rate", "pruning_layers", "token_score", "token_reduction", "drop_padding", "keep_mass", "min_keep_rate",
+)
 
 
 def is_keep_rate(value) -> bool:
@@ -78,6 +82,30 @@ def validate_drop_padding(drop_padding, token_reduction):
         )
 
 
+def validate_keep_mass(keep_mass, min_keep_rate, keep_rate, token_reduction):
+    """The per-sample keep policy: ``keep_mass`` and its floor ``min_keep_rate`` are ``None`` or in (0, 1], the floor
+    at most the ceiling ``keep_rate``, and the method must be able to keep a different count in every sample."""
+    for name, value in (("keep_mass", keep_mass), ("min_keep_rate", min_keep_rate)):
+        if value is not None and not is_keep_rate(value):
+            raise ValueError(
+                f"{name}={value!r} is invalid: it must be None or a number in (0, 1]"
+                + (", the score mass each pruning layer keeps per sample." if name == "keep_mass" else
+                   ", the fraction of its patch tokens every sample keeps at least.")
+            )
+    if min_keep_rate is not None and min_keep_rate > keep_rate:
+        raise ValueError(
+            f"min_keep_rate={min_keep_rate!r} is above keep_rate={keep_rate!r}: the floor of the per-sample keep "
+            "policy must not exceed its ceiling; lower min_keep_rate or raise keep_rate."
+        )
+    method = get_token_reduction(token_reduction)
+    if keep_mass is not None and not method.supports_keep_mass:
+        raise ValueError(
+            f"keep_mass={keep_mass!r} is not supported with token_reduction={token_reduction!r}: "
+            f"{method.keep_mass_refusal} Use token_reduction={' or '.join(map(repr, keep_mass_token_reductions()))}, "
+            "or keep_mass=None."
+        )
+
+
 class PruningConfigMixin:
     """Validation of the pruning fields (``REDUCTION_SETTINGS``) for a transformers config class.
 
@@ -89,6 +117,11 @@ class PruningConfigMixin:
     A family's config also states its geometry: ``num_extra_tokens`` (front tokens never reduced) and
     ``patch_layout()``.
     """
+
+    # The per-sample keep policy is off unless a family's config declares the fields (both built-in families do):
+    # a family written before it needs no change.
+    keep_mass = None
+    min_keep_rate = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -102,6 +135,15 @@ class PruningConfigMixin:
         if (name in REDUCTION_SETTINGS or name == "num_hidden_layers") and getattr(self, "_post_init_done", False):
             self._validate_pruning(**{name: value})
         super().__setattr__(name, value)
+
+    def to_diff_dict(self):
+        # transformers writes every field its base config lacks, even at its default; the per-sample policy's fields
+        # came after models were saved, so they are left out while off and a saved config.json stays as it was.
+        diff = super().to_diff_dict()
+        for name in ("keep_mass", "min_keep_rate"):
+            if name in diff and diff[name] is None:
+                del diff[name]
+        return diff
 
     def update_reduction(self, **settings):
         """Set several of ``REDUCTION_SETTINGS`` at once, validated together: all land or none (``ValueError``)."""
@@ -119,3 +161,4 @@ class PruningConfigMixin:
                                 value["num_hidden_layers"])
         validate_token_reduction(value["token_reduction"], value["token_score"])
         validate_drop_padding(value["drop_padding"], value["token_reduction"])
+        validate_keep_mass(value["keep_mass"], value["min_keep_rate"], value["keep_rate"], value["token_reduction"])

@@ -30,6 +30,10 @@ class TokenReduction:
     # Whether a padding mask survives the reduction (a mixed batch's padding, drop_padding): a padded token must
     # never be fused or merged into a real one.
     supports_padding: bool = False
+    # Whether each sample may keep its own count (``keep_mass``): a batch then has masked empty slots, so the method
+    # must carry the padding mask and rank by a score; ``keep_mass_refusal`` says why not when it cannot.
+    supports_keep_mass: bool = False
+    keep_mass_refusal: str = "the method does not declare per-sample kept counts (TokenReduction.supports_keep_mass)."
     # Front tokens the method adds, never reduced, from its first reducing layer on (EViT's fused token).
     added_tokens: int = 0
     # Whether the forward's provenance output is ``source_maps`` (groups) rather than ``kept_patches`` (survivors).

@@ -33,6 +33,11 @@ def padding_token_reductions() -> tuple[str, ...]:
     return tuple(name for name, method in TOKEN_REDUCTIONS.items() if method.supports_padding)
 
 
+def keep_mass_token_reductions() -> tuple[str, ...]:
+    """The methods that can keep a count of its own in every sample (the per-sample policy ``keep_mass``)."""
+    return tuple(name for name, method in TOKEN_REDUCTIONS.items() if method.supports_keep_mass)
+
+
 def get_token_reduction(name) -> TokenReduction:
     """The method registered as ``name``; ``ValueError`` naming the choices otherwise."""
     method = TOKEN_REDUCTIONS.get(name) if isinstance(name, str) else None

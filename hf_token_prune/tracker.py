@@ -9,7 +9,7 @@ import torch
 
 from .method_merge import proportional_attention_bias
 from .reduction import TokenReduction
-from .selection import num_kept_tokens
+from .selection import fewest_kept_tokens
 
 
 @dataclass(frozen=True)
@@ -27,11 +27,14 @@ class LayerReduction:
     token_scores: torch.Tensor | None = None  # static ``(batch, patches)`` scores; None: rank by the attention
     sizes: torch.Tensor | None = None  # ``(batch, patches)`` input patches each token holds (merge; None: all 1)
     token_mask: torch.Tensor | None = None  # ``(batch, seq)`` False = padding; None: every token real
-    count_real_tokens: bool = False  # drop_padding: each sample's kept count comes from its own real tokens
+    # drop_padding or keep_mass: each sample's kept count comes from its own real tokens, -1 marking empty slots
+    count_real_tokens: bool = False
+    keep_mass: float | None = None  # the per-sample keep policy (None: the fixed keep rate)
+    min_keep_rate: float | None = None  # its floor
 
     def reduces(self, hidden_states: torch.Tensor) -> bool:
         num_patches = hidden_states.shape[1] - self.num_extra_tokens
-        return num_kept_tokens(num_patches, self.keep_rate) < num_patches
+        return fewest_kept_tokens(num_patches, self.keep_rate, self.keep_mass, self.min_keep_rate) < num_patches
 
     @property
     def token_signal(self) -> str | None:
@@ -53,18 +56,23 @@ class PatchTracker:
     Methods that keep survivors record ``kept_patches`` (the input patch of each survivor, -1 in an empty slot);
     merging records ``source_maps`` (for each input patch, the token now carrying it) and the tokens' ``sizes`` for
     proportional attention and pooling. ``patch_indices`` gives the input patch of each starting slot when padding was
-    dropped (:func:`selection.drop_padding_tokens`); ``count_real_tokens`` then makes each sample's kept counts its own.
+    dropped (:func:`selection.drop_padding_tokens`); ``count_real_tokens`` (``drop_padding``) makes each sample's kept
+    counts its own, as ``keep_mass`` (the per-sample keep policy, with its floor ``min_keep_rate``) does: a sample
+    keeping fewer than the batch's largest count gets masked empty slots.
     """
 
     def __init__(
         self, batch_size: int, num_patches: int, device, static_scores: torch.Tensor | None = None,
         token_mask: torch.Tensor | None = None, num_extra_tokens: int = 0, method: TokenReduction | None = None,
-        patch_indices: torch.Tensor | None = None, count_real_tokens: bool = False,
+        patch_indices: torch.Tensor | None = None, count_real_tokens: bool = False, keep_mass: float | None = None,
+        min_keep_rate: float | None = None,
     ):
         if patch_indices is None:
             patch_indices = torch.arange(num_patches, device=device).expand(batch_size, -1)
         self.patch_indices = patch_indices
-        self.count_real_tokens = count_real_tokens
+        self.keep_mass = keep_mass
+        self.min_keep_rate = min_keep_rate
+        self.count_real_tokens = count_real_tokens or keep_mass is not None
         self.static_scores = static_scores
         self.token_mask = token_mask
         self.num_extra_tokens = num_extra_tokens
@@ -86,6 +94,7 @@ class PatchTracker:
         return LayerReduction(
             self.method, keep_rate, self.num_extra_tokens, self.num_added_tokens,
             self.scores_for_next_layer(token_score), self.sizes, self.token_mask, self.count_real_tokens,
+            self.keep_mass, self.min_keep_rate,
         )
 
     def attention_mask(self, attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
