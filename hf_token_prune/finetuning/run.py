@@ -134,6 +134,9 @@ def build_trainer(model, extractor, data, train_transform, augmentations, data_a
             "(or keep_mass) starts shrinking, which is at epoch 0 (--shrink_start_epoch). --augment_while_pruning true "
             "keeps it."
         )
+    if pruning_args.keep_mass is not None:
+        logger.info("keep_mass shrinks from 1.0 to %g; keep rate %g is the fixed per-clip ceiling from the first step",
+                    pruning_args.keep_mass, pruning_args.keep_rate)
     schedule = KeepRateScheduleCallback(
         pruning_args.scheduled_target,
         pruning_args.shrink_start_epoch,
