@@ -16,6 +16,8 @@ from transformers import AutoFeatureExtractor, pipeline
 
 from conftest import KEYWORDS, REPO, TINY_SCHEDULE, load_recipe, tiny_ast_kwargs
 from hf_token_prune.data import load_audio_classification
+from hf_token_prune.macs import count_forward_macs
+from hf_token_prune.training import keep_rate_at
 
 
 TINY = [
@@ -313,6 +315,72 @@ def test_drop_padding_fine_tuning_feeds_the_frame_mask_and_saves_a_folder_that_d
     assert np.mean([guess == labels[row["labels"]] for guess, row in zip(predicted, test)]) == pytest.approx(reported)
 
 
+def test_keep_mass_fine_tuning_shrinks_keep_mass_and_saves_its_row(finetune, tmp_path, capsys):
+    # TINY: 4 optimizer steps per epoch; keep_mass shrinks from step 0 for 6 steps (1.5 epochs) of 8
+    output = tmp_path / "keep-mass"
+    argv = TINY + ["--keep_rate", "1.0", "--keep_mass", "0.6", "--min_keep_rate", "0.1", "--shrink_start_epoch", "0",
+                   "--shrink_epochs", "1.5", "--eval_keep_rates", "0.7", "--eval_token_reductions", "prune",
+                   "--output_dir", str(output)]  # fmt: skip
+    trainer = finetune.main(argv)
+    saved = json.loads((output / "config.json").read_text())
+    assert (saved["keep_rate"], saved["keep_mass"], saved["min_keep_rate"]) == (1.0, 0.6, 0.1)
+    logged = {entry["step"]: entry["keep_mass"] for entry in trainer.state.log_history if "keep_mass" in entry}
+    assert logged == {step: round(keep_rate_at(step - 1, 0.6, 0, 6), 6) for step in range(1, 9)}
+    assert logged[1] == 1.0 and logged[4] == pytest.approx(0.8) and logged[7] == 0.6  # start, mid, end
+    assert not any("keep_rate" in entry for entry in trainer.state.log_history)
+
+    # the fixed rates of the table, then the trained policy's row: its MACs are the clips' own, run alone
+    rows = json.loads((output / "keep_rate_sweep.json").read_text())
+    assert [(row["keep_rate"], row.get("keep_mass")) for row in rows] == [(1.0, None), (0.7, None), (1.0, 0.6)]
+    trained = rows[-1]
+    model = trainer.model.eval()
+    data = load_audio_classification("audiofolder", data_dir=str(KEYWORDS))
+    test = data.test.select(range(20))  # the tiny run's test clips
+    inputs = trainer.processing_class([row["audio"]["array"] for row in test], sampling_rate=16000,
+                                      return_tensors="pt")["input_values"]  # fmt: skip
+    macs, kept = [], []
+    for clip in inputs:
+        with torch.no_grad():
+            outputs = model(clip[None], output_kept_patches=True)
+        kept.append([patches.shape[1] for patches in outputs.kept_patches])
+        macs.append(count_forward_macs(model, clip[None]))  # FlopCounterMode, CPU SDPA counted too
+    assert trained["gmacs"] == pytest.approx(np.mean(macs) / 1e9, rel=1e-12)
+    assert trained["kept_tokens"] == pytest.approx(np.mean(kept, axis=0).tolist(), rel=1e-12)
+    assert min(min(counts) for counts in kept) < max(max(counts) for counts in kept)  # clips keep counts of their own
+    printed = capsys.readouterr().out
+    assert f"keep_mass 0.6 (prune, keep rate ceiling 1.0, floor 0.1): {trained['metric']:.4f}" in printed
+
+    card = ModelCard.load(output / "README.md")
+    assert (card.data.keep_mass, card.data.keep_rate, card.data.gmacs) == (0.6, 1.0, round(trained["gmacs"], 3))
+    names = {result.metric_name for result in model_index_to_eval_results(card.data.to_dict()["model-index"])[1]}
+    assert names == {"accuracy at keep_mass 0.6", "accuracy at keep rate 1.0"}
+    assert "During fine-tuning keep_mass\nshrank from 1.0 to 0.6" in card.text
+    assert "| keep_mass schedule | 1.0 until epoch 0.0, cosine to 0.6 over 1.5 epochs" in card.text
+
+
+def test_keep_mass_with_a_method_that_cannot_keep_per_sample_counts_is_refused(finetune, tmp_path):
+    argv = TINY + ["--keep_rate", "1.0", "--keep_mass", "0.6", "--token_reduction", "merge"]
+    message = run_expecting_exit(finetune, argv, tmp_path)
+    assert "keep_mass=0.6 is not supported with token_reduction='merge'" in message and "\n" not in message
+    message = run_expecting_exit(finetune, ["--recipe", "demo", "--min_keep_rate", "0.2"], tmp_path)
+    assert "--min_keep_rate is the floor of the per-sample policy: give --keep_mass too" in message
+    argv = ["--recipe", "demo", "--keep_mass", "0.8", "--min_keep_rate", "0.9"]  # the recipe's keep rate 0.7: ceiling
+    assert "min_keep_rate=0.9 is above keep_rate=0.7" in run_expecting_exit(finetune, argv, tmp_path)
+    assert "(0, 1]" in run_expecting_exit(finetune, ["--recipe", "demo", "--keep_mass", "1.5"], tmp_path)
+
+
+def test_keep_mass_schedule_longer_than_training(finetune, tmp_path):
+    argv = ["--recipe", "demo", "--keep_rate", "1.0", "--keep_mass", "0.8", "--shrink_start_epoch", "20",
+            "--shrink_epochs", "8", "--num_train_epochs", "24"]  # fmt: skip
+    message = run_expecting_exit(finetune, argv, tmp_path)
+    assert "= 28 epochs, but --num_train_epochs is 24: training would stop before keep_mass reaches 0.8" in message
+    with pytest.raises(SystemExit) as error:
+        finetune.main(TINY + ["--keep_rate", "1.0", "--keep_mass", "0.8", "--max_steps", "5",
+                              "--output_dir", str(tmp_path / "short")])  # fmt: skip
+    assert "training stops after 5 optimizer steps, but the keep_mass shrinks until step 6" in str(error.value)
+    assert not any((tmp_path / "short").rglob("*.safetensors"))
+
+
 def test_drop_padding_with_fuse_is_refused(finetune, tmp_path):
     message = run_expecting_exit(finetune, TINY + ["--drop_padding", "true", "--token_reduction", "fuse"], tmp_path)
     assert "drop_padding=True is not supported with token_reduction='fuse'" in message
@@ -549,19 +617,24 @@ def test_fbank_padding_minimum_turns_a_checkpoints_ast_extractor_into_one_that_p
 
 
 @pytest.mark.full
-def test_recipe_run_interrupted_and_resumed_ends_where_the_uninterrupted_one_does(finetune, tmp_path):
+@pytest.mark.parametrize("setting", ["keep_rate", "keep_mass"])
+def test_recipe_run_interrupted_and_resumed_ends_where_the_uninterrupted_one_does(finetune, tmp_path, setting):
     # Augmentation (time shift, SpecAugment) and the keep-rate schedule all have to pick up exactly where they were.
     run = TINY + ["--max_steps", "8", "--save_strategy", "steps", "--save_steps", "3", "--freq_mask", "8",
                   "--time_mask", "16", "--eval_strategy", "no", "--eval_keep_rates", "0.7"]  # fmt: skip
+    if setting == "keep_mass":
+        run += ["--keep_rate", "1.0", "--keep_mass", "0.7"]
     full = finetune.main(run + ["--output_dir", str(tmp_path / "full")])
     checkpoint = str(tmp_path / "full" / "checkpoint-3")
     resumed = finetune.main(run + ["--output_dir", str(tmp_path / "resumed"), "--resume_from_checkpoint", checkpoint])
-    trajectory = [(e["step"], e["keep_rate"]) for e in full.state.log_history if "keep_rate" in e]
+    trajectory = [(e["step"], e[setting]) for e in full.state.log_history if setting in e]
     # steps 1-3 come back from the checkpoint's trainer state, 4-8 are logged anew
-    assert [(e["step"], e["keep_rate"]) for e in resumed.state.log_history if "keep_rate" in e] == trajectory
+    assert [(e["step"], e[setting]) for e in resumed.state.log_history if setting in e] == trajectory
     assert trajectory[0][1] == 1.0 and trajectory[-1][1] == 0.7
     for (name, weight), (_, other) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
         assert (weight - other).abs().max().item() <= 1e-6, name
+        if setting == "keep_mass":
+            assert torch.equal(weight, other), name  # bit-identical
 
 
 def test_max_steps_shorter_than_the_keep_rate_schedule_is_refused(finetune, tmp_path):

@@ -93,6 +93,35 @@ def test_callback_logs_the_keep_rate_of_the_step_just_taken():
     assert "keep_rate" not in evaluation
 
 
+def test_callback_shrinks_keep_mass_with_the_same_cosine_under_a_fixed_keep_rate():
+    # 10 batches, accumulation 2 -> 5 steps per epoch; keep_mass shrinks from step 10 (epoch 2) for 10 steps.
+    model = PrunedASTForAudioClassification(PrunedASTConfig(**tiny_ast_kwargs(keep_rate=0.9, min_keep_rate=0.2)))
+    args = SimpleNamespace(gradient_accumulation_steps=2)
+    callback = KeepRateScheduleCallback(target=0.6, start_epoch=2, num_epochs=2, setting="keep_mass")
+    callback.on_train_begin(args, TrainerState(), None, train_dataloader=list(range(10)), model=model)
+    assert model.config.keep_mass == 0.6  # what an evaluation before the first step sees
+    for step, expected in ((0, 1.0), (10, 1.0), (15, 0.8), (13, evit_formula(3, 0.6, 10)), (20, 0.6), (40, 0.6)):
+        callback.on_step_begin(args, TrainerState(global_step=step), None, model=model)
+        assert model.config.keep_mass == pytest.approx(expected, abs=1e-12), step
+        assert (model.config.keep_rate, model.config.min_keep_rate) == (0.9, 0.2)  # the fixed ceiling and floor
+        callback.on_step_end(args, TrainerState(global_step=step + 1), None, model=model)
+        assert model.config.keep_mass == 0.6
+
+    state = TrainerState(global_step=16, log_history=[{"loss": 1.0, "step": 16}])
+    logs = {"loss": 1.0}
+    callback.on_log(args, state, None, logs=logs)
+    keep_mass = round(evit_formula(5, 0.6, 10), 6)
+    assert logs == {"loss": 1.0, "keep_mass": keep_mass}
+    assert state.log_history[-1] == {"loss": 1.0, "step": 16, "keep_mass": keep_mass}
+
+
+def test_callback_refuses_to_schedule_another_setting():
+    with pytest.raises(ValueError, match="keep_rate, keep_mass"):
+        KeepRateScheduleCallback(target=0.5, start_epoch=0, num_epochs=1, setting="token_score")
+    with pytest.raises(ValueError, match=r"target keep_mass.*\(0, 1\]"):
+        KeepRateScheduleCallback(target=1.5, start_epoch=0, num_epochs=1, setting="keep_mass")
+
+
 @pytest.mark.parametrize("target", [0.0, -0.1, 1.5, float("nan"), True])
 def test_callback_refuses_a_keep_rate_outside_zero_one(target):
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
@@ -107,7 +136,7 @@ def keyword_subset():
     return load_audio_classification("audiofolder", data_dir=str(KEYWORDS)).train.shuffle(seed=0).select(range(24))
 
 
-def train_tiny(output_dir, dataset, max_steps, resume_from_checkpoint=None):
+def train_tiny(output_dir, dataset, max_steps, resume_from_checkpoint=None, setting="keep_rate"):
     torch.manual_seed(0)
     config = PrunedASTConfig(
         **tiny_ast_kwargs(
@@ -137,17 +166,20 @@ def train_tiny(output_dir, dataset, max_steps, resume_from_checkpoint=None):
         use_cpu=True,
     )
     # 6 steps per epoch: shrinking starts at step 3 and ends at step 9, the checkpoint at step 5 is mid-epoch.
-    schedule = KeepRateScheduleCallback(0.5, start_epoch=0.5, num_epochs=1, augmentations=augmentations)
+    # (keep_mass shrinks under keep rate 1.0, no ceiling.)
+    schedule = KeepRateScheduleCallback(0.5, start_epoch=0.5, num_epochs=1, augmentations=augmentations,
+                                        setting=setting)  # fmt: skip
     trainer = PrunedModelTrainer(
         model=model, args=args, train_dataset=dataset, callbacks=[schedule, AugmentationEpochCallback(transform)]
     )
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    trajectory = {entry["step"]: entry["keep_rate"] for entry in trainer.state.log_history if "keep_rate" in entry}
+    trajectory = {entry["step"]: entry[setting] for entry in trainer.state.log_history if setting in entry}
     return trainer.model, trajectory
 
 
-def test_interrupted_and_resumed_run_continues_exactly(tmp_path, keyword_subset):
-    full_model, full_trajectory = train_tiny(tmp_path / "full", keyword_subset, max_steps=12)
+@pytest.mark.parametrize("setting", ["keep_rate", "keep_mass"])
+def test_interrupted_and_resumed_run_continues_exactly(tmp_path, keyword_subset, setting):
+    full_model, full_trajectory = train_tiny(tmp_path / "full", keyword_subset, max_steps=12, setting=setting)
     assert (tmp_path / "full" / "checkpoint-5").is_dir()
     expected = {step: round(keep_rate_at(step - 1, 0.5, 3, 6), 6) for step in range(1, 13)}
     assert full_trajectory == expected
@@ -157,11 +189,14 @@ def test_interrupted_and_resumed_run_continues_exactly(tmp_path, keyword_subset)
         keyword_subset,
         max_steps=12,
         resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-5"),
+        setting=setting,
     )
     assert resumed_trajectory == full_trajectory
-    assert resumed_model.config.keep_rate == 0.5
+    assert getattr(resumed_model.config, setting) == 0.5
     for (name, full), (_, resumed) in zip(full_model.state_dict().items(), resumed_model.state_dict().items()):
         assert (full - resumed).abs().max().item() <= 1e-6, name
+        if setting == "keep_mass":
+            assert torch.equal(full, resumed), name  # bit-identical
 
 
 # 4. optimiser details -------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from ..checks import parse_keep_rates
 from ..data import DATASETS
 from ..families import model_families
 from ..files import OVERWRITE_HELP
-from ..pruning_config import validate_drop_padding
+from ..pruning_config import validate_drop_padding, validate_keep_mass
 from ..scores import TOKEN_SCORES
 from ..token_reductions import padding_token_reductions, token_reduction_names, validate_token_reduction
 from .recipe import available_recipes
@@ -221,7 +221,24 @@ class DataArguments:
 @dataclass
 class PruningArguments:
     keep_rate: float = field(
-        default=0.7, metadata={"help": "Target keep rate in (0, 1], reached at the end of the schedule."}
+        default=0.7,
+        metadata={
+            "help": "Target keep rate in (0, 1], reached at the end of the schedule; with --keep_mass, the fixed "
+            "ceiling of the per-sample policy instead (1.0: none)."
+        },
+    )
+    keep_mass: float | None = field(
+        default=None,
+        metadata={
+            "help": "Train with the per-sample keep policy: each pruning layer keeps, per clip, its fewest best-scored "
+            "patch tokens holding this share of the clip's score mass, in (0, 1]. Then keep_mass shrinks (from 1.0, "
+            "over the same epochs) instead of the keep rate, which stays fixed as the ceiling from the first step. "
+            "Prune only."
+        },
+    )
+    min_keep_rate: float | None = field(
+        default=None,
+        metadata={"help": "--keep_mass: every clip keeps at least this fraction of its patch tokens (default: one)."},
     )
     pruning_layers: str = field(default="3,6,9", metadata={"help": "0-based pruning layers, comma-separated."})
     token_score: str = field(
@@ -249,12 +266,12 @@ class PruningArguments:
     shrink_start_epoch: float = field(
         default=0.0,
         metadata={
-            "help": "Epochs trained at keep rate 1.0 before it starts to shrink (0-based: 14 = from the 15th epoch); "
-            "SpecAugment and patch masking stop there unless --augment_while_pruning."
+            "help": "Epochs trained at keep rate (or --keep_mass) 1.0 before it starts to shrink (0-based: 14 = from "
+            "the 15th epoch); SpecAugment and patch masking stop there unless --augment_while_pruning."
         },
     )
     shrink_epochs: float = field(
-        default=0.0, metadata={"help": "Epochs over which it shrinks from 1.0 to --keep_rate."}
+        default=0.0, metadata={"help": "Epochs over which it shrinks from 1.0 to --keep_rate (or --keep_mass)."}
     )
     augment_while_pruning: bool = field(
         default=False,
@@ -299,11 +316,27 @@ class PruningArguments:
     token_reductions: list[str] = field(init=False)
     step_decay: tuple | None = field(init=False)
 
+    @property
+    def scheduled_setting(self) -> str:
+        """What the schedule shrinks: `keep_mass` under the per-sample policy, else `keep_rate`."""
+        return "keep_rate" if self.keep_mass is None else "keep_mass"
+
+    @property
+    def scheduled_target(self) -> float:
+        return getattr(self, self.scheduled_setting)
+
+    @property
+    def prunes(self) -> bool:
+        return self.keep_rate < 1.0 or self.keep_mass is not None
+
     def __post_init__(self):
         (self.keep_rate,) = _keep_rates(self.keep_rate, "--keep_rate")
         evaluated = _keep_rates(self.eval_keep_rates, "--eval_keep_rates")
         self.keep_rates = sorted(set(evaluated) | {self.keep_rate, 1.0}, reverse=True)
         validate_token_reduction(self.token_reduction, self.token_score)
+        if self.min_keep_rate is not None and self.keep_mass is None:
+            raise ValueError("--min_keep_rate is the floor of the per-sample policy: give --keep_mass too.")
+        validate_keep_mass(self.keep_mass, self.min_keep_rate, self.keep_rate, self.token_reduction)
         methods = [method.strip() for method in self.eval_token_reductions.split(",")] + [self.token_reduction]
         registered = token_reduction_names()
         unknown = [method for method in methods if method not in registered]
@@ -354,10 +387,12 @@ def check_training_arguments(pruning_args, training_args):
             "augmentation would repeat the same draws every epoch and never switch off. Leave it off."
         )
     shrink_end = pruning_args.shrink_start_epoch + pruning_args.shrink_epochs
-    if pruning_args.keep_rate < 1.0 and training_args.max_steps <= 0 and shrink_end > training_args.num_train_epochs:
+    target = pruning_args.scheduled_target
+    if target < 1.0 and training_args.max_steps <= 0 and shrink_end > training_args.num_train_epochs:
+        name = "keep_mass" if pruning_args.keep_mass is not None else "the keep rate"
         raise ValueError(
             f"--shrink_start_epoch {pruning_args.shrink_start_epoch:g} + --shrink_epochs {pruning_args.shrink_epochs:g}"
             f" = {shrink_end:g} epochs, but --num_train_epochs is {training_args.num_train_epochs:g}: training would "
-            f"stop before the keep rate reaches {pruning_args.keep_rate}, at which the model is evaluated and saved. "
+            f"stop before {name} reaches {target}, at which the model is evaluated and saved. "
             "Shrink earlier or train longer."
         )

@@ -11,16 +11,18 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..data import DATASETS
 from ..training import KeepRateScheduleCallback
+from ..training.callbacks import SCHEDULED_SETTINGS
 
 
 CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "pruned_audio_model_card.md"
 METRIC_NAMES = {"accuracy": "accuracy", "mean_average_precision": "mAP"}
 
 
-def plot_training(schedule, log_history, results, target_keep_rate, metric, path, title=None):
-    """Two panels: the keep rate of every optimizer step with the logged training loss, and the metric per keep rate.
+def plot_training(schedule, log_history, results, target_keep_rate, metric, path, title=None, setting="keep_rate"):
+    """Two panels: the keep rate (or keep_mass, `setting`) of every optimizer step with the logged training loss, and
+    the metric per keep rate, a model of the per-sample policy's own row (one with `keep_mass`) as a horizontal line.
 
-    `schedule` is `(epochs, keep_rates)` per optimizer step, e.g. `KeepRateScheduleCallback.trajectory`.
+    `schedule` is `(epochs, values)` per optimizer step, e.g. `KeepRateScheduleCallback.trajectory`.
     """
     import matplotlib
 
@@ -29,32 +31,42 @@ def plot_training(schedule, log_history, results, target_keep_rate, metric, path
 
     fig, (schedule_axis, sweep) = plt.subplots(1, 2, figsize=(10, 3.6))
     schedule_axis.plot(*schedule, color="tab:blue")
-    logged = [entry for entry in log_history if "keep_rate" in entry]
+    logged = [entry for entry in log_history if setting in entry]
     schedule_axis.plot(
         [e["epoch"] for e in logged],
-        [e["keep_rate"] for e in logged],
+        [e[setting] for e in logged],
         "o",
         color="tab:blue",
         markersize=2.5,
         label="logged",
     )
     schedule_axis.set_xlabel("epoch")
-    schedule_axis.set_ylabel("keep rate", color="tab:blue")
+    name = SCHEDULED_SETTINGS[setting]
+    schedule_axis.set_ylabel(name, color="tab:blue")
     schedule_axis.set_ylim(0, 1.05)
-    schedule_axis.set_title("keep-rate schedule (EViT cosine, per optimizer step)", fontsize=9)
+    schedule_axis.set_title(f"{name} schedule (EViT cosine, per optimizer step)", fontsize=9)
     losses = [e for e in log_history if "loss" in e and "epoch" in e]
     if losses:
         loss_axis = schedule_axis.twinx()
         loss_axis.plot([e["epoch"] for e in losses], [e["loss"] for e in losses], color="tab:orange", alpha=0.6)
         loss_axis.set_ylabel("training loss", color="tab:orange")
-    rates = [row["keep_rate"] for row in results]
-    sweep.plot(rates, [row["metric"] for row in results], marker="o", color="tab:green")
-    sweep.axvline(target_keep_rate, color="grey", linestyle="--", linewidth=1)
+    fixed = [row for row in results if row.get("keep_mass") is None]
+    adaptive = [row for row in results if row.get("keep_mass") is not None]
+    sweep.plot([row["keep_rate"] for row in fixed], [row["metric"] for row in fixed], marker="o", color="tab:green")
+    for row in adaptive:
+        sweep.axhline(row["metric"], color="tab:purple", linestyle="--", linewidth=1,
+                      label=f"keep_mass {row['keep_mass']:g} ({row['gmacs']:.2g} GMACs per clip on average)")
+    if adaptive:
+        sweep.legend(fontsize=7)
+        trained = f"keep_mass {adaptive[0]['keep_mass']:g}"
+    else:
+        sweep.axvline(target_keep_rate, color="grey", linestyle="--", linewidth=1)
+        trained = f"keep rate {target_keep_rate}"
     sweep.set_xlabel("keep rate at evaluation")
     sweep.set_ylabel(METRIC_NAMES.get(metric, metric))
     sweep.invert_xaxis()
-    sweep.set_title(f"trained to keep rate {target_keep_rate} (labels: GMACs per clip)", fontsize=9)
-    for row in results:
+    sweep.set_title(f"trained to {trained} (labels: GMACs per clip)", fontsize=9)
+    for row in fixed:
         sweep.annotate(
             f"{row['gmacs']:.2g}",
             (row["keep_rate"], row["metric"]),
@@ -89,14 +101,24 @@ def build_model_card(
     """Fill the template with the model's pruning set-up and its metric / GMACs per keep rate.
 
     `results` rows are `{"keep_rate", "metric", "gmacs"}`; the rows at the model's keep rate and at 1.0 become the
-    `model-index` results of the card's metadata.
+    `model-index` results of the card's metadata. A model of the per-sample policy (`config.keep_mass`) has its own
+    row, with `keep_mass` (`training.keep_mass_row`): it stands for the model instead of the row at its keep rate.
     """
     config = model.config
-    by_rate = {round(row["keep_rate"], 6): row for row in results}
+    by_rate = {round(row["keep_rate"], 6): row for row in results if row.get("keep_mass") is None}
     target = round(config.keep_rate, 6)
     if target not in by_rate or 1.0 not in by_rate:
         raise ValueError(f"the results must include the trained keep rate {target} and 1.0, got {sorted(by_rate)}.")
     metric_name = METRIC_NAMES.get(metric, metric)
+    keep_mass = getattr(config, "keep_mass", None)
+    if keep_mass is not None:
+        trained = next((row for row in results if row.get("keep_mass") == keep_mass), None)
+        if trained is None:
+            raise ValueError(f"the results must include the row of the trained keep_mass {keep_mass}.")
+        named = {f"keep_mass {keep_mass}": trained, "keep rate 1.0": by_rate[1.0]}
+    else:
+        trained = by_rate[target]
+        named = {f"keep rate {rate}": by_rate[rate] for rate in dict.fromkeys([target, 1.0])}
     eval_results = [
         EvalResult(
             task_type="audio-classification",
@@ -106,10 +128,10 @@ def build_model_card(
             dataset_config=dataset_config,
             dataset_split=dataset_split,
             metric_type=metric,
-            metric_name=f"{metric_name} at keep rate {rate}",
-            metric_value=round(by_rate[rate]["metric"], 4),
+            metric_name=f"{metric_name} at {setting}",
+            metric_value=round(row["metric"], 4),
         )
-        for rate in dict.fromkeys([target, 1.0])
+        for setting, row in named.items()
     ]
     # The Hub only accepts model ids as `base_model`; a local checkpoint is named in the text alone.
     hub_base_model = base_model if base_model and not os.path.exists(base_model) else None
@@ -123,9 +145,10 @@ def build_model_card(
         metrics=[metric],
         eval_results=eval_results,
         keep_rate=config.keep_rate,
+        **({} if keep_mass is None else {"keep_mass": keep_mass, "min_keep_rate": config.min_keep_rate}),
         pruning_layers=list(config.pruning_layers),
         token_score=config.token_score,
-        gmacs=round(by_rate[target]["gmacs"], 3),
+        gmacs=round(trained["gmacs"], 3),
         gmacs_unpruned=round(by_rate[1.0]["gmacs"], 3),
     )
     return ModelCard.from_template(
@@ -142,7 +165,7 @@ def build_model_card(
         dataset_split=dataset_split,
         metric_name=metric_name,
         results=results,
-        target=by_rate[target],
+        target=trained,
         unpruned=by_rate[1.0],
         hyperparameters=hyperparameters,
         plot_file=plot_file,
@@ -150,23 +173,35 @@ def build_model_card(
 
 
 def results_table(rows, metric, split, config):
-    """The metric and GMACs per keep rate (rows) and method (columns), as printed at the end of a run."""
+    """The metric and GMACs per keep rate (rows) and method (columns), as printed at the end of a run; then the row of
+    a model of the per-sample policy (one with `keep_mass`), GMACs per clip on average."""
     name = METRIC_NAMES[metric]
+    adaptive = [row for row in rows if row.get("keep_mass") is not None]
+    rows = [row for row in rows if row.get("keep_mass") is None]
     methods = list(dict.fromkeys(row["token_reduction"] for row in rows))
     cells = {(row["keep_rate"], row["token_reduction"]): row for row in rows}
     full = cells[(1.0, config.token_reduction)]["gmacs"]
+    trained = f"keep_mass {adaptive[0]['keep_mass']}" if adaptive else f"keep rate {config.keep_rate}"
     lines = [
         f"\n{name} on the {split} split per keep rate and token reduction (trained: {config.token_reduction} to "
-        f"keep rate {config.keep_rate}; GMACs per clip, MACs vs 1.0 of {config.token_reduction}):",
+        f"{trained}; GMACs per clip, MACs vs 1.0 of {config.token_reduction}):",
         f"{'keep rate':>9} | " + " | ".join(f"{method:>8}" for method in methods) + " | "
         + " | ".join(f"{'GMACs ' + method:>11}" for method in methods) + " | MACs vs 1.0",
     ]
     for keep_rate in dict.fromkeys(row["keep_rate"] for row in rows):
-        marker = "  <- trained" if math.isclose(keep_rate, config.keep_rate) else ""
+        marker = "  <- trained" if not adaptive and math.isclose(keep_rate, config.keep_rate) else ""
         lines.append(
             f"{keep_rate:>9.2f} | " + " | ".join(f"{cells[(keep_rate, m)]['metric']:>8.4f}" for m in methods) + " | "
             + " | ".join(f"{cells[(keep_rate, m)]['gmacs']:>11.3f}" for m in methods)
             + f" | {100 * cells[(keep_rate, config.token_reduction)]['gmacs'] / full:>9.1f} %{marker}"
+        )
+    for row in adaptive:
+        floor = "" if row["min_keep_rate"] is None else f", floor {row['min_keep_rate']}"
+        lines.append(
+            f"keep_mass {row['keep_mass']} ({row['token_reduction']}, keep rate ceiling {row['keep_rate']}{floor}): "
+            f"{row['metric']:.4f}, {row['gmacs']:.3f} GMACs per clip on average ({100 * row['gmacs'] / full:.1f} % "
+            "of 1.0), patch tokens kept after each pruning layer on average: "
+            + ", ".join(f"{count:.1f}" for count in row["kept_tokens"]) + "  <- trained"
         )
     return "\n".join(lines)
 
@@ -175,10 +210,15 @@ def training_hyperparameters(trainer, model, data_args, pruning_args, recipe_nam
     """The card's hyper-parameter table."""
     args = trainer.args
     extractor = trainer.processing_class
+    setting, target = pruning_args.scheduled_setting, pruning_args.scheduled_target
+    schedule = (f"1.0 until epoch {pruning_args.shrink_start_epoch}, cosine to {target} over "
+                f"{pruning_args.shrink_epochs} epochs, stepped per optimizer step")
+    if setting == "keep_mass":
+        schedule += (f"; keep rate {pruning_args.keep_rate} throughout, the per-sample ceiling"
+                     + (f", floor {pruning_args.min_keep_rate}" if pruning_args.min_keep_rate is not None else ""))
     return {
         "recipe": recipe_name or "-",
-        "keep rate schedule": f"1.0 until epoch {pruning_args.shrink_start_epoch}, cosine to {pruning_args.keep_rate} "
-        f"over {pruning_args.shrink_epochs} epochs, stepped per optimizer step",
+        f"{SCHEDULED_SETTINGS[setting]} schedule": schedule,
         "epochs": round(trainer.state.epoch, 2),
         "batch size (global)": args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps,
         "optimizer": f"{pruning_args.optimizer}, betas ({args.adam_beta1}, {args.adam_beta2}), "
@@ -216,6 +256,7 @@ def write_card(trainer, model_args, data_args, pruning_args, data, results, reci
         data.spec.metric,
         folder / plot_file,
         title=output.name,
+        setting=schedule.setting,
     )
     (folder / "keep_rate_sweep.json").write_text(json.dumps(results, indent=2))
     audiofolder = data_args.dataset_name == "audiofolder"

@@ -13,10 +13,14 @@ from ..loading import from_pretrained_strict
 
 def build_config(model_args, data_args, pruning_args):
     """The config of the model to fine-tune, pruning off until the schedule starts (validated by the config itself,
-    so a pruning layer the model does not have is refused before any data is read). Its input length is
-    --num_frames, else the dataset's, else the checkpoint's."""
-    settings = {"keep_rate": 1.0, "pruning_layers": pruning_args.layers, "token_score": pruning_args.token_score,
-                "token_reduction": pruning_args.token_reduction, "drop_padding": pruning_args.drop_padding}
+    so a pruning layer the model does not have is refused before any data is read). Under the per-sample policy
+    (--keep_mass) the keep rate is its fixed ceiling and the floor is set; the schedule sets keep_mass itself. Its
+    input length is --num_frames, else the dataset's, else the checkpoint's."""
+    adaptive = pruning_args.keep_mass is not None
+    settings = {"keep_rate": pruning_args.keep_rate if adaptive else 1.0, "pruning_layers": pruning_args.layers,
+                "token_score": pruning_args.token_score, "token_reduction": pruning_args.token_reduction,
+                "drop_padding": pruning_args.drop_padding, "keep_mass": None,
+                "min_keep_rate": pruning_args.min_keep_rate}
     spec = DATASETS.get(data_args.dataset_name)
     num_frames = data_args.num_frames or (spec.num_frames if spec else None)
     if num_frames is None and not model_args.model_name_or_path:

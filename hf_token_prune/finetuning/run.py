@@ -16,6 +16,7 @@ from ..training import (
     PrunedModelTrainer,
     ScheduleDoesNotFitError,
     StreamingTrainer,
+    keep_mass_row,
     keep_rate_sweep,
     trainer_evaluator,
 )
@@ -62,10 +63,16 @@ def finetune(recipe, model_args, data_args, pruning_args, training_args):
                             training_args)  # fmt: skip
     train(trainer, training_args.resume_from_checkpoint)
 
+    evaluate = trainer_evaluator(trainer, data.test, data.spec.metric)
     table = keep_rate_sweep(
-        model, trainer_evaluator(trainer, data.test, data.spec.metric), pruning_args.keep_rates,
-        pruning_args.token_reductions, (pruning_args.token_score,),
+        model, evaluate, pruning_args.keep_rates, pruning_args.token_reductions, (pruning_args.token_score,),
     )
+    if model.config.keep_mass is not None:  # the trained policy's own row, beside the fixed rates
+        inputs = (
+            {name: value.to(model.device) for name, value in batch.items() if name != "labels"}
+            for batch in trainer.get_test_dataloader(data.test)
+        )
+        table.append(keep_mass_row(model, evaluate, inputs))
 
     def write_outputs():
         print(results_table(table, data.spec.metric, data.splits["test"], model.config), flush=True)
@@ -116,21 +123,26 @@ def prepare_model(config, model_args, data_args, data):
 
 
 def build_trainer(model, extractor, data, train_transform, augmentations, data_args, pruning_args, training_args):
-    """The Trainer with the keep-rate schedule, which also ends augmentation as shrinking starts (the paper's
-    recipes, only in runs that prune); a `StreamingTrainer` over a streamed training split."""
-    stop_augmenting = pruning_args.keep_rate < 1.0 and not pruning_args.augment_while_pruning
+    """The Trainer with the keep-rate (or keep_mass) schedule, which also ends augmentation as shrinking starts (the
+    paper's recipes, only in runs that prune); a `StreamingTrainer` over a streamed training split."""
+    stop_augmenting = pruning_args.prunes and not pruning_args.augment_while_pruning
     if stop_augmenting and pruning_args.shrink_start_epoch == 0 and (
         data_args.freq_mask or data_args.time_mask or data_args.patch_mask_ratio
     ):
         logger.warning(
             "--freq_mask / --time_mask / --patch_mask_ratio have no effect: augmentation stops when the keep rate "
-            "starts shrinking, which is at epoch 0 (--shrink_start_epoch). --augment_while_pruning true keeps it."
+            "(or keep_mass) starts shrinking, which is at epoch 0 (--shrink_start_epoch). --augment_while_pruning true "
+            "keeps it."
         )
+    if pruning_args.keep_mass is not None:
+        logger.info("keep_mass shrinks from 1.0 to %g; keep rate %g is the fixed per-clip ceiling from the first step",
+                    pruning_args.keep_mass, pruning_args.keep_rate)
     schedule = KeepRateScheduleCallback(
-        pruning_args.keep_rate,
+        pruning_args.scheduled_target,
         pruning_args.shrink_start_epoch,
         pruning_args.shrink_epochs,
         augmentations=augmentations if stop_augmenting else (),
+        setting=pruning_args.scheduled_setting,
     )
     trainer_class, callbacks = PrunedModelTrainer, [schedule, AugmentationEpochCallback(train_transform)]
     if data_args.streaming:

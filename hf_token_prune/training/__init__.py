@@ -12,7 +12,7 @@ from .callbacks import AugmentationEpochCallback, KeepRateScheduleCallback
 from .optimization import layer_decay_parameter_groups, step_decay_lambda
 from .schedule import ScheduleDoesNotFitError, keep_rate_at, num_update_steps_per_epoch
 from .streaming import StreamingTrainer, StreamPositionCallback, configure_streaming, streaming_steps_per_epoch
-from .sweep import keep_rate_sweep, trainer_evaluator
+from .sweep import keep_mass_row, keep_rate_sweep, trainer_evaluator
 from .trainer import PrunedModelTrainer
 
 
@@ -25,6 +25,7 @@ __all__ = [
     "StreamingTrainer",
     "configure_streaming",
     "keep_rate_at",
+    "keep_mass_row",
     "keep_rate_sweep",
     "layer_decay_parameter_groups",
     "num_update_steps_per_epoch",

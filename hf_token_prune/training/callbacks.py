@@ -1,5 +1,5 @@
-"""The `TrainerCallback`s of a pruned fine-tuning: the keep-rate schedule, stepped every optimizer step, and the
-augmentation epoch of a training transform."""
+"""The `TrainerCallback`s of a pruned fine-tuning: the keep-rate (or keep_mass) schedule, stepped every optimizer
+step, and the augmentation epoch of a training transform."""
 
 import math
 from collections.abc import Iterable
@@ -11,12 +11,18 @@ from ..pruning_config import check_keep_rate
 from .schedule import ScheduleDoesNotFitError, keep_rate_at, num_update_steps_per_epoch
 
 
+# The settings a schedule can shrink, with their names in messages.
+SCHEDULED_SETTINGS = {"keep_rate": "keep rate", "keep_mass": "keep_mass"}
+
+
 class KeepRateScheduleCallback(TrainerCallback):
-    """Shrink the model's keep rate from 1.0 to `target` with EViT's cosine, stepped every optimizer step.
+    """Shrink the model's keep rate (or, with `setting="keep_mass"`, the per-sample policy's `keep_mass`) from 1.0 to
+    `target` with EViT's cosine, stepped every optimizer step.
 
     Args:
-        target (`float`): keep rate reached at the end of the schedule, used for evaluation and saved checkpoints.
-        start_epoch (`float`): epoch at which shrinking starts (keep rate 1.0 before).
+        target (`float`): keep rate (or keep_mass) reached at the end of the schedule, used for evaluation and saved
+            checkpoints.
+        start_epoch (`float`): epoch at which shrinking starts (1.0 before).
         num_epochs (`float`): length of the shrinking phase in epochs (0: jump to `target` at `start_epoch`).
         augmentations (iterable of objects with an `enabled` attribute): switched off, as the paper does (pruning
             already masks strongly), from the first epoch that does not start before `start_epoch`. They are switched
@@ -24,10 +30,12 @@ class KeepRateScheduleCallback(TrainerCallback):
             (a streamed training split calls `augment_epoch` as each of its epochs starts).
         steps_per_epoch (`int`, *optional*): optimizer steps per epoch; by default counted from the training data
             loader when training begins (`StreamingTrainer` sets it for a streamed training split).
+        setting (`str`): `"keep_rate"` (the default: the model's `set_keep_rate`) or `"keep_mass"` (the config's
+            per-sample policy; the model's keep rate then stays what it is, the policy's ceiling).
 
-    The model must have `set_keep_rate` (every pruned model of this package). The keep rate used for the last training
-    step is logged as `keep_rate` next to the loss. A run that ends (`max_steps`, or its epochs) before the schedule
-    does is refused when training begins (`ScheduleDoesNotFitError`): it would save the target keep rate untrained.
+    The value used for the last training step is logged under the setting's name (`keep_rate` or `keep_mass`) next to
+    the loss. A run that ends (`max_steps`, or its epochs) before the schedule does is refused when training begins
+    (`ScheduleDoesNotFitError`): it would save the target untrained.
     """
 
     def __init__(
@@ -37,20 +45,25 @@ class KeepRateScheduleCallback(TrainerCallback):
         num_epochs: float,
         augmentations: Iterable = (),
         steps_per_epoch: int | None = None,
+        setting: str = "keep_rate",
     ):
-        check_keep_rate(target, "target keep rate")
+        if setting not in SCHEDULED_SETTINGS:
+            raise ValueError(f"setting={setting!r}: the schedule shrinks one of {', '.join(SCHEDULED_SETTINGS)}.")
+        check_keep_rate(target, f"target {SCHEDULED_SETTINGS[setting]}")
         if start_epoch < 0 or num_epochs < 0:
             raise ValueError(
-                f"start_epoch={start_epoch} and num_epochs={num_epochs} must be >= 0: the schedule shrinks the keep "
-                "rate from start_epoch for num_epochs epochs."
+                f"start_epoch={start_epoch} and num_epochs={num_epochs} must be >= 0: the schedule shrinks the "
+                f"{SCHEDULED_SETTINGS[setting]} from start_epoch for num_epochs epochs."
             )
         self.target = float(target)
         self.start_epoch = start_epoch
         self.num_epochs = num_epochs
         self.augmentations = list(augmentations)
         self.steps_per_epoch = steps_per_epoch
+        self.setting = setting
 
     def keep_rate(self, step: int) -> float:
+        """The scheduled value (keep rate or keep_mass, see `setting`) at optimizer step `step`."""
         if self.steps_per_epoch is None:
             raise RuntimeError("the keep-rate schedule needs the number of steps per epoch, set when training begins.")
         return keep_rate_at(
@@ -61,9 +74,15 @@ class KeepRateScheduleCallback(TrainerCallback):
         )
 
     def trajectory(self, num_steps: int) -> tuple[list[float], list[float]]:
-        """Epoch and keep rate of every optimizer step of a run of `num_steps` steps (for plots)."""
+        """Epoch and scheduled value of every optimizer step of a run of `num_steps` steps (for plots)."""
         steps = range(num_steps)
         return [(step + 1) / self.steps_per_epoch for step in steps], [self.keep_rate(step) for step in steps]
+
+    def set_value(self, model, value: float):
+        if self.setting == "keep_rate":
+            model.set_keep_rate(value)
+        else:
+            model.config.update_reduction(keep_mass=value)
 
     def on_train_begin(self, args, state, control, train_dataloader=None, model=None, **kwargs):
         if self.steps_per_epoch is None:
@@ -75,15 +94,16 @@ class KeepRateScheduleCallback(TrainerCallback):
         start, length = round(self.start_epoch * self.steps_per_epoch), round(self.num_epochs * self.steps_per_epoch)
         # state.max_steps is 0 until a Trainer sets it: unknown, not too short.
         if self.target < 1.0 and 0 < state.max_steps < start + length:
+            name = SCHEDULED_SETTINGS[self.setting]
             raise ScheduleDoesNotFitError(
-                f"training stops after {state.max_steps} optimizer steps, but the keep rate shrinks until step "
+                f"training stops after {state.max_steps} optimizer steps, but the {name} shrinks until step "
                 f"{start + length} (from epoch {self.start_epoch:g} for {self.num_epochs:g} epochs of "
-                f"{self.steps_per_epoch} steps): the model would be evaluated and saved at keep rate {self.target} "
+                f"{self.steps_per_epoch} steps): the model would be evaluated and saved at {name} {self.target} "
                 "without having been trained at it. Train longer (--max_steps, --num_train_epochs), or shrink earlier "
-                "(--shrink_start_epoch, --shrink_epochs; 0 and 0 train at the target keep rate from the first step)."
+                f"(--shrink_start_epoch, --shrink_epochs; 0 and 0 train at the target {name} from the first step)."
             )
         if model is not None:  # an evaluation before the first step (eval_on_start) sees the target too
-            model.set_keep_rate(self.target)
+            self.set_value(model, self.target)
 
     def augment_epoch(self, epoch: int):
         """Augment the epoch about to run only if shrinking starts later."""
@@ -95,22 +115,22 @@ class KeepRateScheduleCallback(TrainerCallback):
         self.augment_epoch(state.global_step // self.steps_per_epoch)
 
     def on_step_begin(self, args, state, control, model=None, **kwargs):
-        model.set_keep_rate(self.keep_rate(state.global_step))
+        self.set_value(model, self.keep_rate(state.global_step))
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        # Evaluation and checkpoints happen between steps; the next step sets its own keep rate again.
-        model.set_keep_rate(self.target)
+        # Evaluation and checkpoints happen between steps; the next step sets its own value again.
+        self.set_value(model, self.target)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        model.set_keep_rate(self.target)
+        self.set_value(model, self.target)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is not None and "loss" in logs and state.global_step > 0:
-            keep_rate = round(self.keep_rate(state.global_step - 1), 6)
-            logs["keep_rate"] = keep_rate
+            value = round(self.keep_rate(state.global_step - 1), 6)
+            logs[self.setting] = value
             # Trainer stored a copy of `logs` in the history before calling back: keep trainer_state.json complete.
             if state.log_history and state.log_history[-1].get("step") == state.global_step:
-                state.log_history[-1]["keep_rate"] = keep_rate
+                state.log_history[-1][self.setting] = value
 
 
 class AugmentationEpochCallback(TrainerCallback):
