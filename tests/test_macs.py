@@ -160,3 +160,16 @@ def test_bad_keep_rate_and_length_are_refused():
 def test_cli_refuses_unknown_model():
     with pytest.raises(SystemExit, match="neither a preset"):
         main(["--model_name_or_path", "no-such-model"])
+
+
+def test_macs_command_counts_fixed_keep_rates_for_a_keep_mass_model(tmp_path, capsys):
+    """A keep_mass model's MACs depend on each clip: the command says so and counts the fixed rates asked for, the
+    same rows as the model without the policy."""
+    rows = {}
+    for name, policy in (("fixed", {}), ("adaptive", {"keep_mass": 0.8})):
+        PrunedASTConfig(**tiny_ast_kwargs(keep_rate=0.7, **policy)).save_pretrained(tmp_path / name)
+        assert main(["--model_name_or_path", str(tmp_path / name), "--keep_rates", "1.0,0.5"]) == 0
+        printed = capsys.readouterr()
+        rows[name] = printed.out.splitlines()[1:]
+        assert ("keep_mass=0.8" in printed.err) == (name == "adaptive")
+    assert rows["adaptive"] == rows["fixed"] and len(rows["fixed"]) == 4

@@ -67,8 +67,7 @@ def _print_table_ii():
     return worst <= TABLE_II_TOLERANCE
 
 
-@command("macs")
-def main(argv=None):
+def build_parser():
     parser = CommandParser(
         "macs", description=mac_counting.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -128,12 +127,24 @@ def main(argv=None):
         help="print the paper's Table II beside ours with the difference, then exit (status 1 if a "
         f"cell differs by more than {TABLE_II_TOLERANCE} G)",
     )
-    args = parser.parse_args(argv)
+    return parser
 
+
+@command("macs")
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     if args.table2:
         return 0 if _print_table_ii() else 1
 
     config = _load_config(args.model_name_or_path)
+    if getattr(config, "keep_mass", None) is not None:
+        print(
+            f"note: this model keeps tokens per clip (keep_mass={config.keep_mass}), so its MACs depend on each clip; "
+            "the rows below are fixed keep rates. Per-clip MACs on real clips: hf-token-prune calibrate, or "
+            "hf_token_prune.macs.clip_macs.",
+            file=sys.stderr,
+        )
+        config.update_reduction(keep_mass=None, min_keep_rate=None)
     try:
         keep_rates = parse_keep_rates(args.keep_rates)
     except ValueError as error:
