@@ -139,15 +139,24 @@ def keep_rate_argument(text):
     return rates[0]
 
 
-def positive_int(text):
-    """argparse type: a whole number >= 1 (counts of threads, classes, windows per batch)."""
+def _whole_number(text, minimum):
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: give a whole number >= 1")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value}: give a whole number >= {minimum}")
     return value
+
+
+def positive_int(text):
+    """argparse type: a whole number >= 1 (counts of threads, classes, windows per batch)."""
+    return _whole_number(text, 1)
+
+
+def non_negative_int(text):
+    """argparse type: a whole number >= 0 (rounds, retries)."""
+    return _whole_number(text, 0)
 
 
 def positive_seconds(text):
@@ -237,5 +246,6 @@ class CommandParser(suggesting(argparse.ArgumentParser)):
 
 __all__ = [
     "CommandParser", "DidYouMean", "check_audio_folder", "check_model", "keep_rate_argument", "keep_rates_argument",
-    "one_line", "parse_keep_rates", "positive_int", "positive_seconds", "suggesting", "unknown_arguments_error",
+    "non_negative_int", "one_line", "parse_keep_rates", "positive_int", "positive_seconds", "suggesting",
+    "unknown_arguments_error",
 ]

@@ -35,7 +35,9 @@ from hf_token_prune.calibration import (
     check_max_loss,
     save_calibrated,
 )
-from hf_token_prune.checks import CommandParser, check_model, keep_rate_argument, keep_rates_argument, positive_int
+from hf_token_prune.checks import (
+    CommandParser, check_model, keep_rate_argument, keep_rates_argument, non_negative_int, positive_int,
+)
 from hf_token_prune.errors import command
 from hf_token_prune.files import OVERWRITE_HELP, check_output_dir, same_or_nested
 from hf_token_prune.loading import load_pruned_model
@@ -50,16 +52,6 @@ def _max_loss(text):
         return check_max_loss(value)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value}: give a whole number >= 0")
-    return value
 
 
 def _joined(values):
@@ -90,7 +82,7 @@ def parse_args(argv=None):
     parser.add_argument("--min_keep_rate", type=keep_rate_argument,
                         help="floor of the keep masses: at least this fraction of a clip's tokens per layer "
                         "(default: one token)")
-    parser.add_argument("--refine_rounds", type=_non_negative_int, default=DEFAULT_REFINE_ROUNDS,
+    parser.add_argument("--refine_rounds", type=non_negative_int, default=DEFAULT_REFINE_ROUNDS,
                         help="refinement rounds after the coarse grid (default: %(default)s)")
     parser.add_argument("--refine_points", type=positive_int, default=DEFAULT_REFINE_POINTS,
                         help="settings added per policy and round where the budget is crossed (default: %(default)s)")
