@@ -170,7 +170,8 @@ def report(header, rows):
                "prediction rho"]  # fmt: skip
     cells = [[
         row["setting"], row["padding"], f"{row['mean_mmacs']:.2f}", f"{100 * row['accuracy']:.1f} %",
-        f"{row['batch1_ms']:.2f} ({row['batch1_iqr_ms']:.2f})", f"{row['in_order_ms']:.2f} ({row['in_order_iqr_ms']:.2f})",
+        f"{row['batch1_ms']:.2f} ({row['batch1_iqr_ms']:.2f})",
+        f"{row['in_order_ms']:.2f} ({row['in_order_iqr_ms']:.2f})",
         f"{row['bucketed_ms']:.2f} ({row['bucketed_iqr_ms']:.2f})", f"{row['in_order_over_bucketed']:.2f}x",
         f"{row['batch1_over_bucketed']:.2f}x", "-" if row["prediction_rho"] is None else f"{row['prediction_rho']:.2f}",
     ] for row in rows]  # fmt: skip
@@ -206,8 +207,6 @@ def parse_args(argv=None):
         parser.error(f"--keep_rates / --keep_masses {error}")
     if args.repeats < 1 or args.torch_threads < 1 or args.batch_size < 1:
         parser.error("--repeats, --torch_threads and --batch_size must be at least 1")
-    if not args.quick and not (args.model_name_or_path / "config.json").is_file():
-        parser.error(f"--model_name_or_path {args.model_name_or_path}: no config.json there (run `make demo` first)")
     args.drop_padding = {"kept": [False], "dropped": [True], "both": [False, True]}[args.padding]
     if args.output_dir is None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -218,6 +217,9 @@ def parse_args(argv=None):
 @command("benchmark_adaptive.py")
 def main(argv):
     args = parse_args(argv)
+    if not args.quick and not (args.model_name_or_path / "config.json").is_file():
+        raise SystemExit(f"--model_name_or_path {args.model_name_or_path}: no config.json there (run `make demo` "
+                         "first, or --quick)")
     run = Run("benchmark_adaptive.py", argv, args.torch_threads)
     if args.quick:
         model, extractor = tiny_model_and_extractor(sorted(path.name for path in CLIPS.iterdir() if path.is_dir()))
