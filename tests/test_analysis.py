@@ -33,6 +33,7 @@ from hf_token_prune.analysis import (
     dropping_tokens_after,
     evaluate_model,
     fit_value_clusters,
+    fine_tuned_sweep,
     intensity_clusters,
     keep_rate_sweep,
     kendall_tau_per_block,
@@ -378,6 +379,14 @@ def test_sweep_of_a_keep_mass_model_adds_its_own_setting_counted_per_clip(ast_se
     assert "intensity keep_mass=0.6" in wide.columns and list(wide["GMACs"]) == list(fixed["GMACs"])
     result.write(tmp_path)
     assert (tmp_path / "sweep.png").is_file()
+
+    # the same setting saved as a folder: fine_tuned_sweep counts it per clip too
+    with model.reduction_settings(keep_rate=1.0, keep_mass=0.6, token_score="intensity"):
+        model.save_pretrained(tmp_path / "adaptive")
+    data.feature_extractor.save_pretrained(tmp_path / "adaptive")
+    (row,) = fine_tuned_sweep([tmp_path / "adaptive"], data).table.to_dict("records")
+    assert row["keep_mass"] == 0.6 and row["source"] == "adaptive"
+    assert (row["accuracy (%)"], row["GMACs"]) == (adaptive["accuracy (%)"].item(), adaptive["GMACs"].item())
 
 
 # 4. cluster drop -----------------------------------------------------------------------------------------------------
