@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .bucketing import predicted_kept_counts
 from .feature_extraction_audiomae import (
     KALDI_FRAME_LENGTH,
     KALDI_FRAME_SHIFT,
@@ -42,6 +43,8 @@ from .feature_extraction_audiomae import (
 AGGREGATIONS = ("mean", "max")
 PEAKS_PER_SECOND = 100  # the waveform plot draws the peak of every 10 ms: a minute holds a million samples
 PLOTTED_PEAKS = 4000
+# bucket_by_count sorts this many batches of windows at a time: more finds closer counts, and holds more in memory
+BUCKET_BATCHES = 8
 
 
 @dataclass
@@ -243,6 +246,7 @@ def tag_recording(
     window: float | None = None,
     hop: float | None = None,
     batch_size: int = 16,
+    bucket_by_count: bool = False,
     progress: bool = True,
 ) -> RecordingTags:
     """Classify `audio` in overlapping windows of `window` seconds every `hop` seconds.
@@ -257,6 +261,11 @@ def tag_recording(
         window: seconds per window, at most the model's window (the default).
         hop: seconds between window starts, in (0, window]; default `window / 2`.
         batch_size: windows per forward pass (bounds memory).
+        bucket_by_count: read `BUCKET_BATCHES` batches of windows at a time and batch them in the order of their
+            predicted kept counts (:func:`hf_token_prune.bucketing.predicted_kept_counts`), so that a batch of a
+            `keep_mass` (or `drop_padding`) model is gathered to a count close to each of its windows' own. The scores
+            are those of the unbucketed call (each window's logits equal the window run alone) and come back in time
+            order; memory holds that many batches of windows instead of one.
         progress: show a progress bar over the windows.
     """
     for name, seconds in (("window", window), ("hop", hop)):
@@ -293,17 +302,23 @@ def tag_recording(
     mask = {"return_attention_mask": True} if getattr(model.config, "drop_padding", False) else {}
     multi_label = model.config.problem_type == "multi_label_classification"
     parameter = next(model.parameters())
+    pool_size = batch_size * (BUCKET_BATCHES if bucket_by_count else 1)
     spans, scores = [], []
     with torch.inference_mode(), tqdm(total=total, unit="window", desc="tagging", disable=not progress) as bar:
         stream = iter(windows)
-        while batch := list(islice(stream, batch_size)):
-            clips = [clip for _, _, clip in batch]
-            features = feature_extractor(clips, sampling_rate=rate, return_tensors="pt", **mask)
+        while pool := list(islice(stream, pool_size)):
+            features = feature_extractor([clip for _, _, clip in pool], sampling_rate=rate, return_tensors="pt", **mask)
             features = features.to(device=parameter.device, dtype=parameter.dtype)  # casts floating tensors only
-            logits = model(**features).logits.float()
-            scores.append((logits.sigmoid() if multi_label else logits.softmax(-1)).cpu().numpy())
-            spans += [(start, end) for start, end, _ in batch]
-            bar.update(len(batch))
+            order = torch.arange(len(pool))
+            if bucket_by_count:
+                order = torch.argsort(predicted_kept_counts(model, **features), stable=True)
+            pool_scores = torch.empty(len(pool), model.config.num_labels)
+            for batch in order.split(batch_size):
+                logits = model(**{name: value[batch] for name, value in features.items()}).logits.float()
+                pool_scores[batch] = (logits.sigmoid() if multi_label else logits.softmax(-1)).cpu()
+                bar.update(len(batch))
+            scores.append(pool_scores.numpy())
+            spans += [(start, end) for start, end, _ in pool]
     spans = np.array(spans, dtype=np.int64)
     id2label = model.config.id2label
     return RecordingTags(

@@ -33,6 +33,7 @@ from hf_token_prune.analysis import (
     dropping_tokens_after,
     evaluate_model,
     fit_value_clusters,
+    fine_tuned_sweep,
     intensity_clusters,
     keep_rate_sweep,
     kendall_tau_per_block,
@@ -50,6 +51,7 @@ from hf_token_prune.analysis import (
 from hf_token_prune.commands import analyze as analysis_command
 from hf_token_prune.analysis.inputs import batch_patch_statistics
 from hf_token_prune.data import load_audio_classification, num_fbank_frames
+from hf_token_prune.macs import count_forward_macs, count_macs
 
 
 SPEECH_COMMANDS_NORM = {"mean": -6.845978, "std": 5.5654526}
@@ -350,6 +352,41 @@ def test_sweep_at_keep_rate_one_equals_plain_evaluation(ast_setup):
     assert model.config.keep_rate == 0.5 and model.config.token_score == "attention"  # settings restored
     wide = result.pivot()
     assert list(wide["keep rate"]) == [1.0, 0.5] and wide["GMACs"].iloc[0] > wide["GMACs"].iloc[1]
+
+
+def test_sweep_of_a_keep_mass_model_adds_its_own_setting_counted_per_clip(ast_setup, tmp_path):
+    model, data = ast_setup.model, ast_setup.data
+    features, labels, _ = features_and_labels(ast_setup)
+    # intensity: a fresh model's attention is near uniform, so every clip would keep the same count
+    with model.reduction_settings(keep_rate=1.0, keep_mass=0.6, token_score="intensity"):
+        result = keep_rate_sweep(model, data, keep_rates=(1.0, 0.5), token_scores=("intensity",))
+        assert model.config.keep_mass == 0.6  # settings restored
+        correct, macs = 0, []
+        for clip, label in zip(features, labels):  # each clip alone: the reference count is FlopCounterMode's
+            with torch.no_grad():
+                correct += int(model(clip[None]).logits.argmax(-1).item() == label)
+            macs.append(count_forward_macs(model, clip[None]))
+    table = result.table
+    fixed, adaptive = table[table["keep_mass"].isna()], table[table["keep_mass"].notna()]
+    assert list(fixed["keep_rate"]) == [1.0, 0.5]
+    with model.reduction_settings(token_score="intensity"):
+        assert list(fixed["GMACs"]) == [count_macs(model.config, rate).total / 1e9 for rate in (1.0, 0.5)]
+    assert len(adaptive) == 1 and adaptive["keep_mass"].item() == 0.6 and adaptive["keep_rate"].item() == 1.0
+    assert adaptive["accuracy (%)"].item() == pytest.approx(100 * correct / len(labels))
+    assert adaptive["GMACs"].item() == pytest.approx(sum(macs) / len(macs) / 1e9, rel=1e-12)
+    assert len(set(macs)) > 1  # the clips keep counts of their own
+    wide = result.pivot()
+    assert "intensity keep_mass=0.6" in wide.columns and list(wide["GMACs"]) == list(fixed["GMACs"])
+    result.write(tmp_path)
+    assert (tmp_path / "sweep.png").is_file()
+
+    # the same setting saved as a folder: fine_tuned_sweep counts it per clip too
+    with model.reduction_settings(keep_rate=1.0, keep_mass=0.6, token_score="intensity"):
+        model.save_pretrained(tmp_path / "adaptive")
+    data.feature_extractor.save_pretrained(tmp_path / "adaptive")
+    (row,) = fine_tuned_sweep([tmp_path / "adaptive"], data).table.to_dict("records")
+    assert row["keep_mass"] == 0.6 and row["source"] == "adaptive"
+    assert (row["accuracy (%)"], row["GMACs"]) == (adaptive["accuracy (%)"].item(), adaptive["GMACs"].item())
 
 
 # 4. cluster drop -----------------------------------------------------------------------------------------------------

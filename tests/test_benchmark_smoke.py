@@ -14,7 +14,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import harness  # noqa: E402
 
 
-BENCHMARKS = ("benchmark_deploy", "benchmark_padding", "benchmark_pruning", "benchmark_reduction")
+BENCHMARKS = ("benchmark_adaptive", "benchmark_deploy", "benchmark_padding", "benchmark_pruning", "benchmark_reduction")
 
 
 @pytest.mark.full
@@ -56,6 +56,29 @@ def test_quick_benchmark_runs_and_writes_its_report(tmp_path):
     assert (tmp_path / "speedup_vs_macs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_quick_adaptive_benchmark_times_every_setting_three_ways(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "benchmarks/benchmark_adaptive.py", "--quick", "--output_dir", tmp_path],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((tmp_path / "adaptive.json").read_text())["rows"]
+    assert [(row["padding"], row["keep_mass"] is None) for row in rows] == [
+        ("kept", True), ("kept", False), ("dropped", True), ("dropped", False)
+    ]
+    for fixed, adaptive in (rows[:2], rows[2:]):
+        assert fixed["keep_rate"] == 0.7 and adaptive["keep_rate"] == 1.0
+        assert abs(adaptive["mean_mmacs"] / fixed["mean_mmacs"] - 1) < 0.1  # matched on the keep_mass grid
+    for row in rows:
+        for name in ("batch1", "in_order", "bucketed"):
+            assert len(row[f"times_{name}_ms"]) == 2 and row[f"{name}_ms"] > 0
+        assert row["in_order_over_bucketed"] > 0 and 0 <= row["accuracy"] <= 1
+    assert rows[2]["prediction_rho"] == 1.0  # a fixed rate on the real patches: the prediction is the count
+    markdown = (tmp_path / "adaptive.md").read_text()
+    assert "| setting | padding | mean MMACs / clip | top-1 | batch 1 |" in markdown and "load average" in markdown
+
+
 def test_timed_rounds_rotate_the_order_after_one_warm_up_each():
     log = []
     calls = {key: (lambda key=key: log.append(("call", key))) for key in "abc"}
@@ -88,7 +111,7 @@ def test_every_benchmark_takes_torch_threads_and_the_old_spelling_once_more(name
     assert capsys.readouterr().err == "--num_threads is deprecated, use --torch_threads\n"
 
 
-@pytest.mark.parametrize("name", ["benchmark_deploy", "benchmark_padding"])
+@pytest.mark.parametrize("name", ["benchmark_adaptive", "benchmark_deploy", "benchmark_padding"])
 def test_a_benchmark_of_a_model_takes_model_name_or_path_and_the_old_spelling(name, tmp_path, capsys):
     (tmp_path / "config.json").write_text("{}")
     benchmark = importlib.import_module(name)

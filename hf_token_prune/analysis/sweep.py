@@ -2,6 +2,8 @@
 
 ``keep_rate_sweep`` is training-free: it re-runs the given weights at every keep rate, token score and method.
 ``fine_tuned_sweep`` adds models fine-tuned for one keep rate / score each (one folder per model) to the same table.
+A model whose config sets the per-clip policy ``keep_mass`` gets the fixed-rate sweep of its weights and one row of its
+own setting, whose cost is the mean over the clips of each clip's MACs (:func:`hf_token_prune.macs.clip_macs`).
 """
 
 from dataclasses import dataclass
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import training
+from .. import calibration, training
 from ..macs import count_macs
 from ..scores import TOKEN_SCORES
 from ..selection import kept_token_counts
@@ -23,23 +25,39 @@ DEFAULT_KEEP_RATES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
 TRAINING_FREE = "training-free"
 
 
-def _row(model, source, token_reduction, token_score, keep_rate, metric_name, value, gmacs):
-    counts = kept_token_counts(model.patch_layout.num_patches, keep_rate, len(model.config.pruning_layers))
+def _row(model, source, token_reduction, token_score, keep_rate, metric_name, value, gmacs, keep_mass=None):
+    if keep_mass is None:
+        counts = kept_token_counts(model.patch_layout.num_patches, keep_rate, len(model.config.pruning_layers))
+        tokens = " → ".join(str(n) for n in [model.patch_layout.num_patches, *counts])
+    else:
+        tokens = f"{model.patch_layout.num_patches} → per clip"
     return {
         "source": source,
         "token_reduction": token_reduction,
         "token_score": token_score,
         "keep_rate": keep_rate,
-        "patch tokens": " → ".join(str(n) for n in [model.patch_layout.num_patches, *counts]),
+        "keep_mass": keep_mass,
+        "patch tokens": tokens,
         "GMACs": gmacs,
         f"{metric_name} (%)": 100 * value,
     }
 
 
-def _label(source, token_reduction, token_score):
+def _own_policy_row(model, data, source, seed):
+    """The row of ``model`` as configured under ``keep_mass``: its metric and its mean MACs per clip."""
+    config = model.config
+    setting = calibration.Setting(config.keep_rate, config.keep_mass, config.min_keep_rate)
+    measured = calibration.evaluate_settings(model, data, [setting], desc=setting.label, seed=seed)[setting]
+    return _row(model, source, config.token_reduction, config.token_score, config.keep_rate, data.metric_name,
+                measured.metric / 100, measured.mean_macs / 1e9, config.keep_mass)
+
+
+def _label(source, token_reduction, token_score, keep_mass=None):
     """Column of a row: the score for a method ranking by any score (prune), else the method (fuse / merge rank by
-    attention only)."""
+    attention only); a ``keep_mass`` row is a column of its own."""
     name = token_score if get_token_reduction(token_reduction).attention_only is None else token_reduction
+    if pd.notna(keep_mass):
+        name = f"{name} keep_mass={keep_mass:g}"
     return name if source == TRAINING_FREE else f"{name} ({source})"
 
 
@@ -54,11 +72,13 @@ class SweepResult:
     def pivot(self):
         """Table I's layout: one row per keep rate, one column per score (and per fine-tuned model)."""
         table = self.table.copy()
-        table["column"] = [_label(*row) for row in zip(table["source"], table["token_reduction"], table["token_score"])]
+        table["column"] = [_label(*row) for row in zip(table["source"], table["token_reduction"], table["token_score"],
+                                                       table["keep_mass"])]
         wide = table.pivot_table(index="keep_rate", columns="column", values=f"{self.metric_name} (%)", sort=False)
         methods = list(dict.fromkeys(table["token_reduction"]))
+        fixed = table[table["keep_mass"].isna()]  # a keep_mass row's mean GMACs is its own, in the long table
         for position, method in enumerate(methods):
-            gmacs = table[table["token_reduction"] == method].groupby("keep_rate")["GMACs"].first()
+            gmacs = fixed[fixed["token_reduction"] == method].groupby("keep_rate")["GMACs"].first()
             name = "GMACs" if method == "prune" and len(methods) == 1 else f"GMACs {method}"
             wide.insert(position, name, gmacs.reindex(wide.index))
         return wide.sort_index(ascending=False).reset_index().rename(columns={"keep_rate": "keep rate"})
@@ -67,11 +87,11 @@ class SweepResult:
         plt = pyplot()
         fig, axis = plt.subplots(figsize=(6, 3.6))
         metric = f"{self.metric_name} (%)"
-        for (source, method, score), rows in self.table.groupby(["source", "token_reduction", "token_score"],
-                                                                sort=False):
+        groups = self.table.groupby(["source", "token_reduction", "token_score", "keep_mass"], sort=False, dropna=False)
+        for (source, method, score, keep_mass), rows in groups:
             rows = rows.sort_values("GMACs")
-            style = "o-" if source == TRAINING_FREE else "s"
-            axis.plot(rows["GMACs"], rows[metric], style, label=_label(source, method, score))
+            style = "o-" if source == TRAINING_FREE and pd.isna(keep_mass) else "s"
+            axis.plot(rows["GMACs"], rows[metric], style, label=_label(source, method, score, keep_mass))
         axis.set_xlabel("GMACs per clip")
         axis.set_ylabel(metric)
         axis.legend(fontsize=8)
@@ -86,7 +106,9 @@ class SweepResult:
             "merging) rank by attention and keep the same number of patch tokens as pruning. Training-free columns "
             "re-run the given weights at each keep rate (keep rate 1.0 reduces nothing, so it is one evaluation "
             "shared by every score and method); "
-            "columns with a folder name are models fine-tuned for that keep rate. GMACs: analytic count, per block "
+            "columns with a folder name are models fine-tuned for that keep rate. A keep_mass column is the model's "
+            "per-clip policy, in the row of its ceiling keep rate; its GMACs (in the long table) are the mean over the "
+            "clips of each clip's count. GMACs: analytic count, per block "
             "4·Na·D² + 2·Na²·D + 8·Nm·D² plus the patch embedding. The long table is "
             f"[{name}.csv]({name}.csv)."
         )
@@ -113,9 +135,13 @@ def keep_rate_sweep(model, data, keep_rates=DEFAULT_KEEP_RATES, token_scores=TOK
         with model_settings(model):
             return classification_metric(*predict(model, data, desc=desc), data.multi_label)
 
-    rows = training.keep_rate_sweep(model, evaluate, keep_rates, token_reductions, token_scores, seed)
+    # a keep_mass model: the fixed-rate sweep of its weights, then its own setting
+    with model.reduction_settings(keep_mass=None, min_keep_rate=None):
+        rows = training.keep_rate_sweep(model, evaluate, keep_rates, token_reductions, token_scores, seed)
     rows = [_row(model, TRAINING_FREE, row["token_reduction"], row["token_score"], row["keep_rate"],
                  data.metric_name, row["metric"], row["gmacs"]) for row in rows]
+    if model.config.keep_mass is not None:
+        rows.append(_own_policy_row(model, data, TRAINING_FREE, seed))
     return SweepResult(pd.DataFrame(rows), data.metric_name)
 
 
@@ -127,8 +153,11 @@ def fine_tuned_sweep(model_paths, data, seed=0):
         folder_data = data
         if feature_extractor.to_json_string() != data.feature_extractor.to_json_string():
             folder_data = data.with_feature_extractor(feature_extractor)
-        value = evaluate_model(model, folder_data, seed=seed, desc=Path(path).name)
         config = model.config
+        if config.keep_mass is not None:
+            rows.append(_own_policy_row(model, folder_data, Path(path).name, seed))
+            continue
+        value = evaluate_model(model, folder_data, seed=seed, desc=Path(path).name)
         rows.append(_row(model, Path(path).name, config.token_reduction, config.token_score, config.keep_rate,
                          data.metric_name, value, count_macs(config).total / 1e9))
     return SweepResult(pd.DataFrame(rows), data.metric_name)
