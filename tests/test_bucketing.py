@@ -113,3 +113,24 @@ def test_tag_recording_bucketed_gives_the_unbucketed_scores_in_time_order(drop_p
     assert not all(torch.equal(a, b) for a, b in zip(batches, unbucketed_batches))
     assert torch.equal(torch.cat(batches).sum(dim=(1, 2)).sort().values,
                        torch.cat(unbucketed_batches).sum(dim=(1, 2)).sort().values)
+
+
+def test_the_tag_command_buckets_with_the_same_timeline(tmp_path, capsys):
+    import soundfile
+
+    from hf_token_prune.commands.tag import main as tag_main
+
+    torch.manual_seed(0)
+    folder = tmp_path / "model"
+    tiny_pruned_classifier("ast", keep_rate=1.0, keep_mass=0.5, drop_padding=True,
+                           initializer_range=0.1).save_pretrained(folder)
+    AudioMAEFeatureExtractor(num_mel_bins=64, max_length=128, fbank_padding="minimum",
+                             return_attention_mask=True).save_pretrained(folder)
+    soundfile.write(tmp_path / "recording.wav", loud_and_quiet_recording(), 16000)
+    printed = {}
+    for flags in ([], ["--bucket_by_count"]):
+        argv = [str(tmp_path / "recording.wav"), "--model_name_or_path", str(folder), "--hop", "0.25", "--min_score",
+                "0", "--no_progress", "--output", str(tmp_path / "tags.png"), *flags]
+        assert tag_main(argv) == 0
+        printed[bool(flags)] = capsys.readouterr().out
+    assert printed[True] == printed[False] and printed[True].count("\n") > 4

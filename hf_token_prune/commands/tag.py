@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..checks import CommandParser, positive_int, positive_seconds
+from ..checks import CommandParser, keep_rate_argument, positive_int, positive_seconds
 from ..errors import EXIT_ERROR, command
 
 
@@ -28,7 +28,7 @@ def parse_args(argv=None):
                         "`make demo`) or a stock AST checkpoint")
     parser.add_argument("--window", type=positive_seconds, help="seconds per window, at most the model's (default: the model's)")
     parser.add_argument("--hop", type=positive_seconds, help="seconds between window starts, in (0, window] (default: window / 2)")
-    parser.add_argument("--keep_rate", type=float, help="keep rate to tag at (default: the model's own)")
+    parser.add_argument("--keep_rate", type=keep_rate_argument, help="keep rate to tag at (default: the model's own)")
     parser.add_argument("--min_score", type=float, default=0.5,
                         help="windows whose best score is lower are left out of the timeline (default: %(default)s)")
     parser.add_argument("--top_k", type=positive_int, default=5, help="top labels of the recording to print (default: %(default)s)")
@@ -37,6 +37,9 @@ def parse_args(argv=None):
                         help="PNG of the labels over time (default: outputs/tag/<audio name>.png)")
     parser.add_renamed_argument("--torch_threads", "--num_threads", type=positive_int,
                                 help="torch CPU threads (default: torch's)")
+    parser.add_argument("--bucket_by_count", action="store_true",
+                        help="batch windows of similar predicted kept counts together (faster for a drop_padding "
+                        "model whose windows differ in length; same scores)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -81,7 +84,8 @@ def main(argv=None) -> int:
             model.set_keep_rate(args.keep_rate)
         # the file, not its samples: tag_recording decodes it as a stream, so memory stays flat in its length
         tags = tag_recording(args.audio, model, extractor, window=args.window, hop=args.hop,
-                             batch_size=args.batch_size, progress=not args.no_progress)
+                             batch_size=args.batch_size, progress=not args.no_progress,
+                             bucket_by_count=args.bucket_by_count)
     except ValueError as error:
         return fail(str(error).splitlines()[0])
 
