@@ -129,13 +129,22 @@ def explore(model, feature_extractor, wave, keep_rate, token_reduction, token_sc
             drop_padding=False, repeats=LATENCY_REPEATS) -> Exploration:
     """Run ``wave`` (1-D, at the extractor's rate) unpruned and at the given settings; the model is restored after.
 
+    The explorer shows fixed keep rates: a model calibrated to a per-clip ``keep_mass`` is explored without it.
     Not thread-safe on a shared model: :func:`build_app` holds a lock around it.
     """
+    with model.reduction_settings(keep_mass=None, min_keep_rate=None):
+        return _explore_fixed_rate(model, feature_extractor, wave, keep_rate, token_reduction, token_score,
+                                   pruning_layers, drop_padding, repeats)
+
+
+def _explore_fixed_rate(model, feature_extractor, wave, keep_rate, token_reduction, token_score, pruning_layers,
+                        drop_padding, repeats):
     import torch
 
     from .analysis.clusters import fit_value_clusters
     from .analysis.inputs import model_settings
     from .macs import count_macs
+    from .token_reductions import get_token_reduction
     from .visualization import merged_groups, patch_label_image
 
     settings = dict(keep_rate=float(keep_rate), token_reduction=token_reduction, token_score=token_score,
@@ -147,6 +156,8 @@ def explore(model, feature_extractor, wave, keep_rate, token_reduction, token_sc
     frame_mask = (torch.arange(input_values.shape[1]) < real_frames)[None].long()
     layout = model.patch_layout
     config = model.config
+    method = get_token_reduction(token_reduction)
+    ranks_patches = method.signal == "score"  # merge pairs tokens by key similarity: no per-patch score
 
     with model_settings(model, keep_rate=1.0, token_reduction="prune", drop_padding=False):
         unpruned_logits, unpruned_ms = _median_ms(lambda: model(input_values).logits[0], repeats)
@@ -158,7 +169,7 @@ def explore(model, feature_extractor, wave, keep_rate, token_reduction, token_sc
         pruned_gmacs = count_macs(config, real_frames=real_frames).total / 1e9
         reduces = config.keep_rate < 1.0 and bool(config.pruning_layers)
     scores = None
-    if reduces and token_score == "attention" and token_reduction != "merge":
+    if reduces and token_score == "attention" and ranks_patches:
         # The first reducing layer's score, read off eager attention weights of the unpruned pass (identical up to it).
         with model_settings(model, keep_rate=1.0, token_reduction="prune", drop_padding=False,
                             attn_implementation="eager"):
@@ -166,7 +177,7 @@ def explore(model, feature_extractor, wave, keep_rate, token_reduction, token_sc
         scores = model.attention_token_scores(attentions[settings["pruning_layers"][0]])[0].float().numpy()
 
     intensity, variation = (values[0].numpy() for values in layout.patch_statistics(input_values))
-    if token_score in ("intensity", "variation") and token_reduction != "merge":
+    if token_score in ("intensity", "variation") and ranks_patches:
         scores = intensity if token_score == "intensity" else variation
     real = layout.real_patches(frame_mask)[0].numpy()
     try:
@@ -180,7 +191,7 @@ def explore(model, feature_extractor, wave, keep_rate, token_reduction, token_sc
     titles, kept, groups = [f"input: {num_patches} patches{dropped}"], [np.ones(num_patches, bool)], [None]
     tokens = [real_patches if dropped else num_patches]
     kept_patches = source_maps = None
-    if reduces and token_reduction == "merge":
+    if reduces and method.records_source_maps:
         source_maps = [source[0].tolist() for source in outputs.source_maps]
         for layer, source in zip(settings["pruning_layers"], outputs.source_maps):
             group = merged_groups(source[0]).numpy()
@@ -193,7 +204,7 @@ def explore(model, feature_extractor, wave, keep_rate, token_reduction, token_sc
         for layer, indices in zip(settings["pruning_layers"], kept_patches):
             mask = np.zeros(num_patches, bool)
             mask[[index for index in indices if index >= 0]] = True
-            fused = ", the fused token holds the rest" if token_reduction == "fuse" else ""
+            fused = ", the fused token holds the rest" if method.added_tokens else ""
             tokens.append(int(mask.sum()))
             titles.append(f"after layer {layer}: {tokens[-1]} patches kept{fused}")
             kept.append(mask)
@@ -335,8 +346,8 @@ def describe_patch(exploration: Exploration, model, sampling_rate, x, y) -> str:
         rank = int((exploration.scores > exploration.scores[token]).sum()) + 1
         lines.append(f"- {exploration.score_name} score at the first reducing layer: {exploration.scores[token]:.4g} "
                      f"(rank {rank} of {len(exploration.scores)})")
-    elif exploration.score_name == "merge":
-        lines.append("- merge pairs tokens by key similarity: no per-patch score")
+    elif exploration.source_maps is not None:
+        lines.append(f"- {exploration.score_name} ranks no patch: it groups tokens by key similarity")
     fates = []
     for title, kept, groups in zip(exploration.stage_titles[1:], exploration.kept[1:], exploration.groups[1:]):
         if groups is not None:

@@ -130,6 +130,11 @@ def test_explore_shows_what_the_library_computes(loaded, model_dir):
         source_maps = [source[0].tolist() for source in model(**inputs, output_kept_patches=True).source_maps]
     assert merged.source_maps == source_maps and merged.kept_patches is None
 
+    # A model calibrated to a per-clip keep mass is explored at the fixed rates the app offers, and keeps its policy.
+    with model.reduction_settings(keep_mass=0.5):
+        assert explore(model, extractor, wave, 0.5, "prune", "attention", [3, 6, 9], repeats=1).kept_patches == kept
+        assert model.config.keep_mass == 0.5
+
 
 def test_clicking_a_patch_names_its_time_band_score_and_fate(loaded):
     from hf_token_prune.explorer import Geometry, describe_patch, explore
