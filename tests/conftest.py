@@ -1,3 +1,4 @@
+import contextlib
 import importlib.util
 import os
 import subprocess
@@ -72,13 +73,21 @@ def _fresh_dynamo():
         sys.modules["torch._dynamo"].reset()
 
 
-@pytest.fixture
-def one_torch_thread():
+@contextlib.contextmanager
+def one_thread():
     # Tiny models are dominated by thread synchronisation; on a loaded 2-core machine two threads are much slower.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def one_torch_thread():
+    with one_thread():
+        yield
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from scipy.stats import kendalltau
 from sklearn.metrics import average_precision_score
 from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 
-from conftest import KEYWORDS, tiny_ast_kwargs
+from conftest import KEYWORDS, one_thread, tiny_ast_kwargs
 from hf_token_prune import (
     AudioMAEFeatureExtractor,
     PrunedASTConfig,
@@ -60,11 +60,8 @@ NUM_CLIPS = 10
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
-    # Tiny models are dominated by thread synchronisation; on a loaded 2-core machine two threads run ~20x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_thread():  # for the module's shared fixtures too
+        yield
 
 
 def tiny_ast(**overrides):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import ASTFeatureExtractor, AutoModelForAudioClassification
 
-from conftest import KEYWORDS, REPO, tiny_ast_kwargs, tiny_pruned_classifier
+from conftest import KEYWORDS, REPO, one_thread, tiny_ast_kwargs, tiny_pruned_classifier
 from hf_token_prune import AudioMAEFeatureExtractor, PrunedASTConfig, PrunedASTForAudioClassification
 from hf_token_prune.analysis import evaluate_model, load_analysis_data, load_pruned_model, prepare_analysis_data
 from hf_token_prune.calibration import Setting, calibrate, evaluate_settings, pareto_front, save_calibrated
@@ -30,11 +30,8 @@ KEYWORD_DATA = load_audio_classification("audiofolder", data_dir=str(KEYWORDS))
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
-    # Tiny models are dominated by thread synchronisation; on a loaded 2-core machine two threads are much slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_thread():  # for the module's shared fixtures too
+        yield
 
 
 def tiny_model(**overrides):
