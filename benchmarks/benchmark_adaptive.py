@@ -23,7 +23,6 @@ predicted count with each clip's MACs, how well the prediction sorts.
 
 import argparse
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,7 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (  # noqa: E402
+    default_output_dir,
     COMMITTED_RESULTS,
     REPO,
     Run,
@@ -209,8 +209,7 @@ def parse_args(argv=None):
         parser.error("--repeats, --torch_threads and --batch_size must be at least 1")
     args.drop_padding = {"kept": [False], "dropped": [True], "both": [False, True]}[args.padding]
     if args.output_dir is None:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        args.output_dir = REPO / "outputs" / f"benchmark_adaptive-{stamp}"
+        args.output_dir = default_output_dir("benchmark_adaptive")
     return args
 
 

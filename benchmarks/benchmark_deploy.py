@@ -35,7 +35,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -46,6 +45,7 @@ from transformers import ASTConfig, ASTForAudioClassification
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_pruning import TINY, VIT_B  # noqa: E402
 from harness import (  # noqa: E402
+    default_output_dir,
     COMMITTED_RESULTS,
     REPO,
     Run,
@@ -427,8 +427,7 @@ def parse_args(argv=None):
     if args.accuracy_only and not args.model_name_or_path.is_dir():
         parser.error(f"--accuracy_only: no such folder: {args.model_name_or_path} (run `make demo` first)")
     if args.output_dir is None:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        args.output_dir = REPO / "outputs" / f"benchmark_deploy-{stamp}"
+        args.output_dir = default_output_dir("benchmark_deploy")
     return args
 
 

@@ -25,7 +25,6 @@ and the model's own, all clips in one mixed-length batch.
 import argparse
 import os
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -33,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (  # noqa: E402
+    default_output_dir,
     COMMITTED_RESULTS,
     REPO,
     Run,
@@ -190,8 +190,7 @@ def parse_args(argv=None):
     if args.model_name_or_path is not None and not (args.model_name_or_path / "config.json").is_file():
         parser.error(f"--model_name_or_path {args.model_name_or_path}: no config.json there (run `make demo` first)")
     if args.output_dir is None:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        args.output_dir = REPO / "outputs" / f"benchmark_padding-{stamp}"
+        args.output_dir = default_output_dir("benchmark_padding")
     return args
 
 

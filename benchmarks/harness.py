@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -223,6 +224,11 @@ def add_model_argument(parser, default, help_text: str):
     parser.add_argument("--demo_model", type=Path, dest="model_name_or_path", action=_DeprecatedAlias,
                         replacement="--model_name_or_path",
                         help="deprecated spelling of --model_name_or_path")  # fmt: skip
+
+
+def default_output_dir(script: str) -> Path:
+    """``outputs/<script>-<UTC time>`` in the repository: a run never overwrites an earlier one."""
+    return REPO / "outputs" / f"{script}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
 
 
 # -- tables and files ------------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ attention and MLP; extra tokens (CLS, distillation) sit at the front of the sequ
 live in small sibling modules: token scores (``scores.py``), kept counts and top-k selection (``selection.py``), the
 methods (``reduction.py`` and ``method_*.py``), per-forward bookkeeping (``tracker.py``), config validation
 (``pruning_config.py``, the keep-rate rule in ``keep_rate.py``), patch geometry (``patch_layout.py``), named profiler
-regions (``profiling.py``). This file and those are copied next to every saved model as remote code, so they import nothing but ``torch`` and ``transformers``.
+regions (``profiling.py``). This file and those are copied next to every saved model as remote code, so they import
+nothing but ``torch`` and ``transformers``.
 """
 
 import contextlib
