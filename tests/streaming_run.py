@@ -98,19 +98,23 @@ def main():
         callbacks=callbacks,
     )
     trainer.train(resume_from_checkpoint=options.resume)
-    if options.stop_at:
-        return
-    output = trainer.predict(StreamingEvalData(data.test, plain))
+    if not options.stop_at:
+        write_summary(trainer, StreamingEvalData(data.test, plain))
+    trainer.end_distributed_run()
+
+
+def write_summary(trainer, test_data):
+    output = trainer.predict(test_data)
     if trainer.is_world_process_zero():
         trainer.save_model()
         summary = {
             "max_steps": trainer.state.max_steps,
             "steps_per_epoch": trainer.streaming_steps_per_epoch,
-            "world_size": args.world_size,
+            "world_size": trainer.args.world_size,
             "log": [entry for entry in trainer.state.log_history if "loss" in entry],
             "test_predictions": output.predictions.shape[0],
         }
-        with open(os.path.join(options.output_dir, "summary.json"), "w") as handle:
+        with open(os.path.join(trainer.args.output_dir, "summary.json"), "w") as handle:
             json.dump(summary, handle)
 
 

@@ -176,4 +176,6 @@ def set_implied_defaults(parser, argv):
 
 @command("finetune")
 def main(argv=None):
-    return finetune(*parse_arguments(argv))
+    trainer = finetune(*parse_arguments(argv))
+    trainer.end_distributed_run()
+    return trainer

@@ -118,3 +118,17 @@ class PrunedModelTrainer(Trainer):
         if self.is_world_process_zero():
             self.model_card.save(os.path.join(self.args.output_dir, "README.md"))
 
+
+    def end_distributed_run(self):
+        """End a distributed run as torch documents it (destroy the process group), so a finished run exits cleanly.
+
+        Left to the interpreter's shutdown, gloo's worker threads may still hold tensors there and abort the process
+        (SIGABRT) now and then after everything was saved. The DDP wrapper is let go first: its reducer holds the
+        group, and a group freed while a worker waits for the GIL deadlocks. The Trainer stays usable on this process
+        (its model is the unwrapped one); it can no longer communicate with the other processes."""
+        if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+            return
+        self.accelerator.wait_for_everyone()
+        self.model_wrapped = self.model
+        self.accelerator.free_memory()
+        self.accelerator.end_training()
