@@ -29,21 +29,25 @@ def read_audio(path, sampling_rate: int, max_samples: int | None = None) -> np.n
 
 
 class KeepRatePipeline(AudioClassificationPipeline):
-    """transformers' audio-classification pipeline that passes a `keep_rate` call argument on to the model."""
+    """transformers' audio-classification pipeline that passes the keep settings of a call (`keep_rate`, `keep_mass`,
+    `min_keep_rate`) on to the model's forward; the stock pipeline drops arguments it does not know."""
 
-    def _sanitize_parameters(self, keep_rate=None, **kwargs):
+    def _sanitize_parameters(self, keep_rate=None, keep_mass=None, min_keep_rate=None, **kwargs):
         preprocess, forward, postprocess = super()._sanitize_parameters(**kwargs)
-        return preprocess, {**forward, "keep_rate": keep_rate}, postprocess
+        settings = {"keep_rate": keep_rate, "keep_mass": keep_mass, "min_keep_rate": min_keep_rate}
+        return preprocess, {**forward, **settings}, postprocess
 
-    def _forward(self, model_inputs, keep_rate=None):
-        return self.model(**model_inputs, keep_rate=keep_rate)
+    def _forward(self, model_inputs, keep_rate=None, keep_mass=None, min_keep_rate=None):
+        return self.model(**model_inputs, keep_rate=keep_rate, keep_mass=keep_mass, min_keep_rate=min_keep_rate)
 
 
-def classify(model, feature_extractor, waves, keep_rate=None, top_k=5, sampling_rate=None):
-    """`[{"label", "score"}, ...]` (best first) per 1-D wave, the model at `keep_rate` (its own when `None`). The keep
-    rate applies to these calls only and the model is not changed, so threads may share one model. The waves are at
-    `sampling_rate` Hz, which must be the extractor's (the default): a wave at another rate passed without it cannot
-    be told apart and is scored as if at the extractor's."""
+def classify(model, feature_extractor, waves, keep_rate=None, top_k=5, sampling_rate=None, keep_mass=None,
+             min_keep_rate=None):
+    """`[{"label", "score"}, ...]` (best first) per 1-D wave, the model at `keep_rate`, under the per-clip policy
+    `keep_mass` with its floor `min_keep_rate` (each the model's own when `None`). These settings apply to these calls
+    only and the model is not changed, so threads may share one model. The waves are at `sampling_rate` Hz, which must
+    be the extractor's (the default): a wave at another rate passed without it cannot be told apart and is scored as
+    if at the extractor's."""
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k={top_k}: give at least 1 (or None for every class).")
     rate = feature_extractor.sampling_rate
@@ -51,7 +55,20 @@ def classify(model, feature_extractor, waves, keep_rate=None, top_k=5, sampling_
     classifier = pipeline(
         "audio-classification", model=model, feature_extractor=feature_extractor, pipeline_class=KeepRatePipeline
     )
-    return [classifier({"raw": wave, "sampling_rate": rate}, top_k=top_k, keep_rate=keep_rate) for wave in waves]
+    return [classifier({"raw": wave, "sampling_rate": rate}, top_k=top_k, keep_rate=keep_rate, keep_mass=keep_mass,
+                       min_keep_rate=min_keep_rate) for wave in waves]
 
 
-__all__ = ["classify", "read_audio"]
+def keep_setting(config, keep_rate=None, keep_mass=None, min_keep_rate=None) -> str:
+    """What a call with these settings runs at, each the config's when `None`, as the commands print it:
+    `keep rate 0.7`, or under the per-clip policy `keep_mass 0.9 (keep rate at most 1, at least 0.4)`."""
+    keep_rate = config.keep_rate if keep_rate is None else keep_rate
+    keep_mass = getattr(config, "keep_mass", None) if keep_mass is None else keep_mass
+    if keep_mass is None:
+        return f"keep rate {keep_rate:g}"
+    min_keep_rate = getattr(config, "min_keep_rate", None) if min_keep_rate is None else min_keep_rate
+    floor = "one token" if min_keep_rate is None else f"{min_keep_rate:g}"
+    return f"keep_mass {keep_mass:g} (keep rate at most {keep_rate:g}, at least {floor})"
+
+
+__all__ = ["classify", "keep_setting", "read_audio"]

@@ -186,6 +186,7 @@ class PrunedASTModel(PrunedASTPreTrainedModel, ASTModel):
         output_kept_patches: bool | None = None,
         keep_rate: float | None = None,
         keep_mass: float | None = None,
+        min_keep_rate: float | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> PrunedModelOutput:
         r"""
@@ -199,11 +200,14 @@ class PrunedASTModel(PrunedASTPreTrainedModel, ASTModel):
         keep_mass (`float`, *optional*):
             Per-sample keep policy of this call only, in (0, 1] (see `config.keep_mass`); `config.keep_mass` when not
             given.
+        min_keep_rate (`float`, *optional*):
+            Floor of the per-sample keep policy of this call only, in (0, keep_rate] (see `config.min_keep_rate`);
+            `config.min_keep_rate` when not given.
         """
         self.check_input_values(input_values)
         hidden_states = self.embeddings(input_values)
         hidden_states, tracker = self.run_layers(
-            hidden_states, input_values, attention_mask, keep_rate, keep_mass, **kwargs
+            hidden_states, input_values, attention_mask, keep_rate, keep_mass, min_keep_rate, **kwargs
         )
         sequence_output = self.layernorm(hidden_states)
         pooled_output = (sequence_output[:, 0] + sequence_output[:, 1]) / 2

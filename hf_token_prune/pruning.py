@@ -214,19 +214,27 @@ class PrunedModelMixin:
         validate_pruning_config(keep_rate, config.pruning_layers, config.token_score, config.num_hidden_layers)
         return keep_rate
 
-    def resolve_keep_mass(self, keep_mass, keep_rate):
-        """The per-sample keep policy of one forward call: ``keep_mass`` when given, else the config's, validated
-        against the call's ``keep_rate`` (its ceiling) and the config's ``min_keep_rate`` (its floor)."""
+    def resolve_keep_mass(self, keep_mass, keep_rate, min_keep_rate=None):
+        """The per-sample keep policy of one forward call, ``(keep_mass, min_keep_rate)``: each the call's when given,
+        else the config's, validated against the call's ``keep_rate`` (the ceiling). Nothing is stored, as for the
+        keep rate. A floor given without a policy in force would change nothing, so it is refused."""
         config = self.config
+        if min_keep_rate is not None and keep_mass is None and config.keep_mass is None:
+            raise ValueError(
+                f"min_keep_rate={min_keep_rate!r} is the floor of the per-sample keep policy, which this call does not "
+                "use: give keep_mass too (the model's config sets none)."
+            )
         keep_mass = config.keep_mass if keep_mass is None else keep_mass
+        min_keep_rate = config.min_keep_rate if min_keep_rate is None else min_keep_rate
         if keep_mass is not None:
-            validate_keep_mass(keep_mass, config.min_keep_rate, keep_rate, config.token_reduction)
-        return keep_mass
+            validate_keep_mass(keep_mass, min_keep_rate, keep_rate, config.token_reduction)
+        return keep_mass, min_keep_rate
 
-    def run_layers(self, hidden_states, input_values, attention_mask=None, keep_rate=None, keep_mass=None, **kwargs):
+    def run_layers(self, hidden_states, input_values, attention_mask=None, keep_rate=None, keep_mass=None,
+                   min_keep_rate=None, **kwargs):
         """Run every layer, reducing tokens in ``config.pruning_layers`` at ``keep_rate`` (the config's when
-        ``None``), per sample under ``keep_mass`` (the config's when ``None``); returns the hidden states and the
-        :class:`PatchTracker` (``kept_patches`` or ``source_maps``, token sizes).
+        ``None``), per sample under ``keep_mass`` with the floor ``min_keep_rate`` (each the config's when ``None``);
+        returns the hidden states and the :class:`PatchTracker` (``kept_patches`` or ``source_maps``, token sizes).
 
         A 2-D padding ``attention_mask`` becomes each layer's attention mask through transformers' own mask helper, as
         in `ASTModel.forward`; a pruning layer gathers it with the survivors and the mask is rebuilt for later layers.
@@ -238,7 +246,7 @@ class PrunedModelMixin:
         """
         config = self.config
         keep_rate = self.resolve_keep_rate(keep_rate)
-        keep_mass = self.resolve_keep_mass(keep_mass, keep_rate)
+        keep_mass, min_keep_rate = self.resolve_keep_mass(keep_mass, keep_rate, min_keep_rate)
         pruning = keep_rate < 1.0 or keep_mass is not None
         patch_indices = None
         mask_given = attention_mask is not None
@@ -275,7 +283,7 @@ class PrunedModelMixin:
         num_patches = hidden_states.shape[1] - self.num_extra_tokens
         tracker = PatchTracker(
             hidden_states.shape[0], num_patches, hidden_states.device, static_scores, token_mask, self.num_extra_tokens,
-            method, patch_indices, config.drop_padding, keep_mass, config.min_keep_rate,
+            method, patch_indices, config.drop_padding, keep_mass, min_keep_rate,
         )
         # Without a padding mask there is nothing to build; under torch.export the helper would materialise a full-size
         # mask that no longer fits once a layer has reduced the tokens.
@@ -313,6 +321,7 @@ class PrunedAudioClassificationMixin:
         output_kept_patches: bool | None = None,
         keep_rate: float | None = None,
         keep_mass: float | None = None,
+        min_keep_rate: float | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> PrunedAudioClassifierOutput:
         r"""
@@ -327,6 +336,9 @@ class PrunedAudioClassificationMixin:
         keep_mass (`float`, *optional*):
             Per-sample keep policy of this call only, in (0, 1] (see `config.keep_mass`); `config.keep_mass` when not
             given.
+        min_keep_rate (`float`, *optional*):
+            Floor of the per-sample keep policy of this call only, in (0, keep_rate] (see `config.min_keep_rate`);
+            `config.min_keep_rate` when not given.
         """
         outputs = self.base_model(
             input_values,
@@ -334,6 +346,7 @@ class PrunedAudioClassificationMixin:
             output_kept_patches=output_kept_patches,
             keep_rate=keep_rate,
             keep_mass=keep_mass,
+            min_keep_rate=min_keep_rate,
             **kwargs,
         )
         logits = self.classifier(outputs.pooler_output)

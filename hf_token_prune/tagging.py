@@ -248,6 +248,8 @@ def tag_recording(
     batch_size: int = 16,
     bucket_by_count: bool = False,
     progress: bool = True,
+    keep_mass: float | None = None,
+    min_keep_rate: float | None = None,
 ) -> RecordingTags:
     """Classify `audio` in overlapping windows of `window` seconds every `hop` seconds.
 
@@ -267,6 +269,9 @@ def tag_recording(
             are those of the unbucketed call (each window's logits equal the window run alone) and come back in time
             order; memory holds that many batches of windows instead of one.
         progress: show a progress bar over the windows.
+        keep_mass, min_keep_rate: the per-window keep policy and its floor for this call only (the model's forward
+            arguments; the model's own when `None`, and not passed on then, so any classifier works). The model is
+            not changed, so threads may share it.
     """
     for name, seconds in (("window", window), ("hop", hop)):
         if seconds is not None and not math.isfinite(seconds):
@@ -300,6 +305,8 @@ def tag_recording(
     windows = WindowStream(chunks, window_samples, hop_samples, rate // PEAKS_PER_SECOND)
 
     mask = {"return_attention_mask": True} if getattr(model.config, "drop_padding", False) else {}
+    policy = {name: value for name, value in (("keep_mass", keep_mass), ("min_keep_rate", min_keep_rate))
+              if value is not None}
     multi_label = model.config.problem_type == "multi_label_classification"
     parameter = next(model.parameters())
     pool_size = batch_size * (BUCKET_BATCHES if bucket_by_count else 1)
@@ -311,10 +318,10 @@ def tag_recording(
             features = features.to(device=parameter.device, dtype=parameter.dtype)  # casts floating tensors only
             order = torch.arange(len(pool))
             if bucket_by_count:
-                order = torch.argsort(predicted_kept_counts(model, **features), stable=True)
+                order = torch.argsort(predicted_kept_counts(model, **features, **policy), stable=True)
             pool_scores = torch.empty(len(pool), model.config.num_labels)
             for batch in order.split(batch_size):
-                logits = model(**{name: value[batch] for name, value in features.items()}).logits.float()
+                logits = model(**{name: value[batch] for name, value in features.items()}, **policy).logits.float()
                 pool_scores[batch] = (logits.sigmoid() if multi_label else logits.softmax(-1)).cpu()
                 bar.update(len(batch))
             scores.append(pool_scores.numpy())

@@ -8,7 +8,8 @@ model's own window, the default) every `--hop` seconds (default: half the window
 padded by the model's feature extractor as any short clip is. Printed: one line per run of consecutive windows with
 the same best label scoring at least --min_score (from the first window's start to the last one's end: overlapping
 windows give overlapping runs), then the recording's top labels by `mean` (average score over the windows) and by
-`max` (best score in any window). The PNG shows every window's scores over time.
+`max` (best score in any window). The PNG shows every window's scores over time. --keep_mass lets each window keep
+its own count of tokens (see docs/calibration.md), the keep rate being its ceiling.
 """
 
 import argparse
@@ -29,6 +30,13 @@ def parse_args(argv=None):
     parser.add_argument("--window", type=positive_seconds, help="seconds per window, at most the model's (default: the model's)")
     parser.add_argument("--hop", type=positive_seconds, help="seconds between window starts, in (0, window] (default: window / 2)")
     parser.add_argument("--keep_rate", type=keep_rate_argument, help="keep rate to tag at (default: the model's own)")
+    parser.add_argument("--keep_mass", type=keep_rate_argument,
+                        help="per-window keep policy in (0, 1]: each pruning layer keeps the fewest best-scored tokens "
+                        "holding this share of the window's score mass, at most the keep rate (default: the model's "
+                        "own; token_reduction prune only)")
+    parser.add_argument("--min_keep_rate", type=keep_rate_argument,
+                        help="floor of the per-window policy in (0, keep rate]: every window keeps at least this "
+                        "fraction of its tokens (default: the model's own, else one token)")
     parser.add_argument("--min_score", type=float, default=0.5,
                         help="windows whose best score is lower are left out of the timeline (default: %(default)s)")
     parser.add_argument("--top_k", type=positive_int, default=5, help="top labels of the recording to print (default: %(default)s)")
@@ -68,6 +76,7 @@ def main(argv=None) -> int:
     # Only now the heavy imports: a missing file or an unwritable --output is answered before them.
     import torch
 
+    from ..classify import keep_setting
     from ..loading import load_pruned_model
     from ..tagging import plot_tags, tag_recording
 
@@ -85,12 +94,16 @@ def main(argv=None) -> int:
         # the file, not its samples: tag_recording decodes it as a stream, so memory stays flat in its length
         tags = tag_recording(args.audio, model, extractor, window=args.window, hop=args.hop,
                              batch_size=args.batch_size, progress=not args.no_progress,
-                             bucket_by_count=args.bucket_by_count)
+                             bucket_by_count=args.bucket_by_count, keep_mass=args.keep_mass,
+                             min_keep_rate=args.min_keep_rate)
     except ValueError as error:
         return fail(str(error).splitlines()[0])
 
+    setting = f"keep rate {model.config.keep_rate}"
+    if args.keep_mass is not None or getattr(model.config, "keep_mass", None) is not None:
+        setting = keep_setting(model.config, keep_mass=args.keep_mass, min_keep_rate=args.min_keep_rate)
     print(f"{args.audio}: {tags.duration:.2f} s, {len(tags.starts)} windows of {tags.window:.3f} s every "
-          f"{tags.hop:.3f} s | model {args.model_name_or_path} (keep rate {model.config.keep_rate})")
+          f"{tags.hop:.3f} s | model {args.model_name_or_path} ({setting})")
     print(f"{'from':>8} {'to':>8}  {'label':<16} peak score   (runs of windows scoring >= {args.min_score})")
     for start, end, label, score in tags.timeline(min_score=args.min_score):
         print(f"{start:>8.2f} {end:>8.2f}  {label:<16} {score:.2f}")
