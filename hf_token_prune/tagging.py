@@ -269,9 +269,10 @@ def tag_recording(
             are those of the unbucketed call (each window's logits equal the window run alone) and come back in time
             order; memory holds that many batches of windows instead of one.
         progress: show a progress bar over the windows.
-        keep_mass, min_keep_rate: the per-window keep policy and its floor for this call only (the model's forward
-            arguments; the model's own when `None`, and not passed on then, so any classifier works). The model is
-            not changed, so threads may share it.
+        keep_mass: the per-window keep policy of this call only (a forward argument of the model; the model's own
+            when `None`, and not passed on then, so any classifier works). The model is not changed, so threads may
+            share it.
+        min_keep_rate: the policy's floor for this call only, passed on as `keep_mass` is.
     """
     for name, seconds in (("window", window), ("hop", hop)):
         if seconds is not None and not math.isfinite(seconds):
