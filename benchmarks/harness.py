@@ -13,7 +13,6 @@ Every run records its command, the machine, torch's thread count, the commit and
 before and after, and writes a markdown report, its JSON and a CSV of its table rows.
 """
 
-import argparse
 import contextlib
 import csv
 import json
@@ -30,6 +29,7 @@ from pathlib import Path
 import torch
 from torch.profiler import profile
 
+from hf_token_prune.checks import DeprecatedSpelling
 from hf_token_prune.profiling import REGIONS
 
 
@@ -199,29 +199,17 @@ def header_lines(header: dict) -> list[str]:
 # -- flags -----------------------------------------------------------------------------------------------------------
 
 
-class _DeprecatedAlias(argparse.Action):
-    """An old spelling kept for one release: stores into the new flag's destination and says so on one line."""
-
-    def __init__(self, option_strings, dest, replacement, **kwargs):
-        self.replacement = replacement
-        super().__init__(option_strings, dest, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        print(f"{option_string} is deprecated, use {self.replacement}", file=sys.stderr)
-        setattr(namespace, self.dest, values)
-
-
 def add_torch_threads_argument(parser, default: int, help_text: str):
     """``--torch_threads N``, and ``--num_threads``, its spelling until this release."""
     parser.add_argument("--torch_threads", type=int, default=default, help=help_text)
-    parser.add_argument("--num_threads", type=int, dest="torch_threads", action=_DeprecatedAlias,
+    parser.add_argument("--num_threads", type=int, dest="torch_threads", action=DeprecatedSpelling,
                         replacement="--torch_threads", help="deprecated spelling of --torch_threads")  # fmt: skip
 
 
 def add_model_argument(parser, default, help_text: str):
     """``--model_name_or_path DIR``, and ``--demo_model``, its spelling until this release."""
     parser.add_argument("--model_name_or_path", type=Path, default=default, help=help_text)
-    parser.add_argument("--demo_model", type=Path, dest="model_name_or_path", action=_DeprecatedAlias,
+    parser.add_argument("--demo_model", type=Path, dest="model_name_or_path", action=DeprecatedSpelling,
                         replacement="--model_name_or_path",
                         help="deprecated spelling of --model_name_or_path")  # fmt: skip
 

@@ -41,11 +41,13 @@ def _hub_id_shaped(name: str) -> bool:
     return True
 
 
-def _looks_local(name: str) -> bool:
-    """Whether `name` names a local path rather than a Hub id: it cannot be a repo id, or its first part ("outputs" of
-    "outputs/demoo") is a local folder. Such a name never reaches the Hub, so a typo is reported at once, online too."""
-    first = Path(name).expanduser().parts[0] if name else ""
-    return not _hub_id_shaped(name) or ("/" in name and Path(first).is_dir())
+def names_local_path(name: str) -> bool:
+    """Whether `name` names a local path rather than a Hub id: it exists, it cannot be a repo id, or its first part
+    ("outputs" of "outputs/demoo") is a local folder. Such a name never reaches the Hub, so a typo is reported at once,
+    online too."""
+    path = Path(name).expanduser()
+    first = path.parts[0] if name else ""
+    return path.exists() or not _hub_id_shaped(name) or ("/" in name and Path(first).is_dir())
 
 
 def _closest_folder_hint(path: Path) -> str:
@@ -75,7 +77,7 @@ def check_model(name, needs=("config", "weights", "feature_extractor"), cache_di
         return
     if path.exists():
         raise ValueError(f"{flag} {name}: a file, not a model folder; give the folder save_pretrained wrote.")
-    if _looks_local(name):
+    if names_local_path(name):
         raise ValueError(f"{flag} {name}: no such folder.{_closest_folder_hint(path)}")
     if _offline():
         from huggingface_hub import try_to_load_from_cache
@@ -214,17 +216,19 @@ def suggesting(parser_class):
 RENAMED_FLAGS_REMOVED_IN = "0.3"
 
 
-class _RenamedStore(argparse.Action):
-    """argparse's "store" that also says on stderr that an old spelling of the flag is deprecated."""
+class DeprecatedSpelling(argparse.Action):
+    """argparse's "store" that says on stderr when a flag is given by an old spelling: ``notice`` with ``{old}``, the
+    spelling given, and ``{new}``, the ``replacement`` (default: the action's first option string, whose use says
+    nothing)."""
+
+    def __init__(self, option_strings, dest, notice="{old} is deprecated, use {new}", replacement=None, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.notice = notice
+        self.replacement = replacement or option_strings[0]
 
     def __call__(self, parser, namespace, values, option_string=None):
-        name = self.option_strings[0]
-        if option_string != name:
-            print(
-                f"{parser.command}: {option_string} is deprecated, use {name} (removed in hf-token-prune "
-                f"{RENAMED_FLAGS_REMOVED_IN})",
-                file=sys.stderr,
-            )
+        if option_string != self.replacement:
+            print(self.notice.format(old=option_string, new=self.replacement), file=sys.stderr)
         setattr(namespace, self.dest, values)
 
 
@@ -241,11 +245,14 @@ class CommandParser(suggesting(argparse.ArgumentParser)):
         """``add_argument(name, ...)`` that also accepts ``old_names`` (deprecated: each use says so on stderr)."""
         old = ", ".join(old_names)
         help = f"{help} ({old}: its old name, removed in hf-token-prune {RENAMED_FLAGS_REMOVED_IN})"
-        return self.add_argument(name, *old_names, action=_RenamedStore, help=help, **kwargs)
+        notice = (
+            f"{self.command}: {{old}} is deprecated, use {{new}} (removed in hf-token-prune {RENAMED_FLAGS_REMOVED_IN})"
+        )
+        return self.add_argument(name, *old_names, action=DeprecatedSpelling, notice=notice, help=help, **kwargs)
 
 
 __all__ = [
-    "CommandParser", "DidYouMean", "check_audio_folder", "check_model", "keep_rate_argument", "keep_rates_argument",
-    "non_negative_int", "one_line", "parse_keep_rates", "positive_int", "positive_seconds", "suggesting",
-    "unknown_arguments_error",
+    "CommandParser", "DeprecatedSpelling", "DidYouMean", "check_audio_folder", "check_model", "keep_rate_argument",
+    "keep_rates_argument", "names_local_path", "non_negative_int", "one_line", "parse_keep_rates", "positive_int",
+    "positive_seconds", "suggesting", "unknown_arguments_error",
 ]

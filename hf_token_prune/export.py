@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checks import names_local_path
 from .errors import one_line
 from .feature_extraction_audiomae import check_sampling_rate
 from .files import check_output_dir, same_or_nested, written_whole
@@ -317,13 +318,6 @@ class OnnxAudioClassifier:
         return results if batched else results[0]
 
 
-def _is_local_path(name: str) -> bool:
-    """Whether ``name`` means a local folder: it exists, or it is written as a path (``./x``, ``/x``, ``~/x``,
-    ``a/b/c``), or its first component is a local folder (``outputs/demo`` next to ``outputs/``)."""
-    path = Path(name).expanduser()
-    return path.exists() or name.startswith((".", "/", "~")) or len(path.parts) != 2 or Path(path.parts[0]).is_dir()
-
-
 def web_zero_padding_value(model_config, feature_extractor, pad_in_graph: bool = False) -> float | None:
     """Refuse (``ValueError``, one line) a model whose features transformers.js's ``ASTFeatureExtractor`` would compute
     differently; return the normalised zero-padding value for :func:`export_onnx` if the graph must re-pad with the
@@ -416,7 +410,7 @@ def export_pretrained(
     from .loading import load_pruned_model
 
     folder = Path(model_name_or_path).expanduser()
-    if _is_local_path(str(model_name_or_path)):
+    if names_local_path(str(model_name_or_path)):
         if not folder.is_dir():
             raise ValueError(f"no such folder: {model_name_or_path} (give a folder saved with save_pretrained)")
         if not (folder / "config.json").is_file():
