@@ -34,12 +34,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (  # noqa: E402
     default_output_dir,
     COMMITTED_RESULTS,
+    KEYWORD_TEST_CLIPS,
     REPO,
     Run,
     Spread,
     add_model_argument,
     add_torch_threads_argument,
+    clip_features,
     header_lines,
+    keyword_test_clips,
     markdown_table,
     paired_ratio,
     time_interleaved,
@@ -53,20 +56,8 @@ from hf_token_prune.macs import clip_macs  # noqa: E402
 from hf_token_prune.selection import kept_counts_per_clip  # noqa: E402
 
 
-CLIPS = REPO / "data" / "keywords" / "test"
 DEFAULT_MODEL = REPO / "outputs" / "demo"
 MODES = ("batch 1", "in order", "bucketed")
-
-
-def load_clips(feature_extractor, max_clips):
-    """Features, frame mask and word of the test clips, sorted by path."""
-    import soundfile
-
-    paths = sorted(CLIPS.glob("*/*.flac"))[:max_clips]
-    waves = [soundfile.read(path, dtype="float32")[0] for path in paths]
-    features = feature_extractor(waves, sampling_rate=feature_extractor.sampling_rate, return_attention_mask=True,
-                                 return_tensors="pt")  # fmt: skip
-    return features["input_values"], features["attention_mask"], [path.parent.name for path in paths]
 
 
 def tiny_model_and_extractor(words):
@@ -221,13 +212,15 @@ def main(argv):
                          "first, or --quick)")
     run = Run("benchmark_adaptive.py", argv, args.torch_threads)
     if args.quick:
-        model, extractor = tiny_model_and_extractor(sorted(path.name for path in CLIPS.iterdir() if path.is_dir()))
+        model, extractor = tiny_model_and_extractor(sorted(path.name for path in KEYWORD_TEST_CLIPS.iterdir() if path.is_dir()))
     else:
         from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
         model = AutoModelForAudioClassification.from_pretrained(args.model_name_or_path).eval()
         extractor = AutoFeatureExtractor.from_pretrained(args.model_name_or_path)
-    inputs, mask, words = load_clips(extractor, args.max_clips)
+    clips = keyword_test_clips(args.max_clips)
+    features = clip_features(extractor, clips)
+    inputs, mask, words = features["input_values"], features["attention_mask"], [clip.parent.name for clip in clips]
     labels = torch.tensor([model.config.label2id[word] for word in words])
     title = (f"Adaptive keep (keep_mass) vs fixed keep rates at equal mean MACs: "
              f"{'a tiny random model' if args.quick else args.model_name_or_path.name}")

@@ -53,6 +53,7 @@ from harness import (  # noqa: E402
     add_model_argument,
     add_torch_threads_argument,
     header_lines,
+    keyword_test_clips,
     markdown_table,
     paired_ratio,
     target_records,
@@ -72,7 +73,6 @@ from hf_token_prune.export import export_onnx, onnx_session, quantize_int8  # no
 from hf_token_prune.macs import count_macs  # noqa: E402
 
 
-KEYWORDS = REPO / "data" / "keywords"
 KEEP_RATES = (1.0, 0.7, 0.5)
 BACKENDS = ("eager", "inductor", "onnxruntime")
 QUANTISED_KEEP_RATE = 0.7
@@ -225,18 +225,14 @@ def summarise(variants, batch_size):
 # -- accuracy of the demo model ------------------------------------------------------------------------------------
 
 
-def test_clips():
-    clips = sorted((KEYWORDS / "test").glob("*/*.flac"))
-    return clips, [clip.parent.name for clip in clips]
-
-
 def demo_accuracy(demo_model, workdir, num_threads):
     """Top-1 on the keyword test split: stock AST and PrunedAST at 0.7, PyTorch and ONNX Runtime fp32 / int8."""
     from transformers import AutoFeatureExtractor, pipeline
 
     from hf_token_prune.export import OnnxAudioClassifier, export_pretrained
 
-    clips, labels = test_clips()
+    clips = keyword_test_clips()
+    labels = [clip.parent.name for clip in clips]
     pruned = PrunedASTForAudioClassification.from_pretrained(demo_model)
     fields = {k: v for k, v in pruned.config.to_dict().items() if k not in ("keep_rate", "pruning_layers", "token_score",
                                                                            "auto_map", "model_type", "architectures")}

@@ -34,11 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (  # noqa: E402
     default_output_dir,
     COMMITTED_RESULTS,
-    REPO,
     Run,
     Spread,
     add_model_argument,
     add_torch_threads_argument,
+    clip_features,
+    keyword_test_clips,
     markdown_table,
     paired_ratio,
     time_interleaved,
@@ -130,13 +131,11 @@ def report(header, results):
 
 def demo_accuracy(demo_model, keep_rates):
     """Top-1 on the keyword test clips, padding kept vs dropped, one batch of every clip (mixed lengths)."""
-    import soundfile
     from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
-    clips = sorted((REPO / "data" / "keywords" / "test").glob("*/*.flac"))
-    waves = [soundfile.read(clip, dtype="float32")[0] for clip in clips]
+    clips = keyword_test_clips()
     extractor = AutoFeatureExtractor.from_pretrained(demo_model)
-    features = extractor(waves, sampling_rate=16000, return_attention_mask=True, return_tensors="pt")
+    features = clip_features(extractor, clips)
     model = AutoModelForAudioClassification.from_pretrained(demo_model).eval()
     labels = [model.config.label2id[clip.parent.name] for clip in clips]
     own_rate, rows = model.config.keep_rate, []

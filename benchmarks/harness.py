@@ -35,6 +35,7 @@ from hf_token_prune.profiling import REGIONS
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED_RESULTS = REPO / "docs" / "reports" / "results"
+KEYWORD_TEST_CLIPS = REPO / "data" / "keywords" / "test"
 
 
 # -- timing ----------------------------------------------------------------------------------------------------------
@@ -217,6 +218,24 @@ def add_model_argument(parser, default, help_text: str):
 def default_output_dir(script: str) -> Path:
     """``outputs/<script>-<UTC time>`` in the repository: a run never overwrites an earlier one."""
     return REPO / "outputs" / f"{script}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+
+
+# -- the demo's clips ------------------------------------------------------------------------------------------------
+
+
+def keyword_test_clips(max_clips: int | None = None) -> list[Path]:
+    """The first ``max_clips`` (default: all) test clips of ``data/keywords``, ``<word>/<clip>.flac``, sorted by path:
+    the dataset's order, word by word. A clip's word is its folder's name."""
+    return sorted(KEYWORD_TEST_CLIPS.glob("*/*.flac"))[:max_clips]
+
+
+def clip_features(feature_extractor, paths):
+    """``feature_extractor``'s features of the clips at ``paths`` as one padded batch, frame mask included."""
+    import soundfile
+
+    waves, rates = zip(*(soundfile.read(path, dtype="float32") for path in paths))
+    (sampling_rate,) = set(rates)  # one batch, one rate
+    return feature_extractor(list(waves), sampling_rate=sampling_rate, return_attention_mask=True, return_tensors="pt")
 
 
 # -- tables and files ------------------------------------------------------------------------------------------------
