@@ -15,7 +15,7 @@ import torch
 
 from .evaluation import classification_metric
 from .inputs import model_settings
-from .report import pyplot, save_figure, section, write_table
+from .report import pyplot, save_figure, table_and_figure_section
 
 
 DEFAULT_BLOCKS = (1, 3, 5, 7, 9, 11)
@@ -65,8 +65,6 @@ class ClusterDropResult:
         return save_figure(fig, path)
 
     def write(self, output_dir, name="cluster_drop"):
-        markdown = write_table(self.table, output_dir, name)
-        self.plot(f"{output_dir}/{name}.png")
         empty = self.table.groupby("dropped", sort=False)["samples with no patch token"].first()
         text = (
             f"Keep rate 1.0; the patch tokens of the named intensity clusters are removed after the given block "
@@ -75,7 +73,9 @@ class ClusterDropResult:
             + ", ".join(f"{group}: {count}" for group, count in empty.items())
             + ". `unpruned, same samples` is the undisturbed model on the samples that were evaluated."
         )
-        return section("Dropping intensity clusters (Table IV)", text, [(name, markdown)], [f"{name}.png"])
+        return table_and_figure_section(
+            "Dropping intensity clusters (Table IV)", text, self.table, self.plot, output_dir, name
+        )
 
 
 def cluster_drop(model, data, clusters, blocks=DEFAULT_BLOCKS, groups=None):

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from .inputs import batch_patch_statistics
-from .report import pyplot, save_figure, section, write_table
+from .report import pyplot, save_figure, table_and_figure_section
 
 
 @dataclass
@@ -119,8 +119,6 @@ class ValueClusters:
     def write(self, output_dir, statistics=None, name="clusters"):
         """The table (CSV + markdown) and the figure (PNG); returns the ``index.md`` section. With the dataset's
         ``statistics``, the text also says how much is padding and where it lands."""
-        markdown = write_table(self.table(), output_dir, name, digits=3)
-        self.plot(f"{output_dir}/{name}.png")
         text = (
             f"1-D k-means (k={len(self.centers)}, fixed seed) over {self.sizes.sum()} patch {self.statistic} values, "
             "clusters numbered by ascending centre."
@@ -136,7 +134,7 @@ class ValueClusters:
         title = f"{self.statistic.capitalize()} clusters"
         if self.statistic == "intensity":
             title += " (Table III, Fig. 5)"
-        return section(title, text, [(name, markdown)], [f"{name}.png"])
+        return table_and_figure_section(title, text, self.table(), self.plot, output_dir, name, digits=3)
 
 
 def fit_value_clusters(values, statistic, num_clusters=5, seed=0, exclude_padding=False):

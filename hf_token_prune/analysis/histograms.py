@@ -7,7 +7,7 @@ import pandas as pd
 import torch
 
 from .inputs import analysis_keep_rate, batch_patch_statistics, model_settings
-from .report import pyplot, save_figure, section, write_table
+from .report import pyplot, save_figure, table_and_figure_section
 
 
 # Table IV's and Fig. 6's "low-intensity" tokens: clusters C1 and C2.
@@ -63,8 +63,6 @@ class HistogramResult:
         return save_figure(fig, path)
 
     def write(self, output_dir, name="histograms"):
-        markdown = write_table(self.table(), output_dir, name)
-        self.plot(f"{output_dir}/{name}.png")
         text = (
             f"Log 2-D histogram of patch intensity vs variation: every input patch, and the patches whose tokens reach "
             f"the last layer at keep rate {self.keep_rate:g}. Retained tokens from the low-intensity clusters C1+C2: "
@@ -72,7 +70,9 @@ class HistogramResult:
             f"{100 * np.isin(self.all_clusters, LOW_INTENSITY_CLUSTERS).mean():.1f}%)."
             + (" Patches touching padded frames are left out." if self.exclude_padding else "")
         )
-        return section("Retained patch statistics (Fig. 6)", text, [(name, markdown)], [f"{name}.png"])
+        return table_and_figure_section(
+            "Retained patch statistics (Fig. 6)", text, self.table(), self.plot, output_dir, name
+        )
 
 
 def retained_patch_histograms(model, data, clusters, keep_rate=None, exclude_padding=False, bins=60):

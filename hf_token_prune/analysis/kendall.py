@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from .inputs import analysis_keep_rate, batch_patch_statistics, model_settings
-from .report import pyplot, save_figure, section, write_table
+from .report import pyplot, save_figure, table_and_figure_section
 
 
 STATISTICS = ("intensity", "variation")
@@ -74,8 +74,6 @@ class KendallResult:
         return save_figure(fig, path)
 
     def write(self, output_dir, name="kendall"):
-        markdown = write_table(self.table, output_dir, name, digits=3)
-        self.plot(f"{output_dir}/{name}.png")
         text = (
             f"Per block, Kendall's tau between the attention score of each patch token entering the block and the "
             f"k-means cluster rank of its intensity / variation; ties count as concordant and pairs are pooled over "
@@ -84,7 +82,9 @@ class KendallResult:
             f"Mean over blocks: intensity {self.mean_tau('intensity'):.3f}, variation {self.mean_tau('variation'):.3f}."
             + (" Patches touching padded frames are left out of every pair." if self.exclude_padding else "")
         )
-        return section("Kendall's tau per block (Fig. 4)", text, [(name, markdown)], [f"{name}.png"])
+        return table_and_figure_section(
+            "Kendall's tau per block (Fig. 4)", text, self.table, self.plot, output_dir, name, digits=3
+        )
 
 
 def kendall_tau_per_block(model, data, intensity_clusters, variation_clusters, keep_rate=None, exclude_padding=False):

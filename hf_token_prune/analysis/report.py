@@ -62,6 +62,14 @@ def section(title, text, tables=(), figures=()):
     return "\n".join(parts)
 
 
+def table_and_figure_section(title, text, table, plot, output_dir, name, digits=2):
+    """Write the analysis's ``table`` (``name.csv``, ``name.md``: :func:`write_table`) and its figure (``plot`` to
+    ``name.png``) to ``output_dir``; return the :func:`section` showing both."""
+    markdown = write_table(table, output_dir, name, digits)
+    plot(f"{output_dir}/{name}.png")
+    return section(title, text, [(name, markdown)], [f"{name}.png"])
+
+
 def write_index(output_dir, title, header_lines, sections):
     """Write ``index.md``: a title, a bullet list of facts about the run, then one section per analysis."""
     text = f"# {title}\n\n" + "".join(f"- {line}\n" for line in header_lines) + "\n" + "\n".join(sections)
