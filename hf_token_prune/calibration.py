@@ -180,8 +180,8 @@ def check_max_loss(max_loss):
 
 def _check_labelled(data, name):
     labels = data.dataset.select_columns(["labels"])["labels"]
-    if data.multi_label:
-        unlabelled = not any(len(row) for row in labels)
+    if data.multi_label:  # a multi-label model on single-label data has one class per clip, not a list
+        unlabelled = not any(len(row) if isinstance(row, list) else row is not None and row >= 0 for row in labels)
     else:
         unlabelled = any(label is None or label < 0 for label in labels)
     if unlabelled:

@@ -55,7 +55,7 @@ class Run:
             return "wrong"
         # a progress bar or transformers' notes may come before the error line; the error itself is one line
         errors = [line for line in self.err.splitlines() if line.startswith(("usage:", "hf-token-prune", "classify",
-                  "tag", "finetune", "export", "convert", "macs", "analyze", "error"))]  # fmt: skip
+                  "tag", "finetune", "export", "convert", "macs", "analyze", "calibrate", "explore", "error"))]  # fmt: skip
         return "ok" if len(errors) <= 2 and last_line(self.err) else "noisy"
 
 
@@ -394,6 +394,226 @@ def streaming():
            last_line(run.err))
 
 
+# -- the newest surfaces: calibrate and the per-sample keep policy (keep_mass / min_keep_rate) ---------------------
+
+
+def audio_folder(name, splits):
+    """An audiofolder under WORK: `splits` maps a split to {label folder: number of the shipped keyword clips}."""
+    root = WORK / name
+    for split, labels in splits.items():
+        (root / split).mkdir(parents=True)
+        for label, count in labels.items():
+            (root / split / label).mkdir()
+            for clip in sorted((REPO / "data" / "keywords" / "validation" / "yes").iterdir())[:count]:
+                shutil.copy(clip, root / split / label / clip.name)
+    return root
+
+
+def calibration():
+    model = WORK / "model"
+    fast = ["--keep_rates", "0.5", "--keep_masses", "0.9", "--refine_rounds", "0", "--max_samples", "4"]
+    data = ["--dataset_name", "audiofolder", "--data_dir", str(REPO / "data" / "keywords")]
+    base = ["calibrate", "--model_name_or_path", str(model), *data, *fast]
+    out = WORK / "cal-out"
+    cases = {
+        "--max_loss -1": ["--max_loss", "-1"],
+        "--max_loss nan": ["--max_loss", "nan"],
+        "--max_loss inf": ["--max_loss", "inf"],
+        "--max_loss 1e400": ["--max_loss", "1e400"],
+        "--max_loss abc": ["--max_loss", "abc"],
+        "--keep_rates 1.0 (the reference)": ["--keep_rates", "1.0"],
+        "--keep_masses 0": ["--keep_masses", "0"],
+        "--keep_masses nan": ["--keep_masses", "nan"],
+        "--min_keep_rate above --max_keep_rate": ["--max_keep_rate", "0.3", "--min_keep_rate", "0.6"],
+        "--held_out_split = --validation_split": ["--held_out_split", "validation"],
+        "--held_out_split no such split": ["--held_out_split", "nowhere"],
+        "--refine_points 0": ["--refine_points", "0"],
+        "--batch_size 0": ["--batch_size", "0"],
+        "--dataloader_num_workers -1": ["--dataloader_num_workers", "-1"],
+        "--data_dir missing": ["--data_dir", str(WORK / "no-data")],
+    }  # fmt: skip
+    for case, extra in cases.items():
+        expect_error(f"calibrate {case}", "calibrate", [*base, *extra, "--output_dir", str(out)], keep=[model],
+                     absent=[out])  # fmt: skip
+    strangers = audio_folder("cal-strangers", {"train": {"cat": 2}, "validation": {"cat": 2, "dog": 2},
+                                               "test": {"cat": 2, "dog": 2}})  # fmt: skip
+    empty = audio_folder("cal-empty", {"train": {"yes": 1, "no": 1}, "validation": {}, "test": {"yes": 1, "no": 1}})
+    expect_error("calibrate a split with labels the model does not know", "calibrate",
+                 [*base, "--data_dir", str(strangers), "--output_dir", str(out)], absent=[out])  # fmt: skip
+    expect_error("calibrate an empty validation split", "calibrate",
+                 [*base, "--data_dir", str(empty), "--output_dir", str(out)], absent=[out])  # fmt: skip
+    one = audio_folder("cal-one", {"train": {"yes": 1, "no": 1}, "validation": {"yes": 1}, "test": {"no": 1}})
+    run = run_cli([*base, "--data_dir", str(one), "--max_loss", "100", "--output_dir", str(WORK / "cal-one-out")])
+    right = run.code == 0 and (WORK / "cal-one-out" / "calibration.json").is_file()
+    record("calibrate one-clip splits, --max_loss 100", "calibrate", "ok" if right else run.failure(),
+           last_line(run.err if run.code else run.out))
+    expect_error("calibrate --output_dir <the model>", "calibrate",
+                 [*base, "--output_dir", str(model), "--overwrite_output_dir"], keep=[model])
+    full = WORK / "cal-full"
+    full.mkdir()
+    (full / "notes.txt").write_text("the folder's own file")
+    expect_error("calibrate --output_dir <a non-empty folder>", "calibrate", [*base, "--output_dir", str(full)],
+                 keep=[full])
+    (WORK / "a-file").write_text("a file")
+    expect_error("calibrate --output_dir a file", "calibrate", [*base, "--output_dir", str(WORK / "a-file")],
+                 keep=[model])
+    unnamed = variant("cal-unnamed", edit_json("config.json", id2label={str(i): f"LABEL_{i}" for i in range(10)},
+                                               label2id={f"LABEL_{i}": i for i in range(10)}))  # fmt: skip
+    run = run_cli(["calibrate", "--model_name_or_path", str(unnamed), *data, *fast, "--max_loss", "100",
+                   "--output_dir", str(WORK / "cal-unnamed-out")])  # fmt: skip
+    record("calibrate a model saved without label names", "calibrate",
+           "ok" if run.code == 0 else run.failure(), last_line(run.err if run.code else run.out))
+    adaptive = variant("cal-adaptive", edit_json("config.json", keep_mass=0.8, min_keep_rate=0.3))
+    run = run_cli(["calibrate", "--model_name_or_path", str(adaptive), *data, *fast, "--max_loss", "100",
+                   "--output_dir", str(WORK / "cal-adaptive-out")])  # fmt: skip
+    right = run.code == 0 and (WORK / "cal-adaptive-out" / "config.json").is_file()
+    record("calibrate a keep_mass model", "calibrate", "ok" if right else run.failure(),
+           last_line(run.err if run.code else run.out))
+    multi = variant("cal-multi", edit_json("config.json", problem_type="multi_label_classification"))
+    run = run_cli(["calibrate", "--model_name_or_path", str(multi), *data, *fast, "--max_loss", "100",
+                   "--output_dir", str(WORK / "cal-multi-out")])  # fmt: skip
+    metric = json.loads((WORK / "cal-multi-out" / "calibration.json").read_text())["metric"] if run.code == 0 else ""
+    record("calibrate a multi-label (mAP) model", "calibrate", "ok" if metric == "mAP" else run.failure()
+           if run.code else "wrong", metric or last_line(run.err))  # fmt: skip
+    if READ_ONLY:
+        expect_error("calibrate --output_dir read-only", "calibrate", [*base, "--output_dir", str(READ_ONLY / "c")])
+    # interrupted once its progress bar shows it measuring, whatever the machine's speed
+    log = WORK / "cal-c.stderr"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "import sys, hf_token_prune_cli; sys.exit(hf_token_prune_cli.main(sys.argv[1:]))",
+             *base, "--refine_rounds", "3", "--max_samples", "1000", "--keep_rates", "0.9,0.7,0.5,0.3",
+             "--keep_masses", "0.95,0.9,0.8,0.6", "--output_dir", str(WORK / "cal-c")],
+            stdout=subprocess.DEVNULL, stderr=stderr, text=True, cwd=WORK,
+            env={**os.environ, "PYTHONPATH": str(ARGS.repo), "HF_HUB_OFFLINE": "1"},
+        )  # fmt: skip
+        deadline = time.time() + 120
+        while process.poll() is None and "batch" not in log.read_text() and time.time() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+    err = log.read_text()
+    log.unlink()
+    outcome = Run(process.returncode, "", err).failure() if process.returncode else "wrong"
+    leftovers = [p.name for p in WORK.iterdir() if p.name.startswith((".cal-c.", "cal-c"))]
+    record("Ctrl-C calibrate while measuring", "calibrate", "lost" if outcome == "ok" and leftovers else outcome,
+           last_line(err) + (f" (left {leftovers})" if leftovers else ""))
+    disk = WORK / "cal-disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(disk)], capture_output=True).returncode:
+        record("calibrate on a full disk", "calibrate", "skipped", "mount -t tmpfs failed here (not root?)")
+        return
+    try:
+        expect_error("calibrate on a full disk", "calibrate", [*base, "--max_loss", "100", "--output_dir",
+                     str(disk / "c")], absent=[disk / "c"])  # fmt: skip
+        leftovers = [p.name for p in disk.iterdir()]
+        record("calibrate leaves nothing on the full disk", "calibrate", "lost" if leftovers else "ok",
+               ", ".join(leftovers) or "nothing")
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+def keep_mass():
+    clip = str(CLIP)
+    bad = {
+        "keep_mass NaN": dict(keep_mass=float("nan")),
+        "keep_mass 0": dict(keep_mass=0),
+        "keep_mass -0.5": dict(keep_mass=-0.5),
+        "keep_mass 1.5": dict(keep_mass=1.5),
+        "keep_mass true": dict(keep_mass=True),
+        "keep_mass \"0.5\"": dict(keep_mass="0.5"),
+        "min_keep_rate NaN": dict(keep_mass=0.8, min_keep_rate=float("nan")),
+        "min_keep_rate 0": dict(keep_mass=0.8, min_keep_rate=0),
+        "min_keep_rate above keep_rate": dict(keep_mass=0.8, min_keep_rate=0.9),
+        "min_keep_rate \"0.2\"": dict(keep_mass=0.8, min_keep_rate="0.2"),
+        "keep_mass with fuse": dict(keep_mass=0.8, token_reduction="fuse"),
+        "keep_mass with merge": dict(keep_mass=0.8, token_reduction="merge", token_score="cosine"),
+        "keep_rate NaN": dict(keep_rate=float("nan")),
+    }
+    for index, (case, fields) in enumerate(bad.items()):
+        folder = variant(f"km{index}", edit_json("config.json", **fields))
+        expect_error(f"classify: config.json {case}", "keep_mass config", ["classify", clip, "--model_name_or_path",
+                     str(folder)], keep=[folder])  # fmt: skip
+    adaptive = variant("km-good", edit_json("config.json", keep_mass=0.8, min_keep_rate=0.3))
+    for case, argv in {
+        "classify a keep_mass model": ["classify", clip, "--model_name_or_path", str(adaptive)],
+        "classify a keep_mass model --keep_rate 0.2 (below its floor)": ["classify", clip, "--model_name_or_path",
+                                                                         str(adaptive), "--keep_rate", "0.2"],
+        "tag --bucket_by_count a keep_mass model": ["tag", clip, "--model_name_or_path", str(adaptive),
+                                                    "--bucket_by_count", "--no_progress"],
+        "tag --bucket_by_count a fixed-rate model": ["tag", clip, "--model_name_or_path", str(WORK / "model"),
+                                                     "--bucket_by_count", "--no_progress"],
+        "macs a keep_mass model": ["macs", "--model_name_or_path", str(adaptive), "--keep_rates", "1.0,0.5"],
+    }.items():  # fmt: skip
+        run = run_cli(argv)
+        record(case, "keep_mass model", "ok" if run.code == 0 else run.failure(), last_line(run.err or run.out))
+    finetune_cases = {
+        "--keep_mass nan": ["--keep_mass", "nan"],
+        "--keep_mass 0": ["--keep_mass", "0"],
+        "--keep_mass -1": ["--keep_mass", "-1"],
+        "--keep_mass 2": ["--keep_mass", "2"],
+        "--keep_mass abc": ["--keep_mass", "abc"],
+        "--keep_mass true": ["--keep_mass", "true"],
+        "--min_keep_rate without --keep_mass": ["--min_keep_rate", "0.3"],
+        "--min_keep_rate above --keep_rate": ["--keep_mass", "0.8", "--min_keep_rate", "0.9"],
+        "--min_keep_rate nan": ["--keep_mass", "0.8", "--min_keep_rate", "nan"],
+        "--keep_mass with --token_reduction fuse": ["--keep_mass", "0.8", "--token_reduction", "fuse"],
+    }
+    for case, extra in finetune_cases.items():
+        out = WORK / "km-run"
+        expect_error(f"finetune {case}", "keep_mass flags", [*FINETUNE, *extra, "--output_dir", str(out)],
+                     absent=[out])
+    process = cli_process(["explore", "--model_name_or_path", str(adaptive), "--port", "7931"])
+    time.sleep(25)
+    alive = process.poll() is None
+    if alive:
+        process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    record("explore a keep_mass model (start-up)", "keep_mass model", "ok" if alive else "traceback"
+           if "Traceback" in err else "noisy", "still serving after 25 s" if alive else last_line(err))  # fmt: skip
+
+
+LIBRARY_KEEP_MASS = """
+import json, math, sys, torch
+from hf_token_prune.loading import load_pruned_model
+model, extractor = load_pruned_model(sys.argv[1])
+inputs = torch.randn(2, 64, 32)
+answers = {}
+for name, value in [("nan", float("nan")), ("0", 0.0), ("-0.5", -0.5), ("1.5", 1.5), ("True", True), ("'0.5'", "0.5"),
+                    ("inf", math.inf), ("tensor(0.5)", torch.tensor(0.5))]:
+    try:
+        model(inputs, keep_mass=value)
+        answers[f"forward(keep_mass={name})"] = "accepted"
+    except (ValueError, TypeError) as error:
+        answers[f"forward(keep_mass={name})"] = "refused: " + " ".join(str(error).split())[:100]
+for name, settings in [("min_keep_rate above keep_rate", dict(keep_mass=0.8, keep_rate=0.3, min_keep_rate=0.5)),
+                       ("keep_mass with fuse", dict(keep_mass=0.8, token_reduction="fuse")),
+                       ("min_keep_rate NaN", dict(keep_mass=0.8, min_keep_rate=float("nan")))]:
+    try:
+        with model.reduction_settings(**settings):
+            pass
+        answers[f"reduction_settings({name})"] = "accepted"
+    except (ValueError, TypeError) as error:
+        answers[f"reduction_settings({name})"] = "refused: " + " ".join(str(error).split())[:100]
+try:
+    model.config.min_keep_rate = 0.9
+    answers["config.min_keep_rate = 0.9 (above keep_rate 0.7)"] = "accepted"
+except ValueError as error:
+    answers["config.min_keep_rate = 0.9 (above keep_rate 0.7)"] = "refused: " + " ".join(str(error).split())[:100]
+print(json.dumps(answers))
+"""
+
+
+def keep_mass_library():
+    child = python_child(LIBRARY_KEEP_MASS, str(WORK / "model"))
+    out, err = child.communicate()
+    if child.returncode:
+        record("library: keep_mass per call", "keep_mass library", "traceback", last_line(err))
+        return
+    for case, answer in json.loads(out.splitlines()[-1]).items():
+        record(case, "keep_mass library", "ok" if answer.startswith("refused") else "wrong", answer)
+
+
 # -- kills, Ctrl-C, full disks: real subprocesses -----------------------------------------------------------------
 
 
@@ -553,7 +773,7 @@ def main():
                 except ImportError:
                     pass
         groups = [misfit_weights, converter, flags, outputs, audio, library, finetune, streaming, kills, ctrl_c,
-                  full_disk, memory]  # fmt: skip
+                  full_disk, memory, calibration, keep_mass, keep_mass_library]  # fmt: skip
         try:
             for group in groups:
                 if group.__name__ not in ARGS.skip.split(","):

@@ -213,6 +213,33 @@ def test_an_unlabelled_split_is_refused():
         calibrate(model, data, unlabelled)
 
 
+def test_a_split_whose_classes_the_model_does_not_name_is_refused():
+    # matched by index instead, "cat" would be scored as the model's first word: a metric of nothing
+    model = tiny_model(id2label=dict(enumerate(KEYWORD_DATA.label_names)))
+    strangers = [f"animal_{i}" for i in range(len(KEYWORD_DATA.label_names))]
+    with pytest.raises(ValueError, match=r"the dataset's classes \['animal_0', .* are not among the model's labels"):
+        prepare_analysis_data(KEYWORD_DATA.eval.select(range(2)), strangers, False, extractor(), model)
+
+
+def test_a_multi_label_model_on_single_label_clips_is_calibrated_on_map():
+    model = tiny_model(problem_type="multi_label_classification")
+    validation, held_out = clips(KEYWORD_DATA.eval, model), clips(KEYWORD_DATA.test, model)
+    result = calibrate(model, validation, held_out, max_loss=100.0, keep_rates=(0.5,), keep_masses=(0.9,),
+                       refine_rounds=0)
+    # the reference row against sklearn's macro mAP over the classes present, each clip's one class as its target
+    from sklearn.metrics import average_precision_score
+
+    targets = torch.tensor(validation.dataset["labels"])
+    with torch.no_grad(), model.reduction_settings(keep_rate=1.0):
+        scores = torch.cat([model(batch["input_values"]).logits for batch in validation.batches()])
+    present = torch.unique(targets)
+    expected = 100 * average_precision_score(
+        torch.nn.functional.one_hot(targets, model.config.num_labels)[:, present], scores[:, present], average="macro"
+    )
+    reference = result.validation[result.validation["policy"] == "reference"].iloc[0]["mAP (%)"]
+    assert result.metric_name == "mAP" and reference == pytest.approx(expected, abs=1e-4)
+
+
 def test_no_setting_within_the_budget_names_the_best_and_its_loss():
     model = tiny_model()
     message = r"no setting keeps accuracy within 0 points .* the best, .* loses [0-9.]+ points"

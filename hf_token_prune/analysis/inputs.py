@@ -5,7 +5,6 @@ any audiofolder / Hub / local dataset, one column discovery, class names and dec
 ``AudioFeatureTransform``; the analyses only iterate over ``AnalysisData.batches()``.
 """
 
-import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
@@ -18,8 +17,6 @@ from ..data import DATASETS, AudioFeatureTransform, load_audio_classification, n
 # The loader lives in hf_token_prune.loading (light to import); these names stay importable from here.
 from ..loading import PRUNED_MODEL_INTERFACE, check_pruned_model, load_pruned_model  # noqa: F401
 
-
-logger = logging.getLogger(__name__)
 
 # Figures 3 and 6 of the paper are drawn at keep rate 0.5; used when the model itself does not prune.
 DEFAULT_ANALYSIS_KEEP_RATE = 0.5
@@ -74,7 +71,12 @@ def _label_mapping(label_names, config):
             f"match the model's labels ({list(label2id)[:5]}...): this model was not trained on this dataset."
         )
     if not _generic_labels(config):
-        logger.warning("dataset class names do not match the model's labels: matching them by index instead.")
+        unknown = [name for name in label_names if name not in label2id]
+        raise ValueError(
+            f"the dataset's classes {unknown[:5]}{'...' if len(unknown) > 5 else ''} are not among the model's labels "
+            f"({', '.join(list(label2id)[:5])}...): its metric would score them against other classes; give data "
+            "labelled with the model's classes (or --label_column_name naming such a column)."
+        )
     return np.arange(len(label_names))
 
 
@@ -148,7 +150,10 @@ class AnalysisData:
         return [self._model_labels(label) for label in self.dataset["labels"]]
 
     def _model_labels(self, label):
-        return [int(self.label_mapping[i]) for i in label] if self.multi_label else int(self.label_mapping[label])
+        if not self.multi_label:
+            return int(self.label_mapping[label])
+        # a multi-label model measured on single-label data: a clip's one class is its list of one
+        return [int(self.label_mapping[i]) for i in (label if isinstance(label, list) else [label])]
 
     def _collate(self, indices):
         rows = self.dataset[list(indices)]
