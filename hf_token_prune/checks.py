@@ -250,6 +250,17 @@ class CommandParser(suggesting(argparse.ArgumentParser)):
         )
         return self.add_argument(name, *old_names, action=DeprecatedSpelling, notice=notice, help=help, **kwargs)
 
+    def add_keep_policy_arguments(self, item="clip"):
+        """``--keep_mass`` and ``--min_keep_rate``: the per-sample keep policy of one call, each ``item`` (a clip, a
+        window) keeping its own count of tokens."""
+        self.add_argument("--keep_mass", type=keep_rate_argument,
+                          help=f"per-{item} keep policy in (0, 1]: each pruning layer keeps the fewest best-scored "
+                          f"tokens holding this share of the {item}'s score mass, at most the keep rate (default: the "
+                          "model's own; token_reduction prune only)")  # fmt: skip
+        self.add_argument("--min_keep_rate", type=keep_rate_argument,
+                          help=f"floor of the per-{item} policy in (0, keep rate]: every {item} keeps at least this "
+                          "fraction of its tokens (default: the model's own, else one token)")  # fmt: skip
+
 
 __all__ = [
     "CommandParser", "DeprecatedSpelling", "DidYouMean", "check_audio_folder", "check_model", "keep_rate_argument",

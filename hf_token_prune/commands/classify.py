@@ -25,13 +25,7 @@ def parse_args(argv=None):
     parser.add_renamed_argument("--model_name_or_path", "--model", required=True,
                                 help="model folder (saved by this package, or a stock AST)")
     parser.add_argument("--keep_rate", type=keep_rate_argument, help="keep rate in (0, 1] (default: the model's own)")
-    parser.add_argument("--keep_mass", type=keep_rate_argument,
-                        help="per-clip keep policy in (0, 1]: each pruning layer keeps the fewest best-scored tokens "
-                        "holding this share of the clip's score mass, at most the keep rate (default: the model's own; "
-                        "token_reduction prune only)")
-    parser.add_argument("--min_keep_rate", type=keep_rate_argument,
-                        help="floor of the per-clip policy in (0, keep rate]: every clip keeps at least this fraction "
-                        "of its tokens (default: the model's own, else one token)")
+    parser.add_keep_policy_arguments("clip")
     parser.add_argument("--top_k", type=positive_int, default=5, help="classes shown per file (default: %(default)s)")
     parser.add_renamed_argument("--torch_threads", "--num_threads", type=positive_int,
                                 help="torch CPU threads (default: torch's choice)")

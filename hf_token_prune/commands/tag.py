@@ -30,13 +30,7 @@ def parse_args(argv=None):
     parser.add_argument("--window", type=positive_seconds, help="seconds per window, at most the model's (default: the model's)")
     parser.add_argument("--hop", type=positive_seconds, help="seconds between window starts, in (0, window] (default: window / 2)")
     parser.add_argument("--keep_rate", type=keep_rate_argument, help="keep rate to tag at (default: the model's own)")
-    parser.add_argument("--keep_mass", type=keep_rate_argument,
-                        help="per-window keep policy in (0, 1]: each pruning layer keeps the fewest best-scored tokens "
-                        "holding this share of the window's score mass, at most the keep rate (default: the model's "
-                        "own; token_reduction prune only)")
-    parser.add_argument("--min_keep_rate", type=keep_rate_argument,
-                        help="floor of the per-window policy in (0, keep rate]: every window keeps at least this "
-                        "fraction of its tokens (default: the model's own, else one token)")
+    parser.add_keep_policy_arguments("window")
     parser.add_argument("--min_score", type=float, default=0.5,
                         help="windows whose best score is lower are left out of the timeline (default: %(default)s)")
     parser.add_argument("--top_k", type=positive_int, default=5, help="top labels of the recording to print (default: %(default)s)")
