@@ -51,12 +51,14 @@ def command(prog: str):
             except SystemExit:
                 raise
             except KeyboardInterrupt as error:
+                _close_progress_bars()
                 if debug:
                     traceback.print_exc()
                 detail = f": {one_line(error)}" if str(error) else ""
                 print(f"{prog}: interrupted (Ctrl-C){detail}", file=sys.stderr)
                 raise SystemExit(EXIT_INTERRUPTED) from None
             except Exception as error:
+                _close_progress_bars()
                 if debug:
                     traceback.print_exc()
                 if isinstance(error, _expected_errors()):
@@ -72,6 +74,15 @@ def command(prog: str):
         return run
 
     return decorate
+
+
+def _close_progress_bars():
+    """Close the progress bars the error left open: each would redraw itself when collected, after the error line,
+    and hide it from a user reading the last line."""
+    tqdm_module = sys.modules.get("tqdm.std")  # loaded only if some bar was made
+    if tqdm_module is not None:
+        for bar in list(tqdm_module.tqdm._instances):
+            bar.close()
 
 
 def _write_traceback(prog) -> str:

@@ -477,23 +477,9 @@ def calibration():
            if run.code else "wrong", metric or last_line(run.err))  # fmt: skip
     if READ_ONLY:
         expect_error("calibrate --output_dir read-only", "calibrate", [*base, "--output_dir", str(READ_ONLY / "c")])
-    # interrupted once its progress bar shows it measuring, whatever the machine's speed
-    log = WORK / "cal-c.stderr"
-    with log.open("w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-c", "import sys, hf_token_prune_cli; sys.exit(hf_token_prune_cli.main(sys.argv[1:]))",
-             *base, "--refine_rounds", "3", "--max_samples", "1000", "--keep_rates", "0.9,0.7,0.5,0.3",
-             "--keep_masses", "0.95,0.9,0.8,0.6", "--output_dir", str(WORK / "cal-c")],
-            stdout=subprocess.DEVNULL, stderr=stderr, text=True, cwd=WORK,
-            env={**os.environ, "PYTHONPATH": str(ARGS.repo), "HF_HUB_OFFLINE": "1"},
-        )  # fmt: skip
-        deadline = time.time() + 120
-        while process.poll() is None and "batch" not in log.read_text() and time.time() < deadline:
-            time.sleep(0.05)
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=120)
-    err = log.read_text()
-    log.unlink()
+    process, err = interrupt_once_under_way([*base, "--refine_rounds", "3", "--max_samples", "1000", "--keep_rates",
+                                             "0.9,0.7,0.5,0.3", "--keep_masses", "0.95,0.9,0.8,0.6", "--output_dir",
+                                             str(WORK / "cal-c")], "batch")  # fmt: skip
     outcome = Run(process.returncode, "", err).failure() if process.returncode else "wrong"
     leftovers = [p.name for p in WORK.iterdir() if p.name.startswith((".cal-c.", "cal-c"))]
     record("Ctrl-C calibrate while measuring", "calibrate", "lost" if outcome == "ok" and leftovers else outcome,
@@ -622,8 +608,29 @@ def staging_of(target):
     return [p for p in parent.iterdir() if p.name.startswith(f".{name}.") and p.name.endswith(".partial")]
 
 
+CLI_MAIN = "import sys, hf_token_prune_cli; sys.exit(hf_token_prune_cli.main(sys.argv[1:]))"
+
+
 def cli_process(argv):
-    return python_child("import sys, hf_token_prune_cli; sys.exit(hf_token_prune_cli.main(sys.argv[1:]))", *argv)
+    return python_child(CLI_MAIN, *argv)
+
+
+def interrupt_once_under_way(argv, marker):
+    """Ctrl-C (SIGINT) the command `argv` once its stderr shows `marker` (its progress bar: the work under way,
+    however fast the machine); the finished process and its stderr."""
+    log = WORK / "interrupted.stderr"
+    with log.open("w") as stderr:
+        process = subprocess.Popen([sys.executable, "-c", CLI_MAIN, *argv], stdout=subprocess.DEVNULL, stderr=stderr,
+                                   text=True, cwd=WORK, env={**os.environ, "PYTHONPATH": str(ARGS.repo),
+                                                             "HF_HUB_OFFLINE": "1"})  # fmt: skip
+        deadline = time.time() + 120
+        while process.poll() is None and marker not in log.read_text() and time.time() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+    err = log.read_text()
+    log.unlink()
+    return process, err
 
 
 def kill_during_save(case, argv, target, marker):
@@ -678,15 +685,18 @@ def ctrl_c():
     for case, argv, delay in [
         ("Ctrl-C classify while importing", ["classify", str(CLIP), "--model_name_or_path", str(WORK / "model")], 0.3),
         ("Ctrl-C classify while loading", ["classify", str(CLIP), "--model_name_or_path", str(WORK / "model")], 2.5),
-        ("Ctrl-C finetune while training", [*FINETUNE, "--max_steps", "200", "--output_dir", str(WORK / "ctrl-c")], 12),
     ]:
         process = cli_process(argv)
         time.sleep(delay)
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=120)
-        run = Run(process.returncode, "", err)
-        outcome = run.failure() if process.returncode else "wrong"
-        record(case, "Ctrl-C", outcome, last_line(err))
+        record(case, "Ctrl-C", Run(process.returncode, "", err).failure() if process.returncode else "wrong",
+               last_line(err))
+    # once its progress bar shows it training: a fixed delay let a fast machine finish the run first
+    process, err = interrupt_once_under_way([*FINETUNE, "--max_steps", "2000", "--disable_tqdm", "false",
+                                             "--output_dir", str(WORK / "ctrl-c")], "/2000 [")  # fmt: skip
+    record("Ctrl-C finetune while training", "Ctrl-C",
+           Run(process.returncode, "", err).failure() if process.returncode else "wrong", last_line(err))
 
 
 def full_disk():

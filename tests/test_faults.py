@@ -4,6 +4,7 @@ nothing is silently wrong. Property-based tests (Hypothesis) throw random bad va
 the loader: a usage error or one ValueError, never another exception."""
 
 import errno
+import gc
 import json
 import math
 import os
@@ -472,6 +473,27 @@ def test_finetune_on_a_full_disk_keeps_the_trained_weights_and_says_where(tiny_a
 
 
 # -- the boundary ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, ValueError("a bad input")], ids=["ctrl-c", "error"])
+def test_the_error_line_is_the_last_line_though_a_progress_bar_was_open(model_dir, monkeypatch, capsys, raised):
+    from tqdm.auto import tqdm
+
+    def interrupted_mid_bar(*args, **kwargs):
+        bar = tqdm(total=10, desc="decoding")
+        bar.update(3)
+        raise raised
+
+    monkeypatch.setattr(classify_library, "read_audio", interrupted_mid_bar)
+    with pytest.raises(SystemExit) as error:
+        classify_command.main([CLIP, "--model_name_or_path", str(model_dir)])
+    message = "classify: interrupted (Ctrl-C)" if raised is KeyboardInterrupt else "classify: a bad input"
+    del error  # its traceback holds the bar; collected without the boundary's close, it redraws after the line
+    gc.collect()
+    err = capsys.readouterr().err
+    if raised is not KeyboardInterrupt:  # argparse-style: the line travels in SystemExit, printed last by Python
+        err += message + "\n"
+    assert err.replace("\r", "\n").splitlines()[-1] == message
 
 
 def test_ctrl_c_and_bugs_end_in_one_line_with_their_exit_codes(model_dir, monkeypatch, capsys):
