@@ -78,9 +78,10 @@ class Exploration:
         total = self.tokens[0]
         rows = [f"| {title} | {tokens} of {total} |" for title, tokens in zip(self.stage_titles, self.tokens)]
         method = self.settings["token_reduction"]
+        policy = f" keep mass {self.settings['keep_mass']:g} per clip," if "keep_mass" in self.settings else ""
         return "\n".join([
             f"**{self.tokens[-1]} of {total} patch tokens left** after the last stage (keep rate "
-            f"{self.settings['keep_rate']:g}, {method}, token score {self.settings['token_score']}).",
+            f"{self.settings['keep_rate']:g},{policy} {method}, token score {self.settings['token_score']}).",
             "",
             "| stage | patch tokens |",
             "|---|---|",
@@ -88,7 +89,7 @@ class Exploration:
             "",
             "| | unpruned | pruned |",
             "|---|---|---|",
-            f"| GMACs (count_macs) | {self.gmacs['unpruned']:.3f} | {self.gmacs['pruned']:.3f} |",
+            f"| GMACs of this clip | {self.gmacs['unpruned']:.3f} | {self.gmacs['pruned']:.3f} |",
             f"| latency (median of {LATENCY_REPEATS}, ms) | {self.latency_ms['unpruned']:.1f} | "
             f"{self.latency_ms['pruned']:.1f} |",
         ])
@@ -126,29 +127,35 @@ def _median_ms(run, repeats=LATENCY_REPEATS):
 
 
 def explore(model, feature_extractor, wave, keep_rate, token_reduction, token_score, pruning_layers,
-            drop_padding=False, repeats=LATENCY_REPEATS) -> Exploration:
+            drop_padding=False, repeats=LATENCY_REPEATS, keep_mass=None) -> Exploration:
     """Run ``wave`` (1-D, at the extractor's rate) unpruned and at the given settings; the model is restored after.
 
-    The explorer shows fixed keep rates: a model calibrated to a per-clip ``keep_mass`` is explored without it.
-    Not thread-safe on a shared model: :func:`build_app` holds a lock around it.
+    ``keep_mass`` runs the per-clip keep policy, ``keep_rate`` being its ceiling and the model's ``min_keep_rate``
+    (capped at ``keep_rate``) its floor; without it every layer keeps the fixed rate, whatever the model's config
+    says. Not thread-safe on a shared model: :func:`build_app` holds a lock around it.
     """
+    floor = model.config.min_keep_rate
+    floor = None if keep_mass is None or floor is None else min(floor, float(keep_rate))
     with model.reduction_settings(keep_mass=None, min_keep_rate=None):
-        return _explore_fixed_rate(model, feature_extractor, wave, keep_rate, token_reduction, token_score,
-                                   pruning_layers, drop_padding, repeats)
+        return _explore(model, feature_extractor, wave, keep_rate, token_reduction, token_score, pruning_layers,
+                        drop_padding, repeats, keep_mass, floor)
 
 
-def _explore_fixed_rate(model, feature_extractor, wave, keep_rate, token_reduction, token_score, pruning_layers,
-                        drop_padding, repeats):
+def _explore(model, feature_extractor, wave, keep_rate, token_reduction, token_score, pruning_layers, drop_padding,
+             repeats, keep_mass, min_keep_rate):
     import torch
 
     from .analysis.clusters import fit_value_clusters
     from .analysis.inputs import model_settings
-    from .macs import count_macs
+    from .macs import clip_macs, count_macs
+    from .selection import kept_counts_per_clip
     from .token_reductions import get_token_reduction
     from .visualization import merged_groups, patch_label_image
 
     settings = dict(keep_rate=float(keep_rate), token_reduction=token_reduction, token_score=token_score,
                     pruning_layers=list(pruning_layers), drop_padding=bool(drop_padding))
+    if keep_mass is not None:
+        settings.update(keep_mass=float(keep_mass), min_keep_rate=min_keep_rate)
     input_values = feature_extractor(wave, sampling_rate=feature_extractor.sampling_rate,
                                      return_tensors="pt")["input_values"]
     # transformers' AST extractor returns no frame mask; drop_padding takes the one AudioMAE's extractor computes.
@@ -166,8 +173,12 @@ def _explore_fixed_rate(model, feature_extractor, wave, keep_rate, token_reducti
         run = lambda: model(input_values, attention_mask=frame_mask if drop_padding else None,  # noqa: E731
                             output_kept_patches=True)
         outputs, pruned_ms = _median_ms(run, repeats)
-        pruned_gmacs = count_macs(config, real_frames=real_frames).total / 1e9
-        reduces = config.keep_rate < 1.0 and bool(config.pruning_layers)
+        reduces = (config.keep_rate < 1.0 or keep_mass is not None) and bool(config.pruning_layers)
+        if keep_mass is None:
+            pruned_gmacs = count_macs(config, real_frames=real_frames).total / 1e9
+        else:  # this clip's own counts
+            real_patches = layout.real_patches(frame_mask).sum(dim=1) if drop_padding else None
+            pruned_gmacs = clip_macs(model, kept_counts_per_clip(outputs.kept_patches), real_patches).item() / 1e9
     scores = None
     if reduces and token_score == "attention" and ranks_patches:
         # The first reducing layer's score, read off eager attention weights of the unpruned pass (identical up to it).
@@ -453,14 +464,15 @@ def build_app(model, feature_extractor, examples=None, title=None):
     rate = feature_extractor.sampling_rate
     layout = model.patch_layout
 
-    def analyse(audio, keep_rate, method, score, layers, drop_padding):
+    def analyse(audio, keep_rate, method, score, layers, drop_padding, keep_mass=1.0):
         if not audio:
             raise gr.Error("Upload or record a clip, or pick an example.")
         try:
             wave = read_audio(audio, rate)
             with lock:
                 exploration = explore(model, feature_extractor, wave, keep_rate, method, score,
-                                      _parse_layers(layers, config.num_hidden_layers), drop_padding)
+                                      _parse_layers(layers, config.num_hidden_layers), drop_padding,
+                                      keep_mass=keep_mass if keep_mass < 1.0 else None)
         except ValueError as error:
             raise gr.Error(str(error), print_exception=False) from None
         figure = draw(exploration)
@@ -492,6 +504,9 @@ def build_app(model, feature_extractor, examples=None, title=None):
                     gr.Examples([[path] for path in examples], inputs=[audio], examples_per_page=10, label="Examples")
                 keep_rate = gr.Slider(0.05, 1.0, value=config.keep_rate if config.keep_rate < 1.0 else 0.5, step=0.05,
                                       label="Keep rate", elem_id="keep_rate")
+                # a model calibrated to a per-clip keep mass opens at it
+                keep_mass = gr.Slider(0.05, 1.0, value=config.keep_mass or 1.0, step=0.01, elem_id="keep_mass",
+                                      label="Keep mass per clip (1: off, every clip at the keep rate; prune only)")
                 method = gr.Radio(list(token_reduction_names()), value=config.token_reduction, label="Method")
                 score = gr.Dropdown(list(TOKEN_SCORES), value=config.token_score, label="Token score")
                 layers = gr.Textbox(", ".join(map(str, config.pruning_layers)), label="Pruning layers (0-based)")
@@ -512,10 +527,11 @@ def build_app(model, feature_extractor, examples=None, title=None):
                 with gr.Row():
                     json_file = gr.File(label="Kept indices / source maps (JSON)")
                     png_file = gr.File(label="Figure (PNG)")
-        inputs = [audio, keep_rate, method, score, layers, drop_padding]
+        inputs = [audio, keep_rate, method, score, layers, drop_padding, keep_mass]  # appended: older clients still fit
         outputs = [figure, summary, unpruned, pruned, original, inverted, kept_audio, json_file, png_file,
                    exploration, patch]
-        gr.on([audio.change, keep_rate.release, method.change, score.change, layers.submit, drop_padding.change],
+        gr.on([audio.change, keep_rate.release, keep_mass.release, method.change, score.change, layers.submit,
+               drop_padding.change],
               analyse, inputs, outputs, api_name="predict", trigger_mode="always_last")
         figure.select(select, exploration, patch, api_name=False)
     return app

@@ -59,12 +59,13 @@ def clip(word="yes"):
     return sorted((KEYWORDS / "test" / word).glob("*.flac"))[0]
 
 
-def direct_call(model, extractor, path, keep_rate):
-    """The library call the page must agree with: the model at `keep_rate`, its kept patches and top label."""
+def direct_call(model, extractor, path, keep_rate, keep_mass=None):
+    """The library call the page must agree with: the model at `keep_rate` (and `keep_mass`), its kept patches and
+    top label."""
     inputs = extractor(read_audio(path, 16000), sampling_rate=16000, return_tensors="pt")
-    with model_settings(model, keep_rate=keep_rate):
+    with model_settings(model, keep_rate=keep_rate, keep_mass=keep_mass):
         outputs = model(**inputs, output_kept_patches=True)
-    kept = [indices[0].tolist() for indices in outputs.kept_patches] if keep_rate < 1.0 else []
+    kept = [indices[0].tolist() for indices in outputs.kept_patches] if outputs.kept_patches is not None else []
     return kept, model.config.id2label[int(outputs.logits[0].argmax())]
 
 
@@ -136,6 +137,34 @@ def test_explore_shows_what_the_library_computes(loaded, model_dir):
         assert model.config.keep_mass == 0.5
 
 
+def test_explore_runs_the_per_clip_keep_mass_as_the_model_does(loaded):
+    from hf_token_prune.explorer import explore
+    from hf_token_prune.macs import count_forward_macs
+
+    model, extractor = loaded
+    saved = model.config.to_dict()
+    fixed_tokens, policy_tokens = [], []
+    for word in ("yes", "no", "stop"):
+        wave = read_audio(clip(word), 16000)
+        exploration = explore(model, extractor, wave, 0.7, "prune", "attention", [3, 6, 9], repeats=1, keep_mass=0.6)
+        inputs = extractor(wave, sampling_rate=16000, return_tensors="pt")
+        with model_settings(model, keep_rate=0.7, keep_mass=0.6):
+            outputs = model(**inputs, output_kept_patches=True)
+            macs = count_forward_macs(model, inputs["input_values"])  # FlopCounterMode on this clip's forward
+        kept = [[index for index in indices[0].tolist() if index >= 0] for indices in outputs.kept_patches]
+        assert exploration.kept_patches == kept
+        assert exploration.tokens == [32] + [len(indices) for indices in kept]
+        assert exploration.gmacs["pruned"] == pytest.approx(macs / 1e9, rel=1e-9)
+        assert next(iter(exploration.pruned)) == model.config.id2label[int(outputs.logits[0].argmax())]
+        assert "(keep rate 0.7, keep mass 0.6 per clip, prune," in exploration.summary()
+        policy_tokens.append(exploration.tokens)
+        fixed_tokens.append(explore(model, extractor, wave, 0.7, "prune", "attention", [3, 6, 9], repeats=1).tokens)
+    assert model.config.to_dict() == saved
+    assert policy_tokens != fixed_tokens  # the policy, not the fixed rate, decided what was kept
+    with pytest.raises(ValueError, match="keep_mass=0.6 is not supported with token_reduction='fuse'"):
+        explore(model, extractor, wave, 0.7, "fuse", "attention", [3, 6, 9], repeats=1, keep_mass=0.6)
+
+
 def test_clicking_a_patch_names_its_time_band_score_and_fate(loaded):
     from hf_token_prune.explorer import Geometry, describe_patch, explore
 
@@ -184,8 +213,16 @@ def test_gradio_client_predict_returns_the_model_s_kept_patches(loaded):
         client = gradio_client.Client(app.local_url, verbose=False)
         result = client.predict(gradio_client.handle_file(str(clip())), 0.5, "prune", "attention", "3, 6, 9", False,
                                 api_name="/predict")  # fmt: skip
+        adaptive = client.predict(gradio_client.handle_file(str(clip())), 0.7, "prune", "attention", "3, 6, 9", False,
+                                  0.6, api_name="/predict")  # fmt: skip
     finally:
         app.close()
+    inputs = extractor(read_audio(clip(), 16000), sampling_rate=16000, return_tensors="pt")
+    with model_settings(model, keep_rate=0.7, keep_mass=0.6):
+        kept_patches = model(**inputs, output_kept_patches=True).kept_patches
+    adaptive_json = json.loads(Path(adaptive[7]).read_text())
+    assert adaptive_json["kept_patches"] == [indices[0].tolist() for indices in kept_patches]
+    assert adaptive_json["settings"]["keep_mass"] == 0.6
     downloaded = json.loads(Path(result[7]).read_text())
     kept, top = direct_call(model, extractor, clip(), 0.5)
     assert downloaded["kept_patches"] == kept
@@ -263,16 +300,14 @@ def test_the_page_in_chromium_shows_what_the_model_computes(loaded, model_dir, t
             page.set_input_files("#clip input[type=file]", str(clip()))
             shown = page_state(page, "keep rate 0.7,")
 
-            slider = page.locator("#keep_rate input[type=range]")
-            box = slider.bounding_box()
-            middle = box["y"] + box["height"] / 2
-            page.mouse.move(box["x"] + box["width"] * 0.68, middle)
-            page.mouse.down()
-            page.mouse.move(box["x"] + box["width"] * 0.45, middle, steps=5)
-            page.mouse.up()
+            drag(page, "keep_rate", 0.68, 0.45)
             keep_rate = float(page.locator("#keep_rate input[type=number]").input_value())
             assert keep_rate < 0.7
             moved = page_state(page, f"keep rate {keep_rate:g},")
+            drag(page, "keep_mass", 0.99, 0.15)  # from 1 (off) to a policy below the ceiling on this clip
+            keep_mass = float(page.locator("#keep_mass input[type=number]").input_value())
+            assert keep_mass < 1.0
+            adaptive = page_state(page, f"keep rate {keep_rate:g}, keep mass {keep_mass:g} per clip,")
             page.locator("#figure img").click(position={"x": 100, "y": 100})
             page.wait_for_function("document.querySelector('#patch').innerText.includes('Patch ')")
             page.screenshot(path=str(tmp_path / "explorer.png"), full_page=True)
@@ -282,10 +317,21 @@ def test_the_page_in_chromium_shows_what_the_model_computes(loaded, model_dir, t
         server.wait(timeout=30)
     SHOTS.mkdir(exist_ok=True)
     shutil.copy(tmp_path / "explorer.png", SHOTS / "explorer.png")
-    for state, rate in ((shown, 0.7), (moved, keep_rate)):
-        kept, top = direct_call(model, extractor, clip(), rate)
-        assert state["counts"] == [32] + [len(indices) for indices in kept]
+    for state, rate, mass in ((shown, 0.7, None), (moved, keep_rate, None), (adaptive, keep_rate, keep_mass)):
+        kept, top = direct_call(model, extractor, clip(), rate, mass)
+        assert state["counts"] == [32] + [sum(index >= 0 for index in indices) for indices in kept]
         assert state["top"] == top
+    assert adaptive["counts"] != moved["counts"]  # the policy, not the fixed rate, decided
+
+
+def drag(page, slider_id, start, end):
+    """Drag a gr.Slider's handle from `start` to `end` (fractions of its width), as a user does."""
+    box = page.locator(f"#{slider_id} input[type=range]").bounding_box()
+    middle = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * start, middle)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * end, middle, steps=5)
+    page.mouse.up()
 
 
 def page_state(page, settings):

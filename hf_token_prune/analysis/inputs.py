@@ -27,13 +27,14 @@ def model_settings(model, keep_rate=None, token_score=None, attn_implementation=
     """Run the model in inference mode with temporary pruning settings; restore them afterwards.
 
     ``pruning`` sets any other pruning field of the config (``token_reduction``, ``pruning_layers``,
-    ``drop_padding``); a combination the config refuses is its ``ValueError``, with the model left as it was.
+    ``drop_padding``, ``keep_mass``, ``min_keep_rate``); a combination the config refuses is its ``ValueError``, with
+    the model left as it was.
     """
     check_pruned_model(model)
-    unknown = set(pruning) - {"token_reduction", "pruning_layers", "drop_padding"}
+    unknown = set(pruning) - {"token_reduction", "pruning_layers", "drop_padding", "keep_mass", "min_keep_rate"}
     if unknown:
         raise TypeError(f"model_settings() got unknown settings {sorted(unknown)}: give token_reduction, "
-                        "pruning_layers or drop_padding.")
+                        "pruning_layers, drop_padding, keep_mass or min_keep_rate.")
     requested = {**pruning, "keep_rate": keep_rate, "token_score": token_score}
     settings = {name: value for name, value in requested.items() if value is not None}
     saved_implementation, training = model.config._attn_implementation, model.training
