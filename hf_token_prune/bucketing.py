@@ -27,20 +27,22 @@ from .selection import kept_counts_per_clip, select_tokens
 
 
 def predicted_kept_counts(model, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                          keep_mass: float | None = None, min_keep_rate: float | None = None):
+                          keep_mass: float | None = None, min_keep_rate: float | None = None,
+                          keep_rate: float | None = None):
     """``(batch,)`` long: for each clip, the patch tokens ``model`` is predicted to run on: its real patches for a
     ``drop_padding`` model given the feature extractor's frame mask ``attention_mask``, else the first pruning layer's
-    count under the policy (``keep_mass``, ``min_keep_rate``: a call's, as the forward takes them; the config's when
-    ``None``) if it ranked by intensity. Under a fixed keep rate without ``drop_padding`` every clip gets the same
-    count."""
+    count under the keep rate and policy (``keep_rate``, ``keep_mass``, ``min_keep_rate``: a call's, as the forward
+    takes them; the config's when ``None``) if it ranked by intensity. Under a fixed keep rate without
+    ``drop_padding`` every clip gets the same count."""
     config, layout = model.config, model.patch_layout
     if config.drop_padding and attention_mask is not None:
         return layout.real_patches(attention_mask).sum(dim=1)
-    keep_mass, min_keep_rate = model.resolve_keep_mass(keep_mass, config.keep_rate, min_keep_rate)
+    keep_rate = model.resolve_keep_rate(keep_rate)
+    keep_mass, min_keep_rate = model.resolve_keep_mass(keep_mass, keep_rate, min_keep_rate)
     intensity = layout.patch_statistics(input_values)[0]
     placeholder_tokens = intensity.new_zeros(*intensity.shape, 1)
     _, kept = select_tokens(
-        placeholder_tokens, intensity, config.keep_rate, 0, count_real_tokens=keep_mass is not None,
+        placeholder_tokens, intensity, keep_rate, 0, count_real_tokens=keep_mass is not None,
         keep_mass=keep_mass, min_keep_rate=min_keep_rate,
     )  # fmt: skip
     return kept_counts_per_clip([kept])[:, 0]

@@ -180,10 +180,12 @@ def check_max_loss(max_loss):
 
 def _check_labelled(data, name):
     labels = data.dataset.select_columns(["labels"])["labels"]
-    if data.multi_label:  # a multi-label model on single-label data has one class per clip, not a list
-        unlabelled = not any(len(row) if isinstance(row, list) else row is not None and row >= 0 for row in labels)
+    # one class per clip (a multi-label model on single-label data too): every clip needs its class
+    single = [label for label in labels if not isinstance(label, list)]
+    if single:
+        unlabelled = any(label is None or label < 0 for label in single)
     else:
-        unlabelled = any(label is None or label < 0 for label in labels)
+        unlabelled = not any(len(row) for row in labels)
     if unlabelled:
         raise ValueError(
             f"the {name} split has clips without a label: calibration measures the metric, so it needs a labelled "

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checks import names_local_path
+from .checks import check_model, names_local_path
 from .errors import one_line
 from .feature_extraction_audiomae import check_sampling_rate
 from .files import check_output_dir, same_or_nested, written_whole
@@ -420,6 +420,8 @@ def export_pretrained(
                 f"--output_dir {output_dir}: it is or holds or lies in the source model folder {model_name_or_path}, "
                 "which the export must not change; choose a folder outside it."
             )
+    else:  # a Hub id: one not in the cache while offline is said so, not a connection error
+        check_model(str(model_name_or_path), needs=("config",))
     check_output_dir(output_dir, overwrite)
     model, feature_extractor = load_pruned_model(model_name_or_path)
     if keep_rate is not None:

@@ -248,6 +248,7 @@ def tag_recording(
     batch_size: int = 16,
     bucket_by_count: bool = False,
     progress: bool = True,
+    keep_rate: float | None = None,
     keep_mass: float | None = None,
     min_keep_rate: float | None = None,
 ) -> RecordingTags:
@@ -269,10 +270,10 @@ def tag_recording(
             are those of the unbucketed call (each window's logits equal the window run alone) and come back in time
             order; memory holds that many batches of windows instead of one.
         progress: show a progress bar over the windows.
-        keep_mass: the per-window keep policy of this call only (a forward argument of the model; the model's own
-            when `None`, and not passed on then, so any classifier works). The model is not changed, so threads may
-            share it.
-        min_keep_rate: the policy's floor for this call only, passed on as `keep_mass` is.
+        keep_rate: the keep rate of this call only (a forward argument of the model; the model's own when `None`,
+            and not passed on then, so any classifier works). The model is not changed, so threads may share it.
+        keep_mass: the per-window keep policy of this call only, passed on as `keep_rate` is.
+        min_keep_rate: the policy's floor for this call only, passed on as `keep_rate` is.
     """
     for name, seconds in (("window", window), ("hop", hop)):
         if seconds is not None and not math.isfinite(seconds):
@@ -306,8 +307,8 @@ def tag_recording(
     windows = WindowStream(chunks, window_samples, hop_samples, rate // PEAKS_PER_SECOND)
 
     mask = {"return_attention_mask": True} if getattr(model.config, "drop_padding", False) else {}
-    policy = {name: value for name, value in (("keep_mass", keep_mass), ("min_keep_rate", min_keep_rate))
-              if value is not None}
+    policy = {name: value for name, value in (("keep_rate", keep_rate), ("keep_mass", keep_mass),
+                                              ("min_keep_rate", min_keep_rate)) if value is not None}  # fmt: skip
     multi_label = model.config.problem_type == "multi_label_classification"
     parameter = next(model.parameters())
     pool_size = batch_size * (BUCKET_BATCHES if bucket_by_count else 1)

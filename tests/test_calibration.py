@@ -238,6 +238,13 @@ def test_a_multi_label_model_on_single_label_clips_is_calibrated_on_map():
     )
     reference = result.validation[result.validation["policy"] == "reference"].iloc[0]["mAP (%)"]
     assert result.metric_name == "mAP" and reference == pytest.approx(expected, abs=1e-4)
+    one_unlabelled = validation.select(range(len(validation)))
+    one_unlabelled.dataset = validation.dataset.map(lambda row, index: {"labels": -1 if index == 3 else row["labels"]},
+                                                    with_indices=True)  # fmt: skip
+    assert one_unlabelled.labels()[3] == []  # not the last class, as numpy's index -1 would read it
+    with pytest.raises(ValueError, match="the held-out split has clips without a label"):
+        calibrate(model, validation, one_unlabelled, max_loss=100.0, keep_rates=(0.5,), keep_masses=(0.9,),
+                  refine_rounds=0)
 
 
 def test_no_setting_within_the_budget_names_the_best_and_its_loss():

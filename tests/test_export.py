@@ -3,6 +3,7 @@
 import json
 import sys
 
+import huggingface_hub
 import numpy as np
 import pytest
 import torch
@@ -98,10 +99,14 @@ def test_exported_folder_predicts_what_the_pipeline_predicts(tmp_path, family, c
         classifier(np.zeros(44100, np.float32), sampling_rate=44100)
 
 
-def test_cli_refuses_bad_input_in_one_line(tmp_path, capsys):
+def test_cli_refuses_bad_input_in_one_line(tmp_path, capsys, monkeypatch):
     assert main(["--model_name_or_path", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "out")]) == 1
     error = capsys.readouterr().err
     assert error.startswith("error: no such folder:") and error.count("\n") == 1
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert main(["--model_name_or_path", "mymodel", "--output_dir", str(tmp_path / "out")]) == 1  # a Hub id's shape
+    error = capsys.readouterr().err
+    assert "the Hub model mymodel is not in the cache while offline" in error and error.count("\n") == 1
     assert main(["--model_name_or_path", str(tmp_path), "--output_dir", str(tmp_path / "out")]) == 1
     error = capsys.readouterr().err
     assert "no config.json" in error and error.count("\n") == 1

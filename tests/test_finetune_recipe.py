@@ -453,7 +453,8 @@ def test_two_process_accelerate_run_ends_with_identical_weights(tmp_path):
         finetune = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(finetune)
         trainer = finetune.main(sys.argv[1:])
-        torch.save({{"world_size": trainer.args.world_size, "weights": trainer.model.state_dict()}},
+        loss = trainer.evaluate()["eval_loss"]  # the returned trainer still works across the processes
+        torch.save({{"world_size": trainer.args.world_size, "weights": trainer.model.state_dict(), "loss": loss}},
                    {str(tmp_path)!r} + f"/rank{{trainer.args.process_index}}.pt")
         """)
     )
@@ -482,6 +483,7 @@ def test_two_process_accelerate_run_ends_with_identical_weights(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
     assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
+    assert ranks[0]["loss"] == ranks[1]["loss"]  # gathered over both processes' halves of the validation split
     assert ranks[0]["weights"].keys() == ranks[1]["weights"].keys()
     for name, weight in ranks[0]["weights"].items():
         assert torch.equal(weight, ranks[1]["weights"][name]), name

@@ -138,3 +138,14 @@ def test_min_keep_rate_per_call_is_the_configured_floor_in_the_forward_and_the_p
     with model.reduction_settings(keep_mass=0.3, min_keep_rate=0.5):
         assert torch.equal(predicted_kept_counts(model, inputs), predicted)
     assert not torch.equal(predicted_kept_counts(model, inputs, keep_mass=0.3), predicted)
+
+
+@pytest.mark.parametrize("main", [classify_command.main, tag_command.main], ids=["classify", "tag"])
+def test_a_lower_keep_rate_with_a_lower_floor_runs_on_a_model_with_a_floor(main, tmp_path, capsys):
+    # the call's keep rate is checked against the call's floor, not against the floor saved in the config
+    folder = tiny_folder(tmp_path / "model", keep_mass=0.6, min_keep_rate=0.3)
+    argv = [str(CLIPS[0]), "--model_name_or_path", str(folder), "--keep_rate", "0.2", "--min_keep_rate", "0.1"]
+    if main is tag_command.main:
+        argv += ["--no_progress", "--output", str(tmp_path / "t.png")]
+    assert main(argv) == 0
+    assert "keep_mass 0.6 (keep rate at most 0.2, at least 0.1)" in capsys.readouterr().out

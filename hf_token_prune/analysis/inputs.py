@@ -153,8 +153,10 @@ class AnalysisData:
     def _model_labels(self, label):
         if not self.multi_label:
             return int(self.label_mapping[label])
-        # a multi-label model measured on single-label data: a clip's one class is its list of one
-        return [int(self.label_mapping[i]) for i in (label if isinstance(label, list) else [label])]
+        # a multi-label model measured on single-label data: a clip's one class is its list of one, none if unlabelled
+        if not isinstance(label, list):
+            label = [] if label is None or label < 0 else [label]
+        return [int(self.label_mapping[i]) for i in label]
 
     def _collate(self, indices):
         rows = self.dataset[list(indices)]

@@ -21,6 +21,7 @@ as their defaults) and `main(argv)` runs `hf_token_prune.finetuning.finetune` wi
 """
 
 import argparse
+import atexit
 import dataclasses
 import sys
 
@@ -177,5 +178,7 @@ def set_implied_defaults(parser, argv):
 @command("finetune")
 def main(argv=None):
     trainer = finetune(*parse_arguments(argv))
-    trainer.end_distributed_run()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # at the process's exit: until then a script can still evaluate or predict with the trainer returned
+        atexit.register(trainer.end_distributed_run)
     return trainer

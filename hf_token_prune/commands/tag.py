@@ -83,19 +83,17 @@ def main(argv=None) -> int:
             return fail(f"--model_name_or_path {args.model_name_or_path}: no such folder, nor a model in the Hub cache.")
         return fail(f"--model_name_or_path: {str(error).splitlines()[0]}")
     try:
-        if args.keep_rate is not None:
-            model.set_keep_rate(args.keep_rate)
         # the file, not its samples: tag_recording decodes it as a stream, so memory stays flat in its length
         tags = tag_recording(args.audio, model, extractor, window=args.window, hop=args.hop,
                              batch_size=args.batch_size, progress=not args.no_progress,
-                             bucket_by_count=args.bucket_by_count, keep_mass=args.keep_mass,
+                             bucket_by_count=args.bucket_by_count, keep_rate=args.keep_rate, keep_mass=args.keep_mass,
                              min_keep_rate=args.min_keep_rate)
     except ValueError as error:
         return fail(str(error).splitlines()[0])
 
-    setting = f"keep rate {model.config.keep_rate}"
+    setting = f"keep rate {model.config.keep_rate if args.keep_rate is None else args.keep_rate}"
     if args.keep_mass is not None or getattr(model.config, "keep_mass", None) is not None:
-        setting = keep_setting(model.config, keep_mass=args.keep_mass, min_keep_rate=args.min_keep_rate)
+        setting = keep_setting(model.config, args.keep_rate, args.keep_mass, args.min_keep_rate)
     print(f"{args.audio}: {tags.duration:.2f} s, {len(tags.starts)} windows of {tags.window:.3f} s every "
           f"{tags.hop:.3f} s | model {args.model_name_or_path} ({setting})")
     print(f"{'from':>8} {'to':>8}  {'label':<16} peak score   (runs of windows scoring >= {args.min_score})")

@@ -124,8 +124,9 @@ class PrunedModelTrainer(Trainer):
 
         Left to the interpreter's shutdown, gloo's worker threads may still hold tensors there and abort the process
         (SIGABRT) now and then after everything was saved. The DDP wrapper is let go first: its reducer holds the
-        group, and a group freed while a worker waits for the GIL deadlocks. The Trainer stays usable on this process
-        (its model is the unwrapped one); it can no longer communicate with the other processes."""
+        group, and a group freed while a worker waits for the GIL deadlocks. Afterwards the trainer's model (the
+        unwrapped one) can still be read and saved on this process, but nothing that talks to the other processes
+        runs: no evaluate, predict or train. `hf-token-prune finetune` calls it at the process's exit."""
         if not torch.distributed.is_available() or not torch.distributed.is_initialized():
             return
         self.accelerator.wait_for_everyone()
