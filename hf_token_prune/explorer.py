@@ -505,7 +505,7 @@ def build_app(model, feature_extractor, examples=None, title=None):
                 keep_rate = gr.Slider(0.05, 1.0, value=config.keep_rate if config.keep_rate < 1.0 else 0.5, step=0.05,
                                       label="Keep rate", elem_id="keep_rate")
                 # a model calibrated to a per-clip keep mass opens at it
-                keep_mass = gr.Slider(0.05, 1.0, value=config.keep_mass or 1.0, step=0.01, elem_id="keep_mass",
+                keep_mass = gr.Slider(0.01, 1.0, value=config.keep_mass or 1.0, step=0.01, elem_id="keep_mass",
                                       label="Keep mass per clip (1: off, every clip at the keep rate; prune only)")
                 method = gr.Radio(list(token_reduction_names()), value=config.token_reduction, label="Method")
                 score = gr.Dropdown(list(TOKEN_SCORES), value=config.token_score, label="Token score")
